@@ -1,0 +1,82 @@
+"""Engine settings, with the defaults a daemon on a real network wants."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mvds.engine.policy import ExponentialBackoff, RetransmissionPolicy
+from mvds.engine.records import Delivery, Mode
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Behaviour of one node's engine.
+
+    Times are seconds on the clock the caller passes as ``now``; the daemon
+    uses wall-clock time so that persisted schedules survive restarts, the
+    simulator uses virtual time.
+    """
+
+    mode: Mode = Mode.BATCH
+    """How this node sends its own and relayed messages (overridable per append)."""
+
+    delivery: Delivery = Delivery.CAUSAL
+    """Hand messages over after their parents (CAUSAL) or on arrival (EVENTUAL)."""
+
+    epoch_length: float = 0.3
+    """Seconds per epoch.  Epochs pace retransmission only: new records go out
+    after ``flush_delay``, not at the next epoch."""
+
+    flush_delay: float = 0.0
+    """How long new records may wait to be coalesced with others into one
+    payload.  0 sends them on the caller's next ``payloads_to_send`` call,
+    which the daemon makes once it has drained every ready datagram."""
+
+    policy: RetransmissionPolicy = field(default_factory=ExponentialBackoff)
+    """Retransmission schedule (epochs to wait after the n-th send)."""
+
+    max_inflight: int = 1024
+    """OFFER/MESSAGE records per (peer, group) that may be sent and still
+    unsettled.  New records beyond it wait for ACKs: this paces a sender to
+    its receiver (a burst of 50,000 messages does not overflow the peer's
+    socket buffer) and bounds the retransmission traffic towards an offline
+    peer.  Per group, so a group the peer refuses cannot stall the others;
+    REQUESTs are never held back (they settle the peer's own window)."""
+
+    reachability_backoff: int = 4
+    """When anything arrives from a peer, its records scheduled more than this
+    many epochs ahead become due at once: the peer is evidently online."""
+
+    offline_after: float = 10.0
+    """Silence (seconds) after which the next payload from a peer is reported
+    as a ``PeerReachable`` event."""
+
+    max_parents: int = 32
+    """Most parents put on an appended message, and most accepted on a
+    received one (a received message with more is dropped, unacknowledged)."""
+
+    request_max_sends: int | None = 32
+    """A REQUEST gives up after this many sends.  Safe: the peer that offered
+    the message keeps offering it, and every offer requests it again."""
+
+    accept_unshared: bool = False
+    """Accept MESSAGEs for a group this node is in from a peer the group is not
+    shared with.  Off for the daemon (a peer may only write into groups shared
+    with it); the simulator's research scenarios use one-way sharing."""
+
+    ephemeral_memory: int = 4096
+    """How many ephemeral message ids are remembered to drop duplicates
+    (ephemeral messages are never stored)."""
+
+    seed: int = 0
+    """Seed of the jitter generator, for reproducible runs."""
+
+    def __post_init__(self) -> None:
+        if self.epoch_length <= 0:
+            raise ValueError("epoch_length must be positive")
+        if self.flush_delay < 0:
+            raise ValueError("flush_delay must not be negative")
+        if self.max_inflight < 1:
+            raise ValueError("max_inflight must be at least 1")
+        if self.max_parents < 0:
+            raise ValueError("max_parents must not be negative")

@@ -1,0 +1,560 @@
+"""The sans-IO MVDS engine: the protocol logic every part of mvds drives.
+
+No sockets, no clock, no threads.  Shaped like aioquic's ``QuicConnection``:
+
+* inputs: :meth:`Engine.receive` (a payload from a peer), :meth:`Engine.append`
+  (a local message), :meth:`Engine.share` / :meth:`Engine.unshare`,
+  :meth:`Engine.announce` — each with the current time ``now``;
+* outputs: :meth:`Engine.payloads_to_send` (one payload per peer that has
+  something to send), :meth:`Engine.events` (for the application) and
+  :meth:`Engine.next_timer` (when to call ``payloads_to_send`` again).
+
+All durable state lives in the store (see :mod:`mvds.store.base`); the
+engine's own fields are transient (ACKs waiting to go out, which peers have
+new records, when each peer was last heard), so after a crash or a failed
+transaction a new engine on the same store carries on.
+
+Time is split into epochs of ``config.epoch_length`` seconds.  Epochs pace
+retransmission only (every record due in an epoch goes out in one payload per
+peer); new records go out as soon as the caller asks for payloads after
+``flush_delay``, so delivery latency on a good link is set by the network.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter, OrderedDict, deque
+from mvds.engine.config import EngineConfig
+from mvds.engine.events import (
+    Event,
+    GaveUp,
+    MessageAcknowledged,
+    MessageReceived,
+    PeerReachable,
+)
+from mvds.engine.records import UNKNOWN_GROUP, Delivery, Mode, Record, RecordType
+from mvds.ids import ID_SIZE
+from mvds.store.base import Store
+from mvds.wire import Message, Payload
+
+_OFFER = RecordType.OFFER
+_REQUEST = RecordType.REQUEST
+_MESSAGE = RecordType.MESSAGE
+
+
+class Engine:
+    """One MVDS node's protocol state machine."""
+
+    def __init__(self, store: Store, config: EngineConfig | None = None, *, now: float) -> None:
+        self.store = store
+        self.config = config or EngineConfig()
+        self._epoch_length = self.config.epoch_length
+        self._rng = random.Random(self.config.seed)
+        # Transient state: none of it needs to survive a restart.
+        self._flush_at: dict[bytes, float] = {}
+        self._acks: dict[bytes, list[bytes]] = {}
+        self._direct: dict[bytes, list[Message]] = {}
+        self._announce: set[bytes] = set()
+        self._events: deque[Event] = deque()
+        self._last_heard: dict[bytes, float] = {}
+        self._pulled_epoch: dict[bytes, int] = {}
+        self._ephemeral_seen: OrderedDict[bytes, None] = OrderedDict()
+        self.stats: Counter[str] = Counter()
+        # Records left from a previous run (never sent, or sent and unsettled)
+        # resume at once: a restarted node does not wait for the next epoch.
+        for peer in store.peers_with_records():
+            self._flush_at[peer] = now
+
+    # -- time -----------------------------------------------------------
+    def epoch(self, now: float) -> int:
+        """The epoch ``now`` falls in."""
+        return math.floor(now / self._epoch_length)
+
+    # -- inputs: local ------------------------------------------------------
+    def append(
+        self,
+        group_id: bytes,
+        body: bytes,
+        now: float,
+        *,
+        timestamp: int | None = None,
+        ephemeral: bool = False,
+        mode: Mode | None = None,
+        max_sends: int | None = None,
+        ttl: float | None = None,
+    ) -> Message:
+        """Append a message to a group and start syncing it to the group's peers.
+
+        The message's parents are the group's current DAG leaves.  Without an
+        explicit ``timestamp`` it is ``floor(now)``, bumped by a second while
+        that would reproduce an id already stored, so two appends never
+        collapse into one message; with an explicit timestamp an identical
+        message is returned as it is (appends are idempotent then).
+
+        ``mode`` overrides the node's mode for this message; ``max_sends``
+        and ``ttl`` (seconds) bound its retransmission to each peer.
+        Ephemeral messages are sent once to the peers sharing the group and
+        are neither stored, acknowledged, retransmitted nor relayed.
+        """
+        if len(group_id) != ID_SIZE:
+            raise ValueError(f"group id must be {ID_SIZE} bytes")
+        if max_sends is not None and max_sends < 1:
+            raise ValueError("max_sends must be at least 1")
+        if ttl is not None and ttl <= 0:
+            raise ValueError("ttl must be positive")
+        store = self.store
+        store.join(group_id)
+        parents = self._parents_for(group_id)
+        message = Message(
+            group_id,
+            math.floor(now) if timestamp is None else timestamp,
+            body,
+            parents,
+            ephemeral,
+        )
+        if store.has_message(message.id):
+            if timestamp is not None:
+                return store.get_message(message.id) or message
+            while store.has_message(message.id):
+                message = Message(group_id, message.timestamp + 1, body, parents, ephemeral)
+        self.stats["appended"] += 1
+        peers = store.shared_peers(group_id)
+        if ephemeral:
+            self._remember_ephemeral(message.id)
+            for peer in peers:
+                self._direct.setdefault(peer, []).append(message)
+                self._schedule_flush(peer, now)
+            return message
+        store.add_message(message, ready=True, received_from=None)
+        kind = _OFFER if (mode or self.config.mode) is Mode.INTERACTIVE else _MESSAGE
+        expires_at = now + ttl if ttl is not None else None
+        epoch = self.epoch(now)
+        for peer in peers:
+            store.insert_record(
+                Record(message.id, peer, group_id, kind, 0, epoch, max_sends, expires_at)
+            )
+            self._schedule_flush(peer, now)
+        return message
+
+    def _parents_for(self, group_id: bytes) -> tuple[bytes, ...]:
+        leaves = self.store.leaves(group_id)
+        if len(leaves) > self.config.max_parents:
+            # Deterministic choice; the leaves left out stay leaves and are
+            # picked up by a later append.
+            leaves = sorted(leaves)[: self.config.max_parents]
+        return tuple(leaves)
+
+    def join(self, group_id: bytes) -> None:
+        """Become a member of a group without sharing it with anyone yet."""
+        self.store.join(group_id)
+
+    def share(self, group_id: bytes, peer: bytes, now: float) -> None:
+        """Sync ``group_id`` with ``peer`` from now on, existing messages included."""
+        store = self.store
+        store.join(group_id)
+        if not store.share(group_id, peer):
+            return
+        kind = _OFFER if self.config.mode is Mode.INTERACTIVE else _MESSAGE
+        epoch = self.epoch(now)
+        for message_id in store.group_message_ids(group_id):
+            if store.get_record(message_id, peer) is None:
+                store.insert_record(Record(message_id, peer, group_id, kind, 0, epoch))
+        self._schedule_flush(peer, now)
+
+    def unshare(self, group_id: bytes, peer: bytes, now: float) -> None:
+        """Stop syncing ``group_id`` with ``peer``; its pending records go."""
+        if self.store.unshare(group_id, peer):
+            if self.store.delete_group_records(group_id, peer):
+                self._schedule_flush(peer, now)
+
+    def announce(self, peer: bytes, now: float) -> None:
+        """Send ``peer`` a payload even if it is empty: "I am online now".
+
+        Receiving anything makes the peer's records for us due at once (the
+        reachability rule), so a mostly-offline node calls this when it comes
+        back online.
+        """
+        self._announce.add(peer)
+        self._schedule_flush(peer, now)
+
+    # -- inputs: from the network ---------------------------------------------
+    def receive(self, peer: bytes, payload: Payload, now: float) -> None:
+        """Process a payload that arrived from ``peer``."""
+        epoch = self.epoch(now)
+        stats = self.stats
+        stats["payloads_in"] += 1
+        self._heard(peer, now, epoch)
+        if payload.acks:
+            self._on_acks(peer, payload.acks, now)
+        if payload.messages:
+            self._on_messages(peer, payload.messages, epoch, now)
+        if payload.offers:
+            self._on_offers(peer, payload.offers, epoch, now)
+        if payload.requests:
+            self._on_requests(peer, payload.requests, epoch, now)
+
+    def _heard(self, peer: bytes, now: float, epoch: int) -> None:
+        """Reachability: a peer we hear from is online, so stop backing off."""
+        last = self._last_heard.get(peer)
+        self._last_heard[peer] = now
+        if last is None or now - last >= self.config.offline_after:
+            self._events.append(PeerReachable(peer))
+        if self._pulled_epoch.get(peer) == epoch:
+            return  # at most once per epoch per peer: cost stays bounded
+        self._pulled_epoch[peer] = epoch
+        moved = self.store.pull_forward(peer, epoch + self.config.reachability_backoff, epoch)
+        if moved:
+            self.stats["reachability_pulls"] += moved
+            self._schedule_flush(peer, now)
+
+    def _on_acks(self, peer: bytes, acks: list[bytes], now: float) -> None:
+        store = self.store
+        self.stats["acks_in"] += len(acks)
+        settled = False
+        for message_id in acks:
+            record = store.get_record(message_id, peer)
+            if record is None or record.kind is _REQUEST:
+                # An ACK says the peer holds the message; it does not settle
+                # our own request for it.
+                continue
+            store.delete_record(message_id, peer)
+            self._events.append(MessageAcknowledged(message_id, peer))
+            settled = True
+        if settled and store.has_new_records(peer):
+            self._schedule_flush(peer, now)
+
+    def _accepts(self, group_id: bytes, peer: bytes) -> bool:
+        store = self.store
+        if store.is_shared(group_id, peer):
+            return True
+        return self.config.accept_unshared and store.is_member(group_id)
+
+    def _on_messages(self, peer: bytes, messages: list[Message], epoch: int, now: float) -> None:
+        store = self.store
+        stats = self.stats
+        acks = self._acks.get(peer)
+        config = self.config
+        for message in messages:
+            stats["messages_in"] += 1
+            group_id = message.group_id
+            if not self._accepts(group_id, peer):
+                stats["dropped_unshared_group"] += 1
+                continue
+            if len(message.parents) > config.max_parents:
+                stats["dropped_too_many_parents"] += 1
+                continue
+            message_id = message.id
+            if message_id in message.parents:
+                # Ids do not cover metadata, so a hostile peer can name a
+                # message as its own parent; causal delivery would hold it
+                # forever.
+                stats["dropped_self_parent"] += 1
+                continue
+            if message.ephemeral:
+                self._on_ephemeral(peer, message)
+                continue
+            # ACK every persistent MESSAGE, duplicates too: our earlier ACK
+            # may have been lost.  (The shell sends it only after commit.)
+            if acks is None:
+                acks = self._acks[peer] = []
+            acks.append(message_id)
+            # The peer holds it, so nothing we owe it about this message.
+            own = store.get_record(message_id, peer)
+            if own is not None and own.kind is not _REQUEST:
+                store.delete_record(message_id, peer)
+                self._events.append(MessageAcknowledged(message_id, peer))
+            if store.has_message(message_id):
+                stats["duplicates_in"] += 1
+                if not store.is_ready(message_id):
+                    self._request_missing(message_id, peer, group_id, epoch, now)
+                continue
+            self._on_new_message(peer, message, epoch, now)
+        if acks:
+            self._schedule_flush(peer, now)
+
+    def _on_new_message(self, peer: bytes, message: Message, epoch: int, now: float) -> None:
+        store = self.store
+        message_id = message.id
+        store.delete_requests_for(message_id)
+        store.add_message(message, ready=False, received_from=peer)
+        self.stats["stored_in"] += 1
+        # Relay: every other peer sharing the group should get it too.
+        kind = _OFFER if self.config.mode is Mode.INTERACTIVE else _MESSAGE
+        group_id = message.group_id
+        for other in store.shared_peers(group_id):
+            if other != peer and store.get_record(message_id, other) is None:
+                store.insert_record(Record(message_id, other, group_id, kind, 0, epoch))
+                self._schedule_flush(other, now)
+        if self.config.delivery is Delivery.EVENTUAL:
+            self._deliver(message, peer)
+            for parent in message.parents:
+                if not store.has_message(parent):
+                    self._request(parent, peer, group_id, epoch, now)
+            return
+        missing = [p for p in message.parents if not store.is_ready(p)]
+        if not missing:
+            self._deliver_cascade(message, peer)
+            return
+        store.add_waiting(message_id, missing)
+        self.stats["held_for_parents"] += 1
+        for parent in missing:
+            if not store.has_message(parent):
+                self._request(parent, peer, group_id, epoch, now)
+
+    def _deliver(self, message: Message, peer: bytes) -> None:
+        seq = self.store.mark_ready(message.id, deliver=True)
+        self.stats["delivered"] += 1
+        self._events.append(MessageReceived(message, seq, peer))
+
+    def _deliver_cascade(self, message: Message, peer: bytes) -> None:
+        """Hand over ``message`` and every held descendant it completes."""
+        store = self.store
+        self._deliver(message, peer)
+        stack = store.release_waiting(message.id)
+        while stack:
+            child_id = stack.pop()
+            stored = store.get_stored(child_id)
+            if stored is None or stored.ready:
+                continue
+            self._deliver(stored.message, stored.received_from or peer)
+            stack.extend(store.release_waiting(child_id))
+
+    def _request_missing(
+        self, message_id: bytes, peer: bytes, group_id: bytes, epoch: int, now: float
+    ) -> None:
+        """A held message arrived again: ask this peer for its missing parents."""
+        for parent in self.store.waiting_parents(message_id):
+            if not self.store.has_message(parent):
+                self._request(parent, peer, group_id, epoch, now)
+
+    def _request(
+        self, message_id: bytes, peer: bytes, group_id: bytes, epoch: int, now: float
+    ) -> None:
+        if self.store.get_record(message_id, peer) is None:
+            self.store.insert_record(
+                Record(
+                    message_id,
+                    peer,
+                    group_id,
+                    _REQUEST,
+                    0,
+                    epoch,
+                    self.config.request_max_sends,
+                )
+            )
+            self._schedule_flush(peer, now)
+
+    def _on_ephemeral(self, peer: bytes, message: Message) -> None:
+        if message.id in self._ephemeral_seen:
+            self.stats["duplicates_in"] += 1
+            return
+        self._remember_ephemeral(message.id)
+        self.stats["delivered"] += 1
+        # Delivered on arrival even in causal mode: nothing would ever
+        # retransmit an ephemeral message that waited for its parents.
+        self._events.append(MessageReceived(message, None, peer))
+
+    def _remember_ephemeral(self, message_id: bytes) -> None:
+        seen = self._ephemeral_seen
+        seen[message_id] = None
+        if len(seen) > self.config.ephemeral_memory:
+            seen.popitem(last=False)
+
+    def _on_offers(self, peer: bytes, offers: list[bytes], epoch: int, now: float) -> None:
+        store = self.store
+        self.stats["offers_in"] += len(offers)
+        acks = self._acks.get(peer)
+        for message_id in offers:
+            record = store.get_record(message_id, peer)
+            if record is not None and record.kind is not _REQUEST:
+                # It offers what we were about to give it: it holds it.
+                store.delete_record(message_id, peer)
+                self._events.append(MessageAcknowledged(message_id, peer))
+                record = None
+            if store.has_message(message_id):
+                # Tell the offerer we hold it, or it offers forever.
+                if acks is None:
+                    acks = self._acks[peer] = []
+                acks.append(message_id)
+                self._schedule_flush(peer, now)
+            elif record is None:
+                self._request(message_id, peer, UNKNOWN_GROUP, epoch, now)
+
+    def _on_requests(self, peer: bytes, requests: list[bytes], epoch: int, now: float) -> None:
+        store = self.store
+        stats = self.stats
+        stats["requests_in"] += len(requests)
+        for message_id in requests:
+            message = store.get_message(message_id)
+            if message is None:
+                stats["requests_unknown"] += 1
+                continue
+            if not store.is_shared(message.group_id, peer):
+                stats["requests_refused"] += 1
+                continue
+            record = store.get_record(message_id, peer)
+            if record is None:
+                store.insert_record(
+                    Record(message_id, peer, message.group_id, _MESSAGE, 0, epoch)
+                )
+            elif record.kind is not _MESSAGE:
+                # Spec: the OFFER is replaced by the MESSAGE, due now.  The
+                # send count carries over so limits still hold.
+                record.kind = _MESSAGE
+                record.group_id = message.group_id
+                record.send_epoch = epoch
+                store.update_record(record)
+            else:
+                # Already being sent: its own schedule (and reachability)
+                # governs resends, so a flood of REQUESTs cannot amplify.
+                continue
+            self._schedule_flush(peer, now)
+
+    # -- outputs ------------------------------------------------------------
+    def _schedule_flush(self, peer: bytes, now: float) -> None:
+        if peer not in self._flush_at:
+            self._flush_at[peer] = now + self.config.flush_delay
+
+    def payloads_to_send(self, now: float) -> list[tuple[bytes, Payload]]:
+        """Build one payload for each peer that has something due.
+
+        Includes every ACK owed, every new record that fits the peer's
+        in-flight window, and every in-flight record whose send epoch has come.
+        Marks what it includes as sent; the caller must send the payloads
+        (after committing the store's transaction).
+        """
+        epoch = self.epoch(now)
+        store = self.store
+        peers = {peer for peer, at in self._flush_at.items() if at <= now}
+        for peer in store.peers_with_records():
+            if peer not in peers:
+                due = store.next_due_epoch(peer)
+                if due is not None and due <= epoch:
+                    peers.add(peer)
+        out = []
+        for peer in sorted(peers):
+            self._flush_at.pop(peer, None)
+            payload = self._build(peer, epoch, now)
+            if payload is not None:
+                out.append((peer, payload))
+        return out
+
+    def _build(self, peer: bytes, epoch: int, now: float) -> Payload | None:
+        store = self.store
+        stats = self.stats
+        payload = Payload()
+        acks = self._acks.pop(peer, None)
+        if acks:
+            payload.acks = acks
+        direct = self._direct.pop(peer, None)
+        if direct:
+            payload.messages.extend(direct)
+        announce = peer in self._announce
+        self._announce.discard(peer)
+        sent: list[Record] = []
+        for record in store.due_records(peer, epoch):
+            if self._gives_up(record, now):
+                continue
+            if self._add_record(payload, record):
+                sent.append(record)
+        stats["retransmissions"] += len(sent)
+        fresh = store.new_requests(peer, self.config.max_inflight)
+        window = self.config.max_inflight
+        for group_id in store.groups_with_new_records(peer):
+            room = window - store.inflight_count(peer, group_id)
+            if room > 0:
+                fresh.extend(store.new_records(peer, group_id, room))
+        for record in fresh:
+            if record.expires_at is not None and now >= record.expires_at:
+                self._give_up(record, "expired")
+            elif self._add_record(payload, record):
+                sent.append(record)
+        for record in sent:
+            record.send_count += 1
+            record.send_epoch = self._next_send_epoch(record, epoch, now)
+            store.update_record(record)
+        if payload.is_empty() and not announce:
+            return None
+        stats["payloads_out"] += 1
+        stats["acks_out"] += len(payload.acks)
+        stats["offers_out"] += len(payload.offers)
+        stats["requests_out"] += len(payload.requests)
+        stats["messages_out"] += len(payload.messages)
+        return payload
+
+    def _add_record(self, payload: Payload, record: Record) -> bool:
+        kind = record.kind
+        if kind is _MESSAGE:
+            message = self.store.get_message(record.message_id)
+            if message is None:  # cannot happen with a consistent store
+                self.store.delete_record(record.message_id, record.peer)
+                self.stats["records_orphaned"] += 1
+                return False
+            payload.messages.append(message)
+        elif kind is _OFFER:
+            payload.offers.append(record.message_id)
+        else:
+            payload.requests.append(record.message_id)
+        return True
+
+    def _gives_up(self, record: Record, now: float) -> bool:
+        """End a due record that reached its limit or expiry."""
+        if record.max_sends is not None and record.send_count >= record.max_sends:
+            self._give_up(record, "max_sends")
+            return True
+        if record.expires_at is not None and now >= record.expires_at:
+            self._give_up(record, "expired")
+            return True
+        return False
+
+    def _give_up(self, record: Record, reason: str) -> None:
+        self.store.delete_record(record.message_id, record.peer)
+        self.stats["gave_up"] += 1
+        self._events.append(GaveUp(record.message_id, record.peer, record.kind, reason))
+
+    def _next_send_epoch(self, record: Record, epoch: int, now: float) -> int:
+        wait = max(1, self.config.policy.delay(record.send_count, self._rng))
+        # Sent mid-epoch: count from the next boundary, so the wait is never
+        # shorter than ``wait`` whole epochs.
+        if now > epoch * self._epoch_length:
+            wait += 1
+        due = epoch + wait
+        if record.expires_at is not None:
+            due = min(due, math.ceil(record.expires_at / self._epoch_length))
+        return due
+
+    def next_timer(self) -> float | None:
+        """When ``payloads_to_send`` next has work (may be in the past), or None."""
+        times = list(self._flush_at.values())
+        store = self.store
+        for peer in store.peers_with_records():
+            due = store.next_due_epoch(peer)
+            if due is not None:
+                times.append(due * self._epoch_length)
+        return min(times) if times else None
+
+    def events(self) -> list[Event]:
+        """Drain and return the events emitted since the last call."""
+        out = list(self._events)
+        self._events.clear()
+        return out
+
+    # -- introspection --------------------------------------------------------
+    def last_heard(self, peer: bytes) -> float | None:
+        """When something last arrived from ``peer`` (engine clock), if ever."""
+        return self._last_heard.get(peer)
+
+    def pending(self) -> dict[tuple[bytes, RecordType], int]:
+        """Sync state size per (peer, record type)."""
+        return self.store.record_stats()
+
+    def is_quiet(self) -> bool:
+        """No sync state and nothing queued: every record is settled."""
+        return (
+            self.store.record_count() == 0
+            and not self._acks
+            and not self._direct
+            and not self._announce
+        )
+

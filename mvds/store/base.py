@@ -61,6 +61,15 @@ class Store(Protocol):
 
     def close(self) -> None: ...
 
+    # -- small named values (epoch, crypto replay windows, ...) -------------
+    def get_meta(self, key: str) -> bytes | None:
+        """A value the I/O shell stored with ``set_meta``, or None."""
+        ...
+
+    def set_meta(self, key: str, value: bytes) -> None:
+        """Store a small value; committed with the surrounding transaction."""
+        ...
+
     # -- groups and sharing ----------------------------------------------------
     def join(self, group_id: bytes) -> None:
         """Make this node a member of a group (idempotent)."""

@@ -43,6 +43,7 @@ class MemoryStore:
         self._heaps: dict[bytes, list[tuple[int, int, bytes]]] = defaultdict(list)
         self._versions: dict[tuple[bytes, bytes], int] = {}
         self._counter = itertools.count()
+        self._meta: dict[str, bytes] = {}
 
     # -- transactions -----------------------------------------------------
     @contextlib.contextmanager
@@ -52,6 +53,12 @@ class MemoryStore:
 
     def close(self) -> None:
         pass
+
+    def get_meta(self, key: str) -> bytes | None:
+        return self._meta.get(key)
+
+    def set_meta(self, key: str, value: bytes) -> None:
+        self._meta[key] = bytes(value)
 
     # -- groups and sharing --------------------------------------------------
     def join(self, group_id: bytes) -> None:

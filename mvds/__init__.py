@@ -24,3 +24,12 @@ __all__ = [
     "message_id",
     "parse_group",
 ]
+
+
+def __getattr__(name: str):
+    """The embedding API, imported on first use (it pulls in trio and the daemon)."""
+    if name in ("Node", "open_node", "ReceivedMessage", "NodeError"):
+        from mvds.daemon import node
+
+        return getattr(node, name)
+    raise AttributeError(f"module 'mvds' has no attribute {name!r}")

@@ -14,7 +14,7 @@ from typing import Sequence
 
 from mvds.cli.errors import CliError
 
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["init", "id", "peer", "groups", "run", "send", "tail", "status", "demo"]
 """Modules under mvds.cli that provide commands, in help order."""
 
 

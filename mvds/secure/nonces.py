@@ -65,6 +65,7 @@ class NonceCounter:
             raise ValueError("block_size must be at least 1")
         self._path = Path(path)
         self._block_size = block_size
+        self._next = self._reserved_end = 0
         start = max(self._read(), floor())
         if not 0 <= start < COUNTER_LIMIT:
             raise NonceCounterError(f"nonce counter start {start} is outside 0..2**64-1")
@@ -92,11 +93,18 @@ class NonceCounter:
         """The next unused counter (durably reserved before it is returned)."""
         counter = self._next
         if counter >= self._reserved_end:
-            self._reserve(counter)
+            counter = self._reserve(counter)
         self._next = counter + 1
         return counter
 
-    def _reserve(self, counter: int) -> None:
+    def _reserve(self, counter: int) -> int:
+        """Durably reserve a block starting at or above ``counter``; its start.
+
+        The file is read again first: if another instance was (wrongly)
+        started on the same file, this one moves above its reservation
+        instead of overlapping it.
+        """
+        counter = max(counter, self._read())
         if counter >= COUNTER_LIMIT:
             raise NonceCounterError(
                 "nonce counter exhausted (2**64 datagrams sealed); create a new identity"
@@ -109,6 +117,7 @@ class NonceCounter:
                 f"cannot reserve nonce counters in {self._path}: {exc.strerror or exc}"
             ) from None
         self._reserved_end = end
+        return counter
 
     @property
     def reserved_end(self) -> int:

@@ -64,7 +64,10 @@ class ReplayWindow:
         """Record ``counter`` as seen; call only after it authenticated."""
         behind = self._highest - counter
         if behind < 0:
-            self._bits = ((self._bits << -behind) | 1) & self._mask
+            if -behind >= self.size:  # jumped past the whole window (never shift by it)
+                self._bits = 1
+            else:
+                self._bits = ((self._bits << -behind) | 1) & self._mask
             self._highest = counter
         elif behind < self.size:
             self._bits |= 1 << behind

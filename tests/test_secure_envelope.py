@@ -278,3 +278,9 @@ def test_open_on_arbitrary_bytes_raises_only_envelope_error(bob_for_fuzz, data):
         # Only plaintext from the plaintext peer can get through unsealed.
         assert data[0] == 0x02 and sender == CAROL.peer_id == data[1:33]
         assert payload == data[33:]
+
+
+def test_open_accepts_any_bytes_like_datagram(pair):
+    alice, bob = pair
+    for wrap in (bytearray, memoryview):
+        assert bob.open(wrap(alice.seal(BOB.peer_id, b"x"))) == (ALICE.peer_id, b"x")

@@ -200,27 +200,30 @@ class EnvelopeCodec:
 
         Raises :class:`EnvelopeError` for anything that must be dropped.
         """
+        if type(datagram) is not bytes:
+            datagram = bytes(datagram)  # bytearray/memoryview from recv_into
         size = len(datagram)
         if not size:
             raise EnvelopeError(TRUNCATED, "empty datagram")
-        view = memoryview(datagram)
-        kind = view[0]
+        # Plain bytes slices: measured faster than memoryviews here, both
+        # for slicing and for the AEAD call.
+        kind = datagram[0]
         if kind == TYPE_SEALED:
             if size < SEALED_OVERHEAD:
                 raise EnvelopeError(
                     TRUNCATED, f"{size} bytes; a sealed envelope has at least {SEALED_OVERHEAD}"
                 )
-            peer = self._peers.get(view[1:_ID_END].tobytes())
+            peer = self._peers.get(datagram[1:_ID_END])
             if peer is None:
-                raise EnvelopeError(UNKNOWN_PEER, f"from unknown sender {view[1:9].hex()}...")
-            counter_bytes = view[_ID_END:_HEADER_END].tobytes()
+                raise EnvelopeError(UNKNOWN_PEER, f"from unknown sender {datagram[1:9].hex()}...")
+            counter_bytes = datagram[_ID_END:_HEADER_END]
             counter = int.from_bytes(counter_bytes, "big")
             window = peer.window
             if not window.check(counter):
                 raise EnvelopeError(REPLAY, f"counter {counter} was seen or is too old")
             try:
                 payload = peer.open_aead.decrypt(
-                    _NONCE_PAD + counter_bytes, view[_HEADER_END:], view[:_HEADER_END]
+                    _NONCE_PAD + counter_bytes, datagram[_HEADER_END:], datagram[:_HEADER_END]
                 )
             except InvalidTag:
                 raise EnvelopeError(AUTH_FAILED, "the tag does not verify") from None
@@ -233,14 +236,15 @@ class EnvelopeCodec:
                     TRUNCATED,
                     f"{size} bytes; a plaintext envelope has at least {PLAINTEXT_OVERHEAD}",
                 )
-            peer = self._peers.get(view[1:_ID_END].tobytes())
+            peer = self._peers.get(datagram[1:_ID_END])
             if peer is None:
-                raise EnvelopeError(UNKNOWN_PEER, f"from unknown sender {view[1:9].hex()}...")
+                raise EnvelopeError(UNKNOWN_PEER, f"from unknown sender {datagram[1:9].hex()}...")
             if not peer.plaintext:
                 raise EnvelopeError(
-                    PLAINTEXT_REFUSED, f"peer {view[1:9].hex()}... is not configured for plaintext"
+                    PLAINTEXT_REFUSED,
+                    f"peer {datagram[1:9].hex()}... is not configured for plaintext",
                 )
-            return peer.peer_id, view[_ID_END:].tobytes()
+            return peer.peer_id, datagram[_ID_END:]
         raise EnvelopeError(BAD_VERSION, f"unknown envelope type 0x{kind:02x}")
 
     # -- replay state ------------------------------------------------------------

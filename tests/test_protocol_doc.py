@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from interop.docvectors import DOC_PATH, doc_vectors
 from mvds.engine import EngineConfig
 from mvds.ids import group_id_for_name, message_id
 from mvds.secure import EnvelopeCodec, Identity, NonceCounter
@@ -18,7 +19,7 @@ from mvds.secure.replay import DEFAULT_WINDOW_SIZE
 from mvds.wire import decode_payload
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-DOC = (ROOT / "docs" / "PROTOCOL.md").read_text()
+DOC = DOC_PATH.read_text()
 
 
 def _load_generator():
@@ -33,26 +34,7 @@ def _load_generator():
 GEN = _load_generator()
 
 
-def doc_vectors() -> dict[str, bytes]:
-    """Parse ``name = hex`` lines (continued on indented lines) from section 14."""
-    section = DOC[DOC.index("## 14. Test vectors") :]
-    block = re.search(r"```text\n(.*?)```", section, re.S).group(1)
-    values: dict[str, str] = {}
-    name = None
-    for line in block.splitlines():
-        if not line.strip():
-            continue
-        if line.startswith(" "):
-            assert name is not None, f"continuation without a name: {line!r}"
-            values[name] += line.strip()
-        else:
-            name, _, value = (part.strip() for part in line.partition("="))
-            assert name not in values, f"vector {name} given twice"
-            values[name] = value
-    return {key: bytes.fromhex(value) for key, value in values.items()}
-
-
-VECTORS = doc_vectors()
+VECTORS = doc_vectors(DOC)
 
 
 def test_every_vector_is_documented_and_matches_the_code():

@@ -227,3 +227,52 @@ def test_docpeer_is_independent_of_mvds():
         elif isinstance(node, ast.ImportFrom) and node.module:
             roots.add(node.module.split(".")[0])
     assert roots - {"__future__", "cryptography"} <= set(sys.stdlib_module_names)
+
+
+def test_unknown_and_mistyped_fields_are_skipped_alike():
+    """Section 10.2's decoding rules, with fields no encoder here produces."""
+    ident = bytes(range(32))
+    group = bytes(range(32, 64))
+    message = (
+        b"\x0a\x20" + group
+        + b"\x78\x07"  # field 15, varint: unknown
+        + b"\x10\x05"
+        + b"\x22\x04\x10\x01\x18\x02"  # metadata {ephemeral; unknown field 3}
+        + b"\x22\x22\x0a\x20" + ident  # a second metadata: merged
+        + b"\x10\x06"  # timestamp again: the last wins
+    )
+    data = (
+        b"\x08\x05"  # field 1 as a varint: wrong wire type, skipped
+        + b"\x81\x01" + bytes(8)  # field 16, fixed64: unknown
+        + b"\x0a\x20" + ident
+        + b"\x22" + bytes([len(message)]) + message
+        + b"\x1a\x20" + ident
+        + b"\xfd\x06" + bytes(4)  # field 111, fixed32: unknown
+    )
+    ours = decode_payload(data)
+    theirs = docpeer.decode_payload(data)
+    assert ours.acks == theirs.acks == [ident]
+    assert ours.requests == theirs.requests == [ident]
+    (m,) = ours.messages
+    (d,) = theirs.messages
+    assert (m.group_id, m.timestamp, m.ephemeral, list(m.parents)) == (group, 6, True, [ident])
+    assert (d.group_id, d.timestamp, d.ephemeral, d.parents) == (group, 6, True, [ident])
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x0a\x1f" + bytes(31),  # a 31-byte ack
+        b"\x22\x02\x0a\x00",  # a message with an empty group id
+        b"\x22\x26\x0a\x20" + bytes(32) + b"\x22\x02\x0a\x00",  # an empty parent id
+        b"\x0a\x20" + bytes(10),  # truncated
+        b"\x0a",  # a key without a value
+    ],
+)
+def test_malformed_payloads_are_refused_by_both(data):
+    from mvds.wire import WireError
+
+    with pytest.raises(WireError):
+        decode_payload(data)
+    with pytest.raises(docpeer.MalformedPayload):
+        docpeer.decode_payload(data)

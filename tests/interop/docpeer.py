@@ -256,7 +256,11 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
 
 
 def _fields(data: bytes):
-    """Yield (field number, wire type, value) for every field; skip nothing here."""
+    """Yield (field number, wire type, value) for every field.
+
+    Callers ignore numbers they do not know, and known numbers with an
+    unexpected wire type (section 10.2: both are unknown fields).
+    """
     pos = 0
     while pos < len(data):
         key, pos = _read_varint(data, pos)
@@ -279,8 +283,8 @@ def _fields(data: bytes):
         yield number, wire, value
 
 
-def _id(value, wire) -> bytes:
-    if wire != 2 or len(value) != 32:
+def _id(value) -> bytes:
+    if len(value) != 32:
         raise MalformedPayload("an id is 32 bytes")
     return bytes(value)
 
@@ -300,8 +304,8 @@ def decode_message(data: bytes) -> DocMessage:
             body = bytes(value)
         elif number == 4 and wire == 2:  # repeated occurrences merge
             for n, w, v in _fields(value):
-                if n == 1:
-                    parents.append(_id(v, w))
+                if n == 1 and w == 2:
+                    parents.append(_id(v))
                 elif n == 2 and w == 0:
                     ephemeral = bool(v)
     if group is None or len(group) != 32:
@@ -313,8 +317,8 @@ def decode_payload(data: bytes) -> DocPayload:
     payload = DocPayload()
     lists = {1: payload.acks, 2: payload.offers, 3: payload.requests}
     for number, wire, value in _fields(data):
-        if number in lists:
-            lists[number].append(_id(value, wire))
+        if number in lists and wire == 2:
+            lists[number].append(_id(value))
         elif number == 4 and wire == 2:
             payload.messages.append(decode_message(value))
     return payload

@@ -120,6 +120,7 @@ class EnvelopeCodec:
         *,
         window_size: int = DEFAULT_WINDOW_SIZE,
     ) -> None:
+        ReplayWindow(window_size)  # ValueError now, not at the first add_peer
         self.identity = identity
         self._nonces = nonces
         self._window_size = window_size

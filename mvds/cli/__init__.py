@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Sequence
 
@@ -49,6 +50,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # `mvds tail | head` closes the pipe: not an error worth a traceback.
         return 0
+    except Exception as exc:  # a bug, or an error we did not foresee
+        if os.environ.get("MVDS_DEBUG"):
+            raise
+        print(
+            f"mvds: unexpected error: {type(exc).__name__}: {exc} "
+            "(set MVDS_DEBUG=1 for a traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,13 +18,9 @@ from typing import Any
 
 from mvds.daemon.schedule import Schedule
 from mvds.ids import parse_peer_id
+from mvds.secure.limits import MAX_BODY_SIZE, MAX_DATAGRAM_SIZE
 
-MAX_UDP_PAYLOAD = 65_507
-"""Largest UDP datagram payload over IPv4."""
-
-MESSAGE_FRAMING_RESERVE = 1_536
-"""Bytes a message needs besides its body when it travels alone: protobuf
-framing, group id, timestamp and up to 32 parents (documented in PROTOCOL.md)."""
+MAX_UDP_PAYLOAD = MAX_DATAGRAM_SIZE
 
 
 class ConfigError(ValueError):
@@ -87,7 +83,7 @@ class NodeConfig:
     """crash (WAL, survives process crashes) or power (also survives power loss, slower)."""
     max_datagram: int = 1200
     """Largest datagram sent, envelope included; bigger payloads are split."""
-    max_body: int = MAX_UDP_PAYLOAD - MESSAGE_FRAMING_RESERVE - 128
+    max_body: int = MAX_BODY_SIZE
     """Largest message body accepted at append (a message travels whole in one datagram)."""
     max_inflight: int = 1024
     """Unacknowledged messages per peer and group before new ones wait."""
@@ -139,9 +135,8 @@ class NodeConfig:
             fail("epoch_ms", "must be between 1 and 3600000")
         if not 256 <= self.max_datagram <= MAX_UDP_PAYLOAD:
             fail("max_datagram", f"must be between 256 and {MAX_UDP_PAYLOAD}")
-        limit = MAX_UDP_PAYLOAD - MESSAGE_FRAMING_RESERVE - 128
-        if not 1 <= self.max_body <= limit:
-            fail("max_body", f"must be between 1 and {limit} (one message travels in one datagram)")
+        if not 1 <= self.max_body <= MAX_BODY_SIZE:
+            fail("max_body", f"must be between 1 and {MAX_BODY_SIZE} (a message travels whole in one datagram)")
         if self.max_inflight < 1:
             fail("max_inflight", "must be at least 1")
         if self.flush_ms < 0:

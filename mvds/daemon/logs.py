@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from typing import Any, TextIO
 
 import structlog
@@ -40,28 +39,20 @@ def configure_logging(fmt: str = "console", level: str = "info", stream: TextIO 
 
 
 def get_logger(**context: Any) -> Any:
-    return structlog.get_logger("mvds").bind(**context)
+    """The mvds logger.
 
-
-class RateLimiter:
-    """Allows one log line per key per ``interval`` seconds, counting the rest.
-
-    Hostile traffic must not turn into a log flood: a peer sending garbage
-    at line rate yields one line per reason per interval, with how many
-    were suppressed since the last one.
+    When the application has not configured structlog (mvds embedded in
+    someone's program), mvds logs only warnings and errors, to stderr, so a
+    library never chatters on stdout; `mvds run` configures logging fully.
     """
-
-    def __init__(self, interval: float = 10.0) -> None:
-        self.interval = interval
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def allow(self, key: str, now: float | None = None) -> int | None:
-        """None if the line should be suppressed; else how many were suppressed."""
-        now = time.monotonic() if now is None else now
-        last = self._last.get(key)
-        if last is not None and now - last < self.interval:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return None
-        self._last[key] = now
-        return self._suppressed.pop(key, 0)
+    if not structlog.is_configured():
+        return structlog.wrap_logger(
+            structlog.PrintLogger(sys.stderr),
+            processors=[
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.dev.ConsoleRenderer(colors=False),
+            ],
+            wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        ).bind(**context)
+    return structlog.get_logger("mvds").bind(**context)

@@ -35,7 +35,7 @@ from typing import Any, AsyncIterator, Callable
 import trio
 
 from mvds.daemon.config import NodeConfig, PeerConfig, format_address, parse_address, save_config
-from mvds.daemon.logs import RateLimiter, get_logger
+from mvds.daemon.logs import get_logger
 from mvds.daemon.nodedir import InstanceLock, NodeDir
 from mvds.daemon.schedule import Schedule
 from mvds.daemon.transport import UdpTransport
@@ -53,6 +53,7 @@ from mvds.engine import (
 )
 from mvds.ids import ID_SIZE, parse_group, parse_peer_id, short
 from mvds.secure import EnvelopeCodec, EnvelopeError, Identity, NonceCounter
+from mvds.secure.drops import DropLog
 from mvds.store.base import Store, StoredMessage
 from mvds.store.errors import StoreError
 from mvds.wire import WireError, decode_payload, split_payload
@@ -170,14 +171,15 @@ class Node:
         self._rng = random.Random(config.seed)
         self._schedule = Schedule.parse(config.schedule) if config.schedule else None
         self.peers: dict[bytes, PeerState] = {}
-        self.drops: Counter[str] = Counter()
+        self._drops = DropLog()
+        """Datagrams dropped before the engine, by reason (rate-limited logging)."""
+        self._warnings = DropLog(interval=60.0)
         self.counters: Counter[str] = Counter()
         self._inbox: list[tuple[bytes, Any]] = []
         self._queue: list[_Pending] = []
         self._wake = trio.Event()
         self._delivered = trio.Event()
         self._ephemeral_listeners: list[list[ReceivedMessage]] = []
-        self._log_limiter = RateLimiter()
         self._started = time.time()
         self._closing = False
         self._fatal: str | None = None
@@ -604,7 +606,7 @@ class Node:
                 host, port, family=self.transport.family, type=trio.socket.SOCK_DGRAM
             )
         except OSError as exc:
-            if self._log_limiter.allow(f"resolve/{state.config.name}") is not None:
+            if self._warnings.drop(f"resolve/{state.config.name}", time.monotonic()) is not None:
                 self.log.warning(
                     "peer.unresolved", peer=state.config.name, address=state.config.address,
                     error=str(exc),
@@ -640,11 +642,9 @@ class Node:
                 for peer_id, payload in engine.payloads_to_send(now):
                     outgoing.extend(self._seal(peer_id, payload))
                 if heard:
-                    state = self.codec.export_replay_state()
-                    for peer_id in heard:
-                        blob = state.get(peer_id)
-                        if blob is not None:
-                            self.store.set_meta(REPLAY_META_PREFIX + peer_id.hex(), blob)
+                    changed = self.codec.export_replay_state(changed_only=True)
+                    for peer_id, blob in changed.items():
+                        self.store.set_meta(REPLAY_META_PREFIX + peer_id.hex(), blob)
         except StoreError as exc:
             self._on_store_error(exc, queue)
             return
@@ -667,7 +667,7 @@ class Node:
         try:
             payload = decode_payload(plain)
         except WireError as exc:
-            self._drop("malformed_payload", addr, detail=str(exc))
+            self._drop("malformed", addr, detail=str(exc))
             return None
         counters = state.counters
         counters["datagrams_in"] += 1
@@ -682,12 +682,9 @@ class Node:
         return peer_id, payload
 
     def _drop(self, reason: str, addr: Any, detail: str | None = None) -> None:
-        self.drops[reason] += 1
-        suppressed = self._log_limiter.allow(f"drop/{reason}")
-        if suppressed is not None:
-            fields: dict[str, Any] = {"reason": reason, "source": format_address(*addr[:2])}
-            if suppressed:
-                fields["suppressed"] = suppressed
+        count = self._drops.drop(reason, time.monotonic())
+        if count is not None:
+            fields: dict[str, Any] = {"reason": reason, "source": format_address(*addr[:2]), "count": count}
             if detail:
                 fields["detail"] = detail
             self.log.warning("datagram.dropped", **fields)
@@ -695,7 +692,7 @@ class Node:
     def _seal(self, peer_id: bytes, payload: Any) -> list[tuple[bytes, Any]]:
         state = self.peers.get(peer_id)
         if state is None or state.address is None:
-            self.drops["no_address"] += 1
+            self._drops.counts["no_address"] += 1
             return []
         limit = self.config.max_datagram - self.codec.overhead(peer_id)
         out = []
@@ -785,7 +782,7 @@ class Node:
                 }
             )
         transport = self.transport
-        drops = Counter(self.drops)
+        drops = Counter(self._drops.counts)
         if transport is not None:
             drops.update(transport.drops)
         return {

@@ -103,7 +103,11 @@ class UdpTransport:
                 self.drops["offline_out"] += 1
                 continue
             if self.loss and self.rng.random() < self.loss:
+                # Transmitted, then lost in the (simulated) air: it counts
+                # as sent, as it would on a real lossy link.
                 self.drops["simulated_loss_out"] += 1
+                stats["datagrams_out"] += 1
+                stats["bytes_out"] += len(data)
                 continue
             try:
                 sendto(data, addr)

@@ -15,11 +15,25 @@ from typing import Sequence
 
 from mvds.cli.errors import CliError
 
-COMMAND_MODULES: list[str] = ["init", "id", "peer", "groups", "run", "send", "tail", "status", "demo"]
-"""Modules under mvds.cli that provide commands, in help order."""
+COMMANDS: dict[str, str] = {
+    "init": "init",
+    "id": "id",
+    "peer": "peer",
+    "share": "groups",
+    "unshare": "groups",
+    "join": "groups",
+    "run": "run",
+    "send": "send",
+    "tail": "tail",
+    "status": "status",
+    "demo": "demo",
+}
+"""Command name -> module under mvds.cli that registers it, in help order."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``command``, only that command's module is imported
+    (a command line starts faster than one that imports every command)."""
     parser = argparse.ArgumentParser(
         prog="mvds",
         description="Minimum Viable Data Synchronization: peer daemon, tools and simulator.",
@@ -28,14 +42,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"mvds {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    if command in COMMANDS:
+        modules = [COMMANDS[command]]
+    else:
+        modules = list(dict.fromkeys(COMMANDS.values()))
+    for name in modules:
         module = importlib.import_module(f"mvds.cli.{name}")
         module.register(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)

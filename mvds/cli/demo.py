@@ -22,10 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import trio
-
 from mvds.cli.errors import CliError
-from mvds.daemon.async_client import AsyncControlClient
 from mvds.daemon.config import PeerConfig, load_config, save_config
 from mvds.daemon.control_client import ControlError
 from mvds.daemon.setup import init_node_dir
@@ -86,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         setup(nodes, args)
         start(nodes)
+        import trio  # not at the top: the other commands start faster without it
+
         try:
             trio.run(live, nodes, args)
         except KeyboardInterrupt:
@@ -167,6 +166,10 @@ def stop(nodes: dict[str, DemoNode]) -> None:
 
 
 async def live(nodes: dict[str, DemoNode], args: argparse.Namespace) -> None:
+    import trio
+
+    from mvds.daemon.async_client import AsyncControlClient
+
     appended: dict[str, tuple[str, float]] = {}
     started = time.monotonic()
     done_appending = trio.Event()

@@ -9,8 +9,6 @@ import argparse
 import dataclasses
 import signal
 
-import trio
-
 from mvds.cli.common import add_dir_argument, load, node_dir
 from mvds.cli.errors import CliError
 from mvds.daemon.config import ConfigError
@@ -68,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise CliError(str(exc)) from None
     configure_logging(config.log_format, config.log_level)
+    import trio  # here, not at the top: the other commands start faster without it
+
     try:
         trio.run(serve, nodedir.path, config)
     except BaseExceptionGroup as group:
@@ -88,6 +88,8 @@ def describe(exc: BaseException) -> str:
 
 
 async def serve(directory, config) -> None:
+    import trio
+
     from mvds.daemon.control import ControlServer
     from mvds.daemon.node import Node
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter, OrderedDict, deque
+from typing import TYPE_CHECKING
 from mvds.engine.config import EngineConfig
 from mvds.engine.events import (
     Event,
@@ -35,8 +36,10 @@ from mvds.engine.events import (
 )
 from mvds.engine.records import UNKNOWN_GROUP, Delivery, Mode, Record, RecordType
 from mvds.ids import ID_SIZE
-from mvds.store.base import Store
 from mvds.wire import Message, Payload
+
+if TYPE_CHECKING:  # the store imports engine.records: avoid the cycle at run time
+    from mvds.store.base import Store
 
 _OFFER = RecordType.OFFER
 _REQUEST = RecordType.REQUEST

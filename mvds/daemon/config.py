@@ -10,6 +10,7 @@ file and the key.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -295,24 +296,29 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 
-def _doc(name: str) -> str:
-    """The attribute docstring of a NodeConfig field, for comments in the file."""
+@functools.cache
+def _field_docs() -> dict[str, str]:
+    """Each NodeConfig field's attribute docstring, for the file's comments
+    (read from the source once: the docstrings are the documentation)."""
     import ast
     import inspect
 
-    source = inspect.getsource(NodeConfig)
-    tree = ast.parse(source)
+    tree = ast.parse(inspect.getsource(NodeConfig))
     body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
     for node, following in zip(body, body[1:]):
         if (
             isinstance(node, ast.AnnAssign)
             and isinstance(node.target, ast.Name)
-            and node.target.id == name
             and isinstance(following, ast.Expr)
             and isinstance(following.value, ast.Constant)
         ):
-            return " ".join(str(following.value.value).split())
-    return ""
+            docs[node.target.id] = " ".join(str(following.value.value).split())
+    return docs
+
+
+def _doc(name: str) -> str:
+    return _field_docs().get(name, "")
 
 
 def render_config(config: NodeConfig) -> str:

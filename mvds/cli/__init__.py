@@ -14,7 +14,7 @@ from typing import Sequence
 
 from mvds.cli.errors import CliError
 
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["sim"]
 """Modules under mvds.cli that provide commands, in help order."""
 
 

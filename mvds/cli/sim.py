@@ -23,10 +23,11 @@ from mvds.cli.errors import CliError
 DEFAULT_OUT = pathlib.Path("sim-results")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "sim",
-        help="deterministic simulation + report",
+def build_parser() -> argparse.ArgumentParser:
+    """The ``mvds sim`` options; parsed intermixed so that NAME=VALUE
+    parameters may come before or after the options."""
+    parser = argparse.ArgumentParser(
+        prog="mvds sim",
         description="Run a scenario on the real engine over a virtual network; "
         "write report.json, summary.md and figures.",
     )
@@ -38,7 +39,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--list", action="store_true", help="list scenarios, or a scenario's parameters")
     parser.add_argument("--no-plots", action="store_true", help="write JSON and Markdown only")
     parser.add_argument("--progress", action="store_true", help="progress bar even if stderr is not a terminal")
-    parser.set_defaults(func=run)
+    return parser
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    inner = build_parser()
+    parser = subparsers.add_parser(
+        "sim",
+        help="deterministic simulation + report",
+        description=inner.description,
+        usage=inner.format_usage().removeprefix("usage: ").strip(),
+        add_help=False,
+        # Everything after "sim" (options included) is handed to the inner
+        # parser, which can parse options and NAME=VALUE words intermixed.
+        prefix_chars="\x00",
+    )
+    parser.add_argument("argv", nargs="*", help=argparse.SUPPRESS)
+    parser.set_defaults(func=lambda args: run(inner.parse_intermixed_args(args.argv)))
 
 
 def _load_config(path: pathlib.Path) -> dict[str, Any]:
@@ -132,6 +149,10 @@ def run(args: argparse.Namespace) -> int:
     from mvds.sim.scenarios import SCENARIOS
 
     config = _load_config(args.config) if args.config else {}
+    if args.scenario is not None and "=" in args.scenario:
+        # Parameters without a scenario name (it comes from --config).
+        args.params.insert(0, args.scenario)
+        args.scenario = None
     scenario = args.scenario or config.get("scenario")
     if args.list:
         return _list(scenario)

@@ -12,25 +12,11 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
-from mvds.wire import Message, Payload, encode_message
+from mvds.wire import Message, Payload
 
 RECORD_TYPES = ("ack", "offer", "request", "message")
 ID_FIELD_BYTES = 34
 """An ACK/OFFER/REQUEST id on the wire: tag, length, 32 bytes."""
-
-
-def _varint_size(value: int) -> int:
-    size = 1
-    while value >= 0x80:
-        value >>= 7
-        size += 1
-    return size
-
-
-def message_field_bytes(message: Message) -> int:
-    """Bytes a MESSAGE record takes in a payload: tag, length, encoding."""
-    size = len(encode_message(message))
-    return 1 + _varint_size(size) + size
 
 
 @dataclass
@@ -75,7 +61,7 @@ class Recorder:
         self.deliveries: list[Delivery] = []
         self.expected: dict[bytes, frozenset[int]] = {}
         self.records = Counter({kind: 0 for kind in RECORD_TYPES})
-        self.record_bytes = Counter({kind: 0 for kind in RECORD_TYPES})
+        self.message_bytes = 0
         self.datagrams_with = Counter({kind: 0 for kind in RECORD_TYPES})
         self.wire = Counter(
             {
@@ -106,32 +92,40 @@ class Recorder:
         self.deliveries.append(Delivery(time, node, message, via))
 
     def on_payload(self, payload: Payload, datagrams: int, size: int) -> None:
-        """A payload left an online sender as ``datagrams`` datagrams."""
+        """A payload of ``size`` encoded bytes left an online sender as
+        ``datagrams`` datagrams.
+
+        A payload's encoding is the concatenation of its records' fields, so
+        the MESSAGE bytes are exactly what the fixed-size id fields leave.
+        """
         records = self.records
-        record_bytes = self.record_bytes
         with_kind = self.datagrams_with
         wire = self.wire
         wire["payloads"] += 1
         wire["datagrams"] += datagrams
         wire["bytes"] += size
+        ids = 0
         if payload.acks:
-            records["ack"] += len(payload.acks)
-            record_bytes["ack"] += ID_FIELD_BYTES * len(payload.acks)
+            count = len(payload.acks)
+            records["ack"] += count
             with_kind["ack"] += 1
+            ids += count
         if payload.offers:
-            records["offer"] += len(payload.offers)
-            record_bytes["offer"] += ID_FIELD_BYTES * len(payload.offers)
+            count = len(payload.offers)
+            records["offer"] += count
             with_kind["offer"] += 1
+            ids += count
         if payload.requests:
-            records["request"] += len(payload.requests)
-            record_bytes["request"] += ID_FIELD_BYTES * len(payload.requests)
+            count = len(payload.requests)
+            records["request"] += count
             with_kind["request"] += 1
+            ids += count
         if payload.messages:
             records["message"] += len(payload.messages)
-            record_bytes["message"] += sum(message_field_bytes(m) for m in payload.messages)
             with_kind["message"] += 1
-        if not (payload.acks or payload.offers or payload.requests or payload.messages):
+        elif not ids:
             wire["empty_payloads"] += 1
+        self.message_bytes += size - ID_FIELD_BYTES * ids
 
     def on_sync_state(self, time: float, total: int) -> None:
         if total > self.peak_sync_state:
@@ -144,6 +138,12 @@ class Recorder:
             self.drained_at = None
 
     # -- results ------------------------------------------------------------
+    def record_bytes(self) -> dict[str, int]:
+        """Bytes on the wire per record type."""
+        out = {kind: ID_FIELD_BYTES * self.records[kind] for kind in RECORD_TYPES}
+        out["message"] = self.message_bytes
+        return out
+
     def expected_total(self) -> int:
         return sum(len(receivers) for receivers in self.expected.values())
 
@@ -205,7 +205,7 @@ class Recorder:
             "wire": {
                 **dict(sorted(self.wire.items())),
                 "records": dict(self.records),
-                "record_bytes": dict(self.record_bytes),
+                "record_bytes": self.record_bytes(),
                 "datagrams_with": dict(self.datagrams_with),
                 "bytes_per_delivered": _round(wire_bytes / delivered) if delivered else None,
             },

@@ -113,6 +113,11 @@ class Setup:
     """Report per-message detail only for runs with at most this many messages."""
     exposure: bool = True
     """Track what each node could observe (costs memory on huge runs)."""
+    decode: bool = True
+    """Decode every datagram at the receiver (the full wire path).  False
+    still encodes every payload (byte counts stay exact) but hands the
+    receiver the sender's payload object when it fits one datagram: about
+    a fifth faster, for very large runs."""
     labels: dict[str, str] = field(default_factory=dict)
     """Free-form description shown in the report (e.g. which mode/policy)."""
 

@@ -116,11 +116,16 @@ SEED = Scenario(
 # -- reference: the Go implementation's simulation ----------------------------
 
 
+def _block(node: int, group_size: int, blocks: int) -> int:
+    """The group of node ``node``: leftover nodes join the last group."""
+    return min(node // group_size, blocks - 1)
+
+
 def build_network(p: dict[str, Any], rng: random.Random) -> Setup:
     """The reference simulation's network, generalised.
 
     ``nodes`` nodes, split into groups of ``group_size`` (0: one group of
-    all, as in Go); each node shares its group one-way with ``sharing``
+    all, as in Go; leftover nodes join the last group); each node shares its group one-way with ``sharing``
     random other members; the first ``communicating`` nodes each append a
     message every ``interval`` ticks for ``chat`` ticks (or until
     ``messages`` appends in total); the first ``interactive`` nodes are in
@@ -133,11 +138,6 @@ def build_network(p: dict[str, Any], rng: random.Random) -> Setup:
         raise ValueError(
             f"sharing={sharing} needs groups of at least {sharing + 1} nodes "
             f"(group_size={group_size}, nodes={count})"
-        )
-    if count % group_size and count % group_size <= sharing:
-        raise ValueError(
-            f"the last group has {count % group_size} nodes, too few to share with {sharing}; "
-            "make nodes a multiple of group_size"
         )
     if p["communicating"] > count or p["interactive"] > count:
         raise ValueError("communicating and interactive cannot exceed nodes")
@@ -155,9 +155,11 @@ def build_network(p: dict[str, Any], rng: random.Random) -> Setup:
     ]
     shares: list[ShareSpec] = []
     pairs: set[tuple[int, int]] = set()
+    blocks = count // group_size
     for i in range(count):
-        block = i // group_size
-        members = [j for j in range(block * group_size, min(count, (block + 1) * group_size)) if j != i]
+        block = _block(i, group_size, blocks)
+        stop = count if block == blocks - 1 else (block + 1) * group_size
+        members = [j for j in range(block * group_size, stop) if j != i]
         for j in sorted(rng.sample(members, sharing)):
             shares.append(ShareSpec(names[i], f"group{block}", names[j]))
             pairs.add((min(i, j), max(i, j)))
@@ -174,7 +176,8 @@ def build_network(p: dict[str, Any], rng: random.Random) -> Setup:
             body = f"{peer_id_for(names[i]).hex()[:16]} testing {round_}".encode()
             if pad > len(body):
                 body = body.ljust(pad, b".")
-            appends.append(AppendSpec(round_ * interval, names[i], f"group{i // group_size}", body))
+            group = f"group{_block(i, group_size, blocks)}"
+            appends.append(AppendSpec(round_ * interval, names[i], group, body))
         round_ += 1
     small = count <= 6 and len(appends) <= 12
     return Setup(
@@ -186,6 +189,7 @@ def build_network(p: dict[str, Any], rng: random.Random) -> Setup:
         mtu=p["mtu"],
         trace=small,
         exposure=p.get("exposure", True),
+        decode=p.get("decode", True),
     )
 
 
@@ -223,6 +227,8 @@ REFERENCE = Scenario(
         Param("latency", 0.01, "one-way link latency (ticks)", minimum=1e-6),
         Param("policy", "linear", "retransmission policy", kind="str", choices=POLICY_NAMES),
         Param("mtu", 1200, "largest datagram (bytes)", kind="int", minimum=64),
+        Param("decode", True, "decode every datagram (false: hand over payload objects)", kind="bool"),
+        Param("exposure", True, "track what each node observes", kind="bool"),
     ],
     build_reference,
 )

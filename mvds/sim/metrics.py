@@ -62,6 +62,8 @@ class Recorder:
         self.expected: dict[bytes, frozenset[int]] = {}
         self.records = Counter({kind: 0 for kind in RECORD_TYPES})
         self.message_bytes = 0
+        self._sent: tuple[set, set, set] = (set(), set(), set())
+        self.resent = Counter({kind: 0 for kind in ("offer", "request", "message")})
         self.datagrams_with = Counter({kind: 0 for kind in RECORD_TYPES})
         self.wire = Counter(
             {
@@ -126,6 +128,38 @@ class Recorder:
         elif not ids:
             wire["empty_payloads"] += 1
         self.message_bytes += size - ID_FIELD_BYTES * ids
+
+    def on_records_sent(self, src: int, dst: int, payload: Payload) -> None:
+        """Count resends: an OFFER, REQUEST or MESSAGE for a message id that
+        ``src`` already sent ``dst`` as the same record type.
+
+        Counted here rather than taken from the engine's ``retransmissions``
+        stat, which also counts the MESSAGE an interactive node sends in
+        answer to a REQUEST (the REQUEST makes that record due at once).
+        """
+        offers, requests, messages = self._sent
+        resent = self.resent
+        if payload.messages:
+            for message in payload.messages:
+                key = (src, dst, message.id)
+                if key in messages:
+                    resent["message"] += 1
+                else:
+                    messages.add(key)
+        if payload.offers:
+            for mid in payload.offers:
+                key = (src, dst, mid)
+                if key in offers:
+                    resent["offer"] += 1
+                else:
+                    offers.add(key)
+        if payload.requests:
+            for mid in payload.requests:
+                key = (src, dst, mid)
+                if key in requests:
+                    resent["request"] += 1
+                else:
+                    requests.add(key)
 
     def on_sync_state(self, time: float, total: int) -> None:
         if total > self.peak_sync_state:
@@ -209,7 +243,9 @@ class Recorder:
                 "datagrams_with": dict(self.datagrams_with),
                 "bytes_per_delivered": _round(wire_bytes / delivered) if delivered else None,
             },
-            "retransmissions": engine_stats["retransmissions"],
+            "retransmissions": sum(self.resent.values()),
+            "retransmissions_by_type": dict(self.resent),
+            "received": engine_stats["stored_in"],
             "peak_sync_state": self.peak_sync_state,
             "peak_sync_state_at": _round(self.peak_sync_state_at),
             "engine": dict(sorted(engine_stats.items())),

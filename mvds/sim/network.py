@@ -385,6 +385,7 @@ class Simulation:
     def _transmit(self, src: int, dst: int, payload: Payload, now: float) -> None:
         recorder = self.recorder
         tracing = self.setup.trace
+        recorder.on_records_sent(src, dst, payload)
         if not self.online[src]:
             recorder.wire["dropped_sender_offline"] += 1
             if tracing:

@@ -152,9 +152,9 @@ def _fmt(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        if value == int(value) and abs(value) < 1e15:
-            return f"{int(value)}" if abs(value) >= 1000 else f"{value:g}"
-        return f"{value:,.3f}".rstrip("0").rstrip(".") if abs(value) >= 1000 else f"{value:.3g}"
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        return f"{value:.3g}"
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, list):
@@ -178,6 +178,7 @@ def summary_rows(summary: dict[str, Any]) -> list[list[Any]]:
     return [
         ["messages appended", summary["messages"]],
         ["deliveries (got / expected)", f"{summary['delivered']:,} / {summary['expected_deliveries']:,}"],
+        ["received (stored; in causal order some wait for parents)", summary["received"]],
         ["delivery ratio", summary["delivery_ratio"]],
         ["time to full convergence (ticks)", summary["convergence_time"]],
         ["sync state drained at (tick)", summary["sync_state_drained_at"]],
@@ -189,7 +190,10 @@ def summary_rows(summary: dict[str, Any]) -> list[list[Any]]:
         ["datagrams lost / duplicated", f"{wire['lost']:,} / {wire['duplicated']:,}"],
         ["dropped: sender / receiver offline",
          f"{wire['dropped_sender_offline']:,} / {wire['dropped_receiver_offline']:,}"],
-        ["retransmissions", summary["retransmissions"]],
+        ["retransmissions (offer / request / message)",
+         f"{summary['retransmissions']:,} ("
+         + " / ".join(f"{summary['retransmissions_by_type'][k]:,}" for k in ("offer", "request", "message"))
+         + ")"],
         ["peak sync state (records, all nodes)", summary["peak_sync_state"]],
     ]
 

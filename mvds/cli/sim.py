@@ -88,7 +88,8 @@ def _list(scenario: str | None) -> int:
         width = max(len(name) for name in SCENARIOS)
         for name, item in SCENARIOS.items():
             print(f"{name.ljust(width)}  {item.question}")
-        print(f"{'all'.ljust(width)}  every scenario above with its defaults, into OUT/NAME/")
+        print(f"{'all'.ljust(width)}  every scenario above with its defaults (and the variants "
+              "docs/SIMULATION.md compares), into OUT/NAME/")
         return 0
     try:
         item = get_scenario(scenario)
@@ -146,7 +147,7 @@ def _run_one(name: str, given: dict[str, Any], seed: int, out: pathlib.Path, arg
 
 def run(args: argparse.Namespace) -> int:
     from mvds.sim.params import parse_assignments
-    from mvds.sim.scenarios import SCENARIOS
+    from mvds.sim.scenarios import ALL_RUNS, SCENARIOS
 
     config = _load_config(args.config) if args.config else {}
     if args.scenario is not None and "=" in args.scenario:
@@ -168,8 +169,8 @@ def run(args: argparse.Namespace) -> int:
         if given:
             raise CliError("'all' runs every scenario with its defaults; parameters apply to one scenario")
         base = args.out or DEFAULT_OUT
-        for name in SCENARIOS:
-            _run_one(name, {}, seed, base / name, args)
+        for directory, name, params in ALL_RUNS:
+            _run_one(name, params, seed, base / directory, args)
         return 0
     if scenario not in SCENARIOS:
         known = ", ".join(SCENARIOS)

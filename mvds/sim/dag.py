@@ -9,26 +9,29 @@ from __future__ import annotations
 import pathlib
 import shutil
 import subprocess
+from typing import Callable
 
 from mvds.sim.network import SimResult
 
 
 def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A DOT string literal; real newlines become DOT's line breaks."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return '"' + escaped + '"'
 
 
-def to_dot(result: SimResult, label_of) -> str:
+def to_dot(result: SimResult, label_of: Callable[[SimResult, bytes], str]) -> str:
     """DOT source: one box per message (author, label, tick), edges child -> parent."""
     recorder = result.recorder
     names = result.names
     lines = [
         "digraph messages {",
-        "  rankdir=RL;",
+        "  rankdir=BT;",  # parents (older) at the top, arrows point to parents
         '  node [shape=box, fontname="Helvetica", fontsize=10];',
         '  edge [color="#555555"];',
     ]
     for mid, info in recorder.messages.items():
-        label = f"{names[info.author]}: {label_of(result, mid)}\\nid {mid[:4].hex()}, t={info.appended_at:g}"
+        label = f"{label_of(result, mid)}\n{names[info.author]}, id {mid[:4].hex()}, t={info.appended_at:g}"
         lines.append(f"  {_quote(mid[:8].hex())} [label={_quote(label)}];")
     for mid, info in recorder.messages.items():
         for parent in info.parents:

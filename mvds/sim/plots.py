@@ -81,7 +81,7 @@ def sequence_figure(result: SimResult, title: str, path: pathlib.Path) -> pathli
     entries = result.trace[:MAX_SEQUENCE_ENTRIES]
     names = result.names
     end = max([e.arrived or e.sent for e in entries] + [1.0]) + 0.5
-    fig, ax = plt.subplots(figsize=(2.2 * len(names) + 1.5, max(5.0, min(30.0, 1.1 * end + 2))))
+    fig, ax = plt.subplots(figsize=(max(8.0, 2.2 * len(names) + 1.5), max(5.0, min(30.0, 1.1 * end + 2))))
     for i, name in enumerate(names):
         ax.plot([i, i], [0, end], color="#333333", linewidth=1)
         for start, stop in offline_intervals(result.schedules[i], end):
@@ -108,7 +108,7 @@ def sequence_figure(result: SimResult, title: str, path: pathlib.Path) -> pathli
                 fontsize=7, ha="center", va="center", color=color,
                 bbox=dict(boxstyle="round,pad=0.1", facecolor="white", edgecolor="none", alpha=0.8))
     ax.set_xlim(-0.6, len(names) - 0.4)
-    ax.set_ylim(end, -0.4)
+    ax.set_ylim(end, -0.3)
     ax.set_xticks([])
     ax.set_ylabel("tick")
     shown = "" if len(result.trace) <= MAX_SEQUENCE_ENTRIES else f" (first {MAX_SEQUENCE_ENTRIES} datagrams)"

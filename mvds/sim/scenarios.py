@@ -361,7 +361,8 @@ def build_new_party(p: dict[str, Any], rng: random.Random) -> Setup:
     for index in range(p["c_messages"]):
         appends.append(AppendSpec(join + 1.0 + index * 2, "C", "chat", f"C: message {index}".encode()))
     appends.sort(key=lambda a: (a.time, a.node))
-    return Setup(nodes, links, shares, appends, p["duration"], mtu=p["mtu"])
+    small = len(appends) <= 12
+    return Setup(nodes, links, shares, appends, p["duration"], mtu=p["mtu"], trace=small)
 
 
 NEW_PARTY = Scenario(
@@ -470,6 +471,15 @@ SCENARIOS: dict[str, Scenario] = {
     )
 }
 """Every scenario by name, in the order ``mvds sim --list`` shows them."""
+
+
+ALL_RUNS: list[tuple[str, str, dict[str, str]]] = [
+    *((name, name, {}) for name in SCENARIOS),
+    # Variants docs/SIMULATION.md compares against the defaults.
+    ("availability-alone", "availability", {"with_c": "false"}),
+    ("reference-lossless", "reference", {"offline": "0"}),
+]
+"""What ``mvds sim all`` runs: (output directory, scenario, parameters)."""
 
 
 def get_scenario(name: str) -> Scenario:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from mvds.engine import Mode
+from mvds.engine import Delivery, Mode
 from mvds.ids import group_id_for_name
 from mvds.sim.schedules import ALWAYS_ON, Schedule
 
@@ -42,6 +42,8 @@ class NodeSpec:
     policy: str = "exponential"
     groups: tuple[str, ...] = ()
     """Groups the node is a member of from the start (sharing adds more)."""
+    delivery: Delivery = Delivery.CAUSAL
+    """Hand messages over after their parents (causal) or on arrival."""
 
 
 @dataclass(frozen=True)

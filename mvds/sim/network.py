@@ -147,6 +147,7 @@ class Simulation:
         for i, node in enumerate(setup.nodes):
             config = EngineConfig(
                 mode=node.mode,
+                delivery=node.delivery,
                 epoch_length=EPOCH_LENGTH,
                 policy=policy_by_name(node.policy),
                 accept_unshared=True,

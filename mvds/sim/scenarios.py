@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from mvds.engine import Mode
+from mvds.engine import Delivery, Mode
 from mvds.engine.policy import POLICIES
 from mvds.sim.model import AppendSpec, LinkSpec, NodeSpec, Setup, ShareSpec, peer_id_for
 from mvds.sim.params import Param
@@ -150,6 +150,7 @@ def build_network(p: dict[str, Any], rng: random.Random) -> Setup:
             Mode.INTERACTIVE if i < p["interactive"] else Mode.BATCH,
             schedule,
             p["policy"],
+            delivery=Delivery(p.get("delivery", "causal")),
         )
         for i, name in enumerate(names)
     ]
@@ -225,6 +226,8 @@ REFERENCE = Scenario(
         Param("offline", 90.0, "percentage of sends dropped (Go's -offline)", minimum=0.0, maximum=100.0),
         *[q for q in _network_params(3, 2, 2, 2) if q.name != "availability"],
         Param("latency", 0.01, "one-way link latency (ticks)", minimum=1e-6),
+        Param("delivery", "eventual", "hand messages over on arrival (eventual, as Go does) or "
+              "after their parents (causal)", kind="str", choices=("eventual", "causal")),
         Param("policy", "linear", "retransmission policy", kind="str", choices=POLICY_NAMES),
         Param("mtu", 1200, "largest datagram (bytes)", kind="int", minimum=64),
         Param("decode", True, "decode every datagram (false: hand over payload objects)", kind="bool"),

@@ -126,3 +126,12 @@ def test_retransmissions_count_resends_only():
     assert lossless.result.engine_stats()["retransmissions"] == 1  # the engine's own count differs
     lost = _summary(run_scenario("ack-loss", {"drop_acks": "1"}))
     assert lost["retransmissions_by_type"] == {"offer": 0, "request": 0, "message": 1}
+
+
+def test_causal_delivery_holds_what_eventual_hands_over():
+    """Go's reference nodes hand messages over on arrival; causal mvds nodes
+    hold a message until its parents are there.  Same network, same losses."""
+    eventual = _summary(run_scenario("reference", {"delivery": "eventual"}))
+    causal = _summary(run_scenario("reference", {"delivery": "causal"}))
+    assert eventual["received"] == causal["received"] == eventual["delivered"]
+    assert causal["delivered"] < eventual["delivered"]

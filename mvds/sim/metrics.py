@@ -107,21 +107,11 @@ class Recorder:
         wire["datagrams"] += datagrams
         wire["bytes"] += size
         ids = 0
-        if payload.acks:
-            count = len(payload.acks)
-            records["ack"] += count
-            with_kind["ack"] += 1
-            ids += count
-        if payload.offers:
-            count = len(payload.offers)
-            records["offer"] += count
-            with_kind["offer"] += 1
-            ids += count
-        if payload.requests:
-            count = len(payload.requests)
-            records["request"] += count
-            with_kind["request"] += 1
-            ids += count
+        for kind, items in (("ack", payload.acks), ("offer", payload.offers), ("request", payload.requests)):
+            if items:
+                records[kind] += len(items)
+                with_kind[kind] += 1
+                ids += len(items)
         if payload.messages:
             records["message"] += len(payload.messages)
             with_kind["message"] += 1
@@ -139,27 +129,18 @@ class Recorder:
         """
         offers, requests, messages = self._sent
         resent = self.resent
-        if payload.messages:
-            for message in payload.messages:
-                key = (src, dst, message.id)
-                if key in messages:
-                    resent["message"] += 1
-                else:
-                    messages.add(key)
-        if payload.offers:
-            for mid in payload.offers:
+        message_ids = [m.id for m in payload.messages] if payload.messages else ()
+        for kind, ids, sent in (
+            ("message", message_ids, messages),
+            ("offer", payload.offers, offers),
+            ("request", payload.requests, requests),
+        ):
+            for mid in ids:
                 key = (src, dst, mid)
-                if key in offers:
-                    resent["offer"] += 1
+                if key in sent:
+                    resent[kind] += 1
                 else:
-                    offers.add(key)
-        if payload.requests:
-            for mid in payload.requests:
-                key = (src, dst, mid)
-                if key in requests:
-                    resent["request"] += 1
-                else:
-                    requests.add(key)
+                    sent.add(key)
 
     def on_sync_state(self, time: float, total: int) -> None:
         if total > self.peak_sync_state:

@@ -57,6 +57,21 @@ def _run_params(duration: float, policy: str = "exponential") -> list[Param]:
     ]
 
 
+def _online_param(node: str, default: float) -> Param:
+    return Param(
+        f"{node.lower()}_availability", default, f"{node}'s chance to be online in a tick",
+        minimum=0.0, maximum=1.0,
+    )
+
+
+def _chat_params(messages: int, who: str, chat: float) -> list[Param]:
+    return [
+        Param("messages", messages, f"messages {who} append", kind="int", minimum=1),
+        Param("chat", chat, "ticks over which the appends are spread", minimum=1.0),
+        Param("mode", "batch", "mode of every node", kind="str", choices=MODE_NAMES),
+    ]
+
+
 def _link(a: str, b: str, p: dict[str, Any], **overrides: Any) -> LinkSpec:
     values = dict(latency=p["latency"], jitter=p["jitter"], loss=p["loss"], duplicate=p["duplicate"])
     values.update(overrides)
@@ -262,13 +277,11 @@ AVAILABILITY = Scenario(
     "How do A and B with 10% availability fare, alone and with a 90% available C "
     "that shares with both?",
     [
-        Param("a_availability", 0.1, "A's chance to be online in a tick", minimum=0.0, maximum=1.0),
-        Param("b_availability", 0.1, "B's chance to be online in a tick", minimum=0.0, maximum=1.0),
-        Param("c_availability", 0.9, "C's chance to be online in a tick", minimum=0.0, maximum=1.0),
+        _online_param("A", 0.1),
+        _online_param("B", 0.1),
+        _online_param("C", 0.9),
         Param("with_c", True, "include C (else A and B alone)", kind="bool"),
-        Param("messages", 20, "messages A and B each append", kind="int", minimum=1),
-        Param("chat", 200.0, "ticks over which the appends are spread", minimum=1.0),
-        Param("mode", "batch", "mode of every node", kind="str", choices=MODE_NAMES),
+        *_chat_params(20, "A and B each", 200.0),
         *_link_params(),
         *_run_params(3000.0),
     ],
@@ -303,11 +316,9 @@ RELAY = Scenario(
     "How does a message get from A to B (no direct link) through C, or through a "
     "fourth node D that is only semi-connected?",
     [
-        Param("c_availability", 0.5, "C's chance to be online in a tick", minimum=0.0, maximum=1.0),
-        Param("d_availability", 0.3, "D's chance to be online in a tick", minimum=0.0, maximum=1.0),
-        Param("messages", 40, "messages A appends", kind="int", minimum=1),
-        Param("chat", 100.0, "ticks over which the appends are spread", minimum=1.0),
-        Param("mode", "batch", "mode of every node", kind="str", choices=MODE_NAMES),
+        _online_param("C", 0.5),
+        _online_param("D", 0.3),
+        *_chat_params(40, "A", 100.0),
         *_link_params(),
         *_run_params(1000.0),
     ],

@@ -135,6 +135,10 @@ class Simulation:
         self._heap: list[tuple] = []
         self._seq = 0
         self._limit_tick = math.ceil(setup.duration)
+        # Hot-path copies of setup fields.
+        self._tracing = setup.trace
+        self._mtu = setup.mtu
+        self._decode = setup.decode
         self._build_nodes()
         self._build_links()
         self._schedule_inputs()
@@ -385,7 +389,7 @@ class Simulation:
 
     def _transmit(self, src: int, dst: int, payload: Payload, now: float) -> None:
         recorder = self.recorder
-        tracing = self.setup.trace
+        tracing = self._tracing
         recorder.on_records_sent(src, dst, payload)
         if not self.online[src]:
             recorder.wire["dropped_sender_offline"] += 1
@@ -398,10 +402,10 @@ class Simulation:
         if link is None:  # validated setups only send along links
             raise RuntimeError(f"{self.names[src]} sent to {self.names[dst]} without a link")
         data = encode_payload(payload)
-        if len(data) <= self.setup.mtu:
+        if len(data) <= self._mtu:
             chunks = [data]
         else:
-            chunks = split_payload(payload, self.setup.mtu)
+            chunks = split_payload(payload, self._mtu)
         recorder.on_payload(payload, len(chunks), len(data))
         label = describe_records(payload) if tracing else ""
         if link.drop_acks and payload.acks:
@@ -410,7 +414,7 @@ class Simulation:
             if tracing:
                 self.trace.append(TraceEntry(now, src, dst, label, None, "dropped: ack loss"))
             return
-        if not self.setup.decode and len(chunks) == 1:
+        if not self._decode and len(chunks) == 1:
             # Exact bytes were counted; hand over the payload itself rather
             # than decoding what encode_payload just produced.
             chunks = [payload]
@@ -434,4 +438,5 @@ class Simulation:
                     trace_index = len(self.trace)
                     self.trace.append(TraceEntry(now, src, dst, label))
                 self._pending_arrivals += 1
-                self._push(now + delay, _ARRIVE, dst, src, (chunk, trace_index))
+                self._seq += 1
+                heapq.heappush(self._heap, (now + delay, _ARRIVE, self._seq, dst, src, (chunk, trace_index)))

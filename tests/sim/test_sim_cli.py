@@ -106,3 +106,11 @@ def test_unwritable_output_is_one_clear_line(tmp_path):
     completed = _mvds("ack-loss", "--out", str(blocker / "sub"), "--no-plots")
     assert completed.returncode != 0
     assert completed.stderr.count("\n") == 1 and "cannot write results" in completed.stderr
+
+
+def test_progress_bar_on_request(tmp_path):
+    completed = _mvds("availability", "messages=3", "--progress", "--no-plots", "--out", str(tmp_path))
+    assert completed.returncode == 0, completed.stderr
+    assert "sim availability [" in completed.stderr and "100%" in completed.stderr
+    quiet = _mvds("availability", "messages=3", "--no-plots", "--out", str(tmp_path))
+    assert quiet.stderr == ""  # not a terminal, not asked for

@@ -50,7 +50,7 @@ def run_scale(nodes: int, messages: int, decode: bool) -> dict[str, float]:
     outcome = run_scenario("reference", params, seed=0)
     elapsed = time.perf_counter() - started
     result = outcome.result
-    summary = result.recorder.summary(result.end_time, result.engine_stats())
+    summary = result.summary()
     if summary["messages"] != messages or summary["delivery_ratio"] != 1.0:
         raise RuntimeError(f"scale run did not deliver everything: {summary['delivered']} deliveries")
     return {

@@ -126,7 +126,7 @@ def _run_one(name: str, given: dict[str, Any], seed: int, out: pathlib.Path, arg
         raise CliError(f"cannot write results to {out}: {exc.strerror or exc}") from None
     if isinstance(outcome, RunOutcome):
         results = [outcome.result]
-        s = outcome.result.recorder.summary(outcome.result.end_time, outcome.result.engine_stats())
+        s = outcome.result.summary()
         ratio = "-" if s["delivery_ratio"] is None else f"{s['delivery_ratio']:.1%}"
         conv = "never" if s["convergence_time"] is None else f"tick {s['convergence_time']:g}"
         print(

@@ -104,6 +104,10 @@ class SimResult:
     end_time: float
     events: int
 
+    def summary(self) -> dict[str, object]:
+        """The run's headline numbers (see :meth:`Recorder.summary`)."""
+        return self.recorder.summary(self.end_time, self.engine_stats())
+
     def engine_stats(self) -> Counter[str]:
         total: Counter[str] = Counter()
         for engine in self.engines:

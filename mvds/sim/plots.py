@@ -163,7 +163,7 @@ def sweep_figures(outcome: SweepOutcome, out: pathlib.Path) -> list[pathlib.Path
         per_delivered = []
         p90 = []
         for _, result in runs:
-            summary = result.recorder.summary(result.end_time, result.engine_stats())
+            summary = result.summary()
             per_delivered.append(summary["wire"]["bytes_per_delivered"] or float("nan"))
             p90.append(summary["latency"].get("p90", float("nan")))
         left.plot(xs, per_delivered, marker="o", label=label)

@@ -130,7 +130,7 @@ def outcome_json(outcome: Outcome) -> dict[str, Any]:
         doc["runs"] = [
             {
                 "point": point,
-                "summary": result.recorder.summary(result.end_time, result.engine_stats()),
+                "summary": result.summary(),
                 "events": result.events,
                 "latency_cdf": latency_cdf(result),
             }

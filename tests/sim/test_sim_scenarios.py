@@ -11,7 +11,7 @@ from mvds.sim.scenarios import SCENARIOS
 
 def _summary(outcome):
     result = outcome.result
-    return result.recorder.summary(result.end_time, result.engine_stats())
+    return result.summary()
 
 
 def test_lost_ack_costs_one_retransmission_and_a_duplicate():

@@ -48,9 +48,7 @@ def test_seed_scenario_delivers_along_the_expected_paths(seed_outcome):
 
 
 def test_seed_scenario_converges_and_drains(seed_outcome):
-    summary = seed_outcome.result.recorder.summary(
-        seed_outcome.result.end_time, seed_outcome.result.engine_stats()
-    )
+    summary = seed_outcome.result.summary()
     assert summary["delivery_ratio"] == 1.0
     assert summary["convergence_time"] == 4.3
     assert summary["sync_state_drained_at"] is not None

@@ -363,10 +363,19 @@ class Simulation:
         dirty.add(dst)
 
     def _flush(self, node: int, now: float) -> None:
+        """Send what the engine has due, collect its events, set its wake-up.
+
+        ``next_timer()`` is when ``payloads_to_send`` next has work, so a
+        node whose timer lies ahead (typically one that just took in ACKs)
+        is not asked to build payloads at all: same result, less work.
+        """
         engine = self.engines[node]
         by_peer_id = self.by_peer_id
-        for peer_id, payload in engine.payloads_to_send(now):
-            self._transmit(node, by_peer_id[peer_id], payload, now)
+        wake = engine.next_timer()
+        if wake is not None and wake <= now:
+            for peer_id, payload in engine.payloads_to_send(now):
+                self._transmit(node, by_peer_id[peer_id], payload, now)
+            wake = engine.next_timer()
         recorder = self.recorder
         for event in engine.events():
             if type(event) is MessageReceived and event.seq is not None:
@@ -380,7 +389,6 @@ class Simulation:
         self.sync_records[node] = count
         if count > self.peak_records[node]:
             self.peak_records[node] = count
-        wake = engine.next_timer()
         if wake is not None:
             if wake <= now:
                 # Cannot happen after a flush (every due record was sent and

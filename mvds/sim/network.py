@@ -38,7 +38,7 @@ from mvds.engine import Engine, EngineConfig, MessageReceived, policy_by_name
 from mvds.sim.exposure import Exposure
 from mvds.sim.model import EPOCH_LENGTH, Setup, group_id_for, peer_id_for
 from mvds.sim.metrics import Recorder
-from mvds.sim.schedules import bind, next_change
+from mvds.sim.schedules import Schedule, bind, next_change
 from mvds.store.memory import MemoryStore
 from mvds.wire import Payload, decode_payload, encode_payload, split_payload
 
@@ -99,7 +99,7 @@ class SimResult:
     recorder: Recorder
     exposure: Exposure | None
     trace: list[TraceEntry]
-    schedules: list
+    schedules: list[Schedule]
     peak_records: list[int]
     end_time: float
     events: int

@@ -1,26 +1,48 @@
 """mvds: Minimum Viable Data Synchronization (Vac 2/MVDS + 4/MVDS-META).
 
 The stable public names: :func:`message_id`, :mod:`mvds.wire`
-(``encode_payload`` / ``decode_payload``), the sans-IO :class:`Engine`, and
-the stores in :mod:`mvds.store`.
+(``encode_payload`` / ``decode_payload``), the sans-IO :class:`Engine`, the
+stores in :mod:`mvds.store`, and the trio embedding API :func:`open_node`.
+
+Names are imported on first use (PEP 562), so ``import mvds`` and the
+command line start fast; ``from mvds import Engine`` works as usual.
 """
 
-from mvds.engine import Delivery, Engine, EngineConfig, Mode
-from mvds.ids import group_id_for_name, message_id, parse_group
-from mvds.wire import Message, Payload, WireError
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Delivery",
-    "Engine",
-    "EngineConfig",
-    "Message",
-    "Mode",
-    "Payload",
-    "WireError",
-    "__version__",
-    "group_id_for_name",
-    "message_id",
-    "parse_group",
-]
+_LAZY = {
+    "Delivery": "mvds.engine",
+    "Engine": "mvds.engine",
+    "EngineConfig": "mvds.engine",
+    "Mode": "mvds.engine",
+    "group_id_for_name": "mvds.ids",
+    "message_id": "mvds.ids",
+    "parse_group": "mvds.ids",
+    "Message": "mvds.wire",
+    "Payload": "mvds.wire",
+    "WireError": "mvds.wire",
+    "Node": "mvds.daemon.node",
+    "NodeError": "mvds.daemon.node",
+    "ReceivedMessage": "mvds.daemon.node",
+    "open_node": "mvds.daemon.node",
+}
+
+__all__ = ["__version__", *sorted(_LAZY)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mvds' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

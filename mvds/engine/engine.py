@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter, OrderedDict, deque
+from typing import TYPE_CHECKING
 from mvds.engine.config import EngineConfig
 from mvds.engine.events import (
     Event,
@@ -35,8 +36,10 @@ from mvds.engine.events import (
 )
 from mvds.engine.records import UNKNOWN_GROUP, Delivery, Mode, Record, RecordType
 from mvds.ids import ID_SIZE
-from mvds.store.base import Store
 from mvds.wire import Message, Payload
+
+if TYPE_CHECKING:  # the store imports engine.records: avoid the cycle at run time
+    from mvds.store.base import Store
 
 _OFFER = RecordType.OFFER
 _REQUEST = RecordType.REQUEST
@@ -61,6 +64,8 @@ class Engine:
         self._pulled_epoch: dict[bytes, int] = {}
         self._ephemeral_seen: OrderedDict[bytes, None] = OrderedDict()
         self.stats: Counter[str] = Counter()
+        self.peer_stats: dict[bytes, Counter[str]] = {}
+        """Per-peer counters (payloads and records in/out, retransmissions)."""
         # Records left from a previous run (never sent, or sent and unsettled)
         # resume at once: a restarted node does not wait for the next epoch.
         for peer in store.peers_with_records():
@@ -184,6 +189,7 @@ class Engine:
         epoch = self.epoch(now)
         stats = self.stats
         stats["payloads_in"] += 1
+        self._peer_counter(peer)["payloads_in"] += 1
         self._heard(peer, now, epoch)
         if payload.acks:
             self._on_acks(peer, payload.acks, now)
@@ -458,7 +464,8 @@ class Engine:
                 continue
             if self._add_record(payload, record):
                 sent.append(record)
-        stats["retransmissions"] += len(sent)
+        retransmitted = len(sent)
+        stats["retransmissions"] += retransmitted
         fresh = store.new_requests(peer, self.config.max_inflight)
         window = self.config.max_inflight
         for group_id in store.groups_with_new_records(peer):
@@ -476,12 +483,26 @@ class Engine:
             store.update_record(record)
         if payload.is_empty() and not announce:
             return None
-        stats["payloads_out"] += 1
-        stats["acks_out"] += len(payload.acks)
-        stats["offers_out"] += len(payload.offers)
-        stats["requests_out"] += len(payload.requests)
-        stats["messages_out"] += len(payload.messages)
+        counts = (
+            ("payloads_out", 1),
+            ("acks_out", len(payload.acks)),
+            ("offers_out", len(payload.offers)),
+            ("requests_out", len(payload.requests)),
+            ("messages_out", len(payload.messages)),
+            ("retransmissions", retransmitted),
+        )
+        peer_counter = self._peer_counter(peer)
+        for name, value in counts:
+            if name != "retransmissions":
+                stats[name] += value
+            peer_counter[name] += value
         return payload
+
+    def _peer_counter(self, peer: bytes) -> Counter[str]:
+        counter = self.peer_stats.get(peer)
+        if counter is None:
+            counter = self.peer_stats[peer] = Counter()
+        return counter
 
     def _add_record(self, payload: Payload, record: Record) -> bool:
         kind = record.kind

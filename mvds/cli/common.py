@@ -1,0 +1,106 @@
+"""Helpers shared by the CLI commands: node directories, the daemon, output."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from mvds.cli.errors import CliError
+from mvds.daemon.config import ConfigError, NodeConfig, load_config
+from mvds.daemon.control_client import ControlClient, ControlError, NotRunning
+from mvds.daemon.nodedir import NodeDir, is_running
+from mvds.ids import parse_group
+
+
+def add_dir_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dir", metavar="DIR", help="the node's data directory")
+
+
+def node_dir(path: str) -> NodeDir:
+    nodedir = NodeDir.at(path)
+    if not nodedir.path.exists():
+        raise CliError(f"{path} does not exist (create a node with: mvds init {path})")
+    if not nodedir.exists():
+        raise CliError(f"{path} is not a node directory (create one with: mvds init {path})")
+    return nodedir
+
+
+def load(nodedir: NodeDir) -> NodeConfig:
+    try:
+        return load_config(nodedir.config)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+def connect(nodedir: NodeDir, timeout: float | None = 30.0) -> ControlClient:
+    """A control connection, or a clear error if the daemon is not running."""
+    try:
+        return ControlClient(nodedir.socket, timeout=timeout)
+    except NotRunning:
+        raise CliError(
+            f"the daemon for {nodedir.path} is not running (start it with: mvds run {nodedir.path})"
+        ) from None
+    except ControlError as exc:
+        raise CliError(str(exc)) from None
+
+
+def daemon_running(nodedir: NodeDir) -> bool:
+    return is_running(nodedir) and nodedir.socket.exists()
+
+
+def call(client: ControlClient, op: str, **fields: Any) -> dict[str, Any]:
+    try:
+        return client.request(op, **fields)
+    except ControlError as exc:
+        raise CliError(str(exc)) from None
+
+
+def check_group(config: NodeConfig, group: str) -> bytes:
+    """The group's id; an unknown group is an error that says how to add it."""
+    group_id = parse_group(group)
+    known = {parse_group(g) for g in config.all_groups()}
+    if group_id not in known:
+        names = ", ".join(config.all_groups()) or "none yet"
+        raise CliError(
+            f"unknown group {group!r} (this node's groups: {names}; "
+            f"share one with: mvds peer add DIR NAME PEER_ID HOST:PORT --group {group})"
+        )
+    return group_id
+
+
+def group_names(config: NodeConfig) -> dict[str, str]:
+    """Group id (hex) -> the name this node's config uses for it."""
+    return {parse_group(g).hex(): g for g in config.all_groups()}
+
+
+def peer_names(config: NodeConfig) -> dict[str, str]:
+    return {p.id.lower(): p.name for p in config.peers}
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(obj, separators=(",", ":")), flush=True)
+
+
+def format_time(timestamp: int) -> str:
+    try:
+        return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):
+        return str(timestamp)
+
+
+def stdout_write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def resolve_file(path: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise CliError(f"{path} does not exist")
+    if not p.is_file():
+        raise CliError(f"{path} is not a file")
+    return p

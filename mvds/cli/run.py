@@ -1,0 +1,106 @@
+"""`mvds run DIR`: the daemon.  Ctrl-C or SIGTERM stop it cleanly (exit 0).
+
+Options override DIR/mvds.toml for this run only; the file is not changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import signal
+
+from mvds.cli.common import add_dir_argument, load, node_dir
+from mvds.cli.errors import CliError
+from mvds.daemon.config import ConfigError
+from mvds.daemon.logs import configure_logging, get_logger
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "run", help="run the daemon",
+        description="Run the node: sync its groups with its peers over UDP and serve the "
+        "control API on DIR/mvds.sock. Options override DIR/mvds.toml for this run.",
+    )
+    add_dir_argument(parser)
+    parser.add_argument("--listen", metavar="HOST:PORT", help="UDP address to listen on")
+    parser.add_argument("--loss", type=float, metavar="P",
+                        help="simulate loss: drop this fraction (0-1) of datagrams in and out")
+    parser.add_argument("--seed", type=int, metavar="N", help="seed of the simulated loss")
+    parser.add_argument("--schedule", metavar="SPEC",
+                        help="simulate a bursty device, e.g. 'up 2s, down 6s'")
+    parser.add_argument("--mode", choices=["batch", "interactive"])
+    parser.add_argument("--delivery", choices=["causal", "eventual"])
+    parser.add_argument("--epoch-ms", type=int, metavar="N", help="epoch length in milliseconds")
+    parser.add_argument("--log-format", choices=["console", "json"])
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--metrics", metavar="HOST:PORT",
+                        help="serve Prometheus metrics over HTTP on this address")
+    parser.set_defaults(func=run)
+
+
+OVERRIDES = {
+    "listen": "listen",
+    "loss": "loss",
+    "seed": "seed",
+    "schedule": "schedule",
+    "mode": "mode",
+    "delivery": "delivery",
+    "epoch_ms": "epoch_ms",
+    "log_format": "log_format",
+    "log_level": "log_level",
+    "metrics": "metrics",
+}
+
+
+def run(args: argparse.Namespace) -> int:
+    nodedir = node_dir(args.dir)
+    config = load(nodedir)
+    changes = {
+        field: getattr(args, option)
+        for option, field in OVERRIDES.items()
+        if getattr(args, option) is not None
+    }
+    config = dataclasses.replace(config, **changes)
+    try:
+        config.validate("option")
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    configure_logging(config.log_format, config.log_level)
+    import trio  # here, not at the top: the other commands start faster without it
+
+    try:
+        trio.run(serve, nodedir.path, config)
+    except BaseExceptionGroup as group:
+        raise CliError(describe(group)) from None
+    except Exception as exc:
+        raise CliError(describe(exc)) from None
+    return 0
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a startup failure, however deeply trio nested it."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    text = str(exc) or type(exc).__name__
+    return text
+
+
+async def serve(directory, config) -> None:
+    import trio
+
+    from mvds.daemon.control import ControlServer
+    from mvds.daemon.node import Node
+
+    log = get_logger(component="run")
+    async with Node.open(directory, config=config) as node:
+        server = ControlServer(node, node.nodedir.socket)
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(server.serve)
+                log.info("control.listening", socket=str(node.nodedir.socket))
+                async for signum in signals:
+                    log.info("node.stopping", signal=signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+                    break

@@ -1,0 +1,122 @@
+"""`mvds tail DIR [--group G] [--since SEQ] [--follow] [--json]`: received messages.
+
+Each message has the node's local sequence number; `--since SEQ` resumes
+after it, so a reader that remembers the last seq it handled never skips or
+repeats a message, across restarts of the daemon or of the reader.  Works
+without the daemon (reading the store) except with --follow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+from typing import Any, Iterator
+
+from mvds.cli.common import (
+    add_dir_argument,
+    check_group,
+    connect,
+    daemon_running,
+    format_time,
+    group_names,
+    load,
+    node_dir,
+    peer_names,
+    print_json,
+)
+from mvds.cli.errors import CliError
+from mvds.daemon.control_client import ControlError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "tail", help="print received messages (one JSON object a line with --json)",
+    )
+    add_dir_argument(parser)
+    parser.add_argument("--group", "-g", metavar="G", help="only this group")
+    parser.add_argument("--since", type=int, default=0, metavar="SEQ",
+                        help="only messages after this sequence number (default 0: all)")
+    parser.add_argument("--follow", "-f", action="store_true", help="keep printing new messages")
+    parser.add_argument("--json", action="store_true",
+                        help="JSON lines: seq, group, id, timestamp, body_b64, text (if UTF-8), from")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    nodedir = node_dir(args.dir)
+    config = load(nodedir)
+    if args.since < 0:
+        raise CliError("--since must not be negative")
+    if args.group is not None:
+        check_group(config, args.group)
+    printer = _printer(args.json, group_names(config), peer_names(config))
+    if daemon_running(nodedir):
+        for message in _from_daemon(nodedir, args):
+            printer(message)
+        return 0
+    if args.follow:
+        raise CliError(
+            f"--follow needs the running daemon (start it with: mvds run {nodedir.path})"
+        )
+    for message in _from_store(nodedir, args, config):
+        printer(message)
+    return 0
+
+
+def _from_daemon(nodedir, args: argparse.Namespace) -> Iterator[dict[str, Any]]:
+    fields: dict[str, Any] = {"since": args.since, "follow": args.follow}
+    if args.group is not None:
+        fields["group"] = args.group
+    with connect(nodedir, timeout=None) as client:
+        try:
+            for event in client.stream("subscribe", **fields):
+                kind = event.get("event")
+                if kind == "message":
+                    yield event["message"]
+                elif kind == "caught_up" and not args.follow:
+                    return
+        except ControlError as exc:
+            raise CliError(str(exc)) from None
+
+
+def _from_store(nodedir, args: argparse.Namespace, config) -> Iterator[dict[str, Any]]:
+    from mvds.daemon.node import ReceivedMessage
+    from mvds.ids import parse_group
+    from mvds.store.errors import StoreError
+    from mvds.store.sqlite import SQLiteStore
+
+    if not nodedir.db.exists():
+        return
+    group_id = parse_group(args.group) if args.group else None
+    try:
+        store = SQLiteStore(nodedir.db, readonly=True)
+    except StoreError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        cursor = args.since
+        while True:
+            batch = store.delivered_since(cursor, 1000, group_id)
+            for stored in batch:
+                cursor = stored.seq or cursor
+                yield ReceivedMessage.from_stored(stored).to_json()
+            if len(batch) < 1000:
+                return
+    finally:
+        store.close()
+
+
+def _printer(as_json: bool, groups: dict[str, str], peers: dict[str, str]):
+    if as_json:
+        return print_json
+
+    def human(message: dict[str, Any]) -> None:
+        group = groups.get(message["group"], message["group"][:8])
+        sender = peers.get(message.get("from") or "", (message.get("from") or "-")[:8])
+        text = message.get("text")
+        if text is None:
+            size = len(base64.b64decode(message["body_b64"]))
+            text = f"<{size} bytes>"
+        seq = message["seq"] if message["seq"] is not None else "-"
+        print(f"{seq:>6}  {format_time(message['timestamp'])}  {group}  {sender}  {text}", flush=True)
+
+    return human

@@ -1,0 +1,361 @@
+"""A node's settings: ``DIR/mvds.toml``, every setting documented and checked.
+
+The file is the source of truth for a node's peers and groups; the daemon
+reads it at start and rewrites it when peers or sharing change through the
+control API, so what ``cat DIR/mvds.toml`` shows is what the node does.
+Loading reports every problem as one :class:`ConfigError` line naming the
+file and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mvds.daemon.schedule import Schedule
+from mvds.ids import parse_peer_id
+from mvds.secure.limits import MAX_BODY_SIZE, MAX_DATAGRAM_SIZE
+
+MAX_UDP_PAYLOAD = MAX_DATAGRAM_SIZE
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names the file and key."""
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port)."""
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ValueError(f"bad address {text!r}: expected [IPv6]:PORT")
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"bad address {text!r}: expected HOST:PORT")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"bad port in {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} out of range in {text!r}")
+    return host, port
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass
+class PeerConfig:
+    """A trusted peer: its id (X25519 public key), where it listens, what we share."""
+
+    name: str
+    id: str
+    address: str
+    groups: list[str] = field(default_factory=list)
+    plaintext: bool = False
+
+    @property
+    def peer_id(self) -> bytes:
+        return bytes.fromhex(self.id)
+
+
+@dataclass
+class NodeConfig:
+    """Every setting of a node, with the defaults a real deployment wants."""
+
+    listen: str = "127.0.0.1:7400"
+    """UDP address to listen on (HOST:PORT)."""
+    mode: str = "batch"
+    """batch (send whole messages) or interactive (offer, then send on request)."""
+    delivery: str = "causal"
+    """causal (hand over after parents) or eventual (on arrival)."""
+    epoch_ms: int = 300
+    """Epoch length: paces retransmission; new messages go out at once."""
+    durability: str = "crash"
+    """crash (WAL, survives process crashes) or power (also survives power loss, slower)."""
+    max_datagram: int = 1200
+    """Largest datagram sent, envelope included; bigger payloads are split."""
+    max_body: int = MAX_BODY_SIZE
+    """Largest message body accepted at append (a message travels whole in one datagram)."""
+    max_inflight: int = 1024
+    """Unacknowledged messages per peer and group before new ones wait."""
+    flush_ms: float = 0.0
+    """How long new records may wait to be coalesced into one payload."""
+    backoff_max_epochs: int = 64
+    """Upper bound of the exponential retransmission backoff, in epochs."""
+    loss: float = 0.0
+    """Simulated loss: this fraction of datagrams in and out is dropped."""
+    seed: int | None = None
+    """Seed of the simulated loss (reproducible runs); random if unset."""
+    schedule: str = ""
+    """Simulated availability, e.g. "up 2s, down 6s" (radio off: nothing in or out)."""
+    log_format: str = "console"
+    """console (for people) or json (for machines)."""
+    log_level: str = "info"
+    """debug, info, warning or error."""
+    metrics: str = ""
+    """Serve Prometheus metrics on HOST:PORT (empty: off)."""
+    groups: list[str] = field(default_factory=list)
+    """Groups this node is a member of (names or 64-hex ids), shared or not."""
+    peers: list[PeerConfig] = field(default_factory=list)
+
+    # -- validation ---------------------------------------------------------
+    def validate(self, where: str = "config") -> None:
+        """Raise ConfigError for the first setting that cannot work."""
+
+        def fail(key: str, why: str) -> None:
+            raise ConfigError(f"{where}: {key}: {why}")
+
+        for key in ("listen", "metrics"):
+            value = getattr(self, key)
+            if value or key == "listen":
+                try:
+                    parse_address(value)
+                except ValueError as exc:
+                    fail(key, str(exc))
+        if self.mode not in ("batch", "interactive"):
+            fail("mode", f"must be batch or interactive, not {self.mode!r}")
+        if self.delivery not in ("causal", "eventual"):
+            fail("delivery", f"must be causal or eventual, not {self.delivery!r}")
+        if self.durability not in ("crash", "power"):
+            fail("durability", f"must be crash or power, not {self.durability!r}")
+        if self.log_format not in ("console", "json"):
+            fail("log_format", f"must be console or json, not {self.log_format!r}")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            fail("log_level", "must be debug, info, warning or error")
+        if not 1 <= self.epoch_ms <= 3_600_000:
+            fail("epoch_ms", "must be between 1 and 3600000")
+        if not 256 <= self.max_datagram <= MAX_UDP_PAYLOAD:
+            fail("max_datagram", f"must be between 256 and {MAX_UDP_PAYLOAD}")
+        if not 1 <= self.max_body <= MAX_BODY_SIZE:
+            fail("max_body", f"must be between 1 and {MAX_BODY_SIZE} (a message travels whole in one datagram)")
+        if self.max_inflight < 1:
+            fail("max_inflight", "must be at least 1")
+        if self.flush_ms < 0:
+            fail("flush_ms", "must not be negative")
+        if self.backoff_max_epochs < 1:
+            fail("backoff_max_epochs", "must be at least 1")
+        if not 0.0 <= self.loss < 1.0:
+            fail("loss", "must be at least 0 and below 1")
+        if self.schedule:
+            try:
+                Schedule.parse(self.schedule)
+            except ValueError as exc:
+                fail("schedule", str(exc))
+        names: set[str] = set()
+        ids: set[str] = set()
+        for index, peer in enumerate(self.peers):
+            label = f"peers[{index}]"
+            if not peer.name or not peer.name.replace("-", "").replace("_", "").isalnum():
+                fail(f"{label}.name", "must be letters, digits, - or _")
+            if peer.name in names:
+                fail(f"{label}.name", f"duplicate peer name {peer.name!r}")
+            names.add(peer.name)
+            try:
+                parse_peer_id(peer.id)
+            except ValueError as exc:
+                fail(f"{label}.id", str(exc))
+            if peer.id.lower() in ids:
+                fail(f"{label}.id", "the same peer id is configured twice")
+            ids.add(peer.id.lower())
+            try:
+                parse_address(peer.address)
+            except ValueError as exc:
+                fail(f"{label}.address", str(exc))
+            for group in peer.groups:
+                if not group:
+                    fail(f"{label}.groups", "a group name must not be empty")
+        for group in self.groups:
+            if not group:
+                fail("groups", "a group name must not be empty")
+
+    def peer_named(self, name: str) -> PeerConfig | None:
+        return next((p for p in self.peers if p.name == name), None)
+
+    def peer_by_id(self, peer_id: bytes) -> PeerConfig | None:
+        text = peer_id.hex()
+        return next((p for p in self.peers if p.id.lower() == text), None)
+
+    def all_groups(self) -> list[str]:
+        """Every group this node is in: its own list plus those shared with peers."""
+        seen: dict[str, None] = dict.fromkeys(self.groups)
+        for peer in self.peers:
+            seen.update(dict.fromkeys(peer.groups))
+        return list(seen)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(NodeConfig)}
+_PEER_FIELDS = {f.name: f for f in dataclasses.fields(PeerConfig)}
+
+
+def _check_type(where: str, key: str, value: Any, expected: Any) -> Any:
+    if expected in (int, "int"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: {key}: expected an integer, got {value!r}")
+        return value
+    if expected in (float, "float"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: {key}: expected a number, got {value!r}")
+        return float(value)
+    if expected in (bool, "bool"):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {key}: expected true or false, got {value!r}")
+        return value
+    if expected in (str, "str"):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: {key}: expected a string, got {value!r}")
+        return value
+    if expected in ("list[str]",):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: {key}: expected a list of strings, got {value!r}")
+        return list(value)
+    return value
+
+
+def _field_kind(f: dataclasses.Field) -> str:
+    return str(f.type).replace("typing.", "").replace(" ", "")
+
+
+def config_from_dict(data: dict[str, Any], where: str = "config") -> NodeConfig:
+    """Build and validate a NodeConfig from parsed TOML; unknown keys are errors."""
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "peers":
+            if not isinstance(value, list) or not all(isinstance(p, dict) for p in value):
+                raise ConfigError(f"{where}: peers: expected [[peers]] tables")
+            peers = []
+            for index, table in enumerate(value):
+                pkw: dict[str, Any] = {}
+                for pkey, pvalue in table.items():
+                    f = _PEER_FIELDS.get(pkey)
+                    if f is None:
+                        known = ", ".join(_PEER_FIELDS)
+                        raise ConfigError(
+                            f"{where}: peers[{index}]: unknown key {pkey!r} (known: {known})"
+                        )
+                    pkw[pkey] = _check_type(where, f"peers[{index}].{pkey}", pvalue, _field_kind(f))
+                missing = [k for k in ("name", "id", "address") if k not in pkw]
+                if missing:
+                    raise ConfigError(f"{where}: peers[{index}]: missing {', '.join(missing)}")
+                peers.append(PeerConfig(**pkw))
+            kwargs["peers"] = peers
+            continue
+        f = _FIELDS.get(key)
+        if f is None:
+            raise ConfigError(f"{where}: unknown setting {key!r} (see docs/CONFIG.md)")
+        kind = "int" if key == "seed" else _field_kind(f)
+        kwargs[key] = _check_type(where, key, value, kind)
+    config = NodeConfig(**kwargs)
+    config.validate(where)
+    return config
+
+
+def load_config(path: Path) -> NodeConfig:
+    """Read and validate ``DIR/mvds.toml``."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path} does not exist: is {path.parent} a node directory? (create one with: mvds init DIR)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    return config_from_dict(data, str(path))
+
+
+# -- writing ------------------------------------------------------------------
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = (
+            value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+        )
+        return f'"{escaped}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+@functools.cache
+def _field_docs() -> dict[str, str]:
+    """Each NodeConfig field's attribute docstring, for the file's comments
+    (read from the source once: the docstrings are the documentation)."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(NodeConfig))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for node, following in zip(body, body[1:]):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+        ):
+            docs[node.target.id] = " ".join(str(following.value.value).split())
+    return docs
+
+
+def _doc(name: str) -> str:
+    return _field_docs().get(name, "")
+
+
+def render_config(config: NodeConfig) -> str:
+    """The TOML text of a config, every setting with its comment."""
+    lines = ["# mvds node configuration (docs/CONFIG.md describes every setting).", ""]
+    for f in dataclasses.fields(NodeConfig):
+        if f.name == "peers":
+            continue
+        value = getattr(config, f.name)
+        doc = _doc(f.name)
+        if doc:
+            lines.append(f"# {doc}")
+        if value is None:
+            lines.append(f"# {f.name} = (unset)")
+        else:
+            lines.append(f"{f.name} = {_toml_value(value)}")
+        lines.append("")
+    for peer in config.peers:
+        lines.append("[[peers]]")
+        lines.append(f"name = {_toml_value(peer.name)}")
+        lines.append(f"id = {_toml_value(peer.id)}")
+        lines.append(f"address = {_toml_value(peer.address)}")
+        lines.append(f"groups = {_toml_value(peer.groups)}")
+        if peer.plaintext:
+            lines.append("# Interop testing only: datagrams to and from this peer are NOT encrypted.")
+        lines.append(f"plaintext = {_toml_value(peer.plaintext)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def save_config(path: Path, config: NodeConfig) -> None:
+    """Write the config atomically (a crash never leaves half a file)."""
+    config.validate(str(path))
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(render_config(config))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+

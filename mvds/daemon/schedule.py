@@ -1,0 +1,71 @@
+"""Simulated availability: "up 2s, down 6s" makes a node a bursty mobile device.
+
+A schedule is a cycle of phases that repeats from the moment the node
+starts.  While down, the radio is off: nothing goes in or out, but the node
+keeps running (appends are accepted and stored, timers fire).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_PHASE = re.compile(r"^(up|down)\s+(\d+(?:\.\d+)?)\s*(ms|s|m|h)$")
+
+
+def parse_duration(text: str) -> float:
+    """'500ms', '2s', '1.5m', '1h' -> seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*", text)
+    if not match:
+        raise ValueError(f"bad duration {text!r}: use a number with ms, s, m or h")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Phases of (online?, seconds), cycling forever."""
+
+    phases: tuple[tuple[bool, float], ...]
+
+    @classmethod
+    def parse(cls, text: str) -> "Schedule":
+        phases = []
+        for part in text.split(","):
+            part = part.strip().lower()
+            match = _PHASE.match(part)
+            if not match:
+                raise ValueError(
+                    f"bad schedule phase {part!r}: expected e.g. 'up 2s, down 6s'"
+                )
+            seconds = float(match.group(2)) * _UNITS[match.group(3)]
+            if seconds <= 0:
+                raise ValueError(f"schedule phase {part!r} must last more than 0")
+            phases.append((match.group(1) == "up", seconds))
+        if not any(up for up, _ in phases):
+            raise ValueError("a schedule must have at least one 'up' phase")
+        return cls(tuple(phases))
+
+    @property
+    def period(self) -> float:
+        return sum(seconds for _, seconds in self.phases)
+
+    def state_at(self, elapsed: float) -> tuple[bool, float]:
+        """Whether the node is online ``elapsed`` seconds after start, and how
+        many seconds until that changes."""
+        position = elapsed % self.period
+        for index, (up, seconds) in enumerate(self.phases):
+            if position < seconds:
+                remaining = seconds - position
+                # Merge following phases of the same state.
+                for later in range(1, len(self.phases)):
+                    next_up, next_seconds = self.phases[(index + later) % len(self.phases)]
+                    if next_up != up:
+                        break
+                    remaining += next_seconds
+                return up, remaining
+            position -= seconds
+        return self.phases[0][0], self.phases[0][1]  # float edge: wrap around
+
+    def describe(self) -> str:
+        return ", ".join(f"{'up' if up else 'down'} {seconds:g}s" for up, seconds in self.phases)

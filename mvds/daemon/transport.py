@@ -1,0 +1,136 @@
+"""One UDP socket on trio: drain every ready datagram per wake-up, send without blocking.
+
+This layer knows nothing about peers or encryption; it moves bytes and
+simulates a bad radio when asked: ``loss`` drops that fraction of datagrams
+in and out (seeded), and ``online = False`` drops everything (the node's
+radio is off).  Drops are counted by reason.
+"""
+
+from __future__ import annotations
+
+import errno
+import random
+import socket
+from collections import Counter, deque
+from typing import Any
+
+import trio
+
+RECEIVE_BUFFER = 4 * 1024 * 1024
+"""Socket buffer we ask the kernel for; bursts of datagrams queue here while
+the node is busy committing.  The kernel may grant less (net.core.rmem_max)."""
+
+MAX_DRAIN = 4096
+"""Most datagrams taken per wake-up, so one flood cannot starve timers."""
+
+
+Address = Any  # a socket address tuple, (host, port) or (host, port, flow, scope)
+
+
+class UdpTransport:
+    def __init__(self, host: str, port: int, *, loss: float = 0.0, rng: random.Random | None = None) -> None:
+        self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(self.family, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, option, RECEIVE_BUFFER)
+            except OSError:
+                pass
+        try:
+            self.sock.bind((host, port))
+        except OSError as exc:
+            self.sock.close()
+            raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        self.loss = loss
+        self.rng = rng or random.Random()
+        self.online = True
+        self.stats: Counter[str] = Counter()
+        self.drops: Counter[str] = Counter()
+        self._backlog: deque[tuple[bytes, Address]] = deque()
+        self._writable = trio.Event()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.sock.getsockname()[:2]
+        return host, port
+
+    @property
+    def receive_buffer(self) -> int:
+        return self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    async def wait_readable(self) -> None:
+        await trio.lowlevel.wait_readable(self.sock)
+
+    def drain(self) -> list[tuple[bytes, Address]]:
+        """Every datagram ready now (up to MAX_DRAIN), after simulated loss."""
+        out: list[tuple[bytes, Address]] = []
+        recv = self.sock.recvfrom
+        stats = self.stats
+        for _ in range(MAX_DRAIN):
+            try:
+                data, addr = recv(65536)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                # ICMP errors surface here on some systems; they say nothing
+                # about our peers' liveness that the protocol does not handle.
+                self.drops[f"socket_error_{errno.errorcode.get(exc.errno, exc.errno)}"] += 1
+                continue
+            stats["datagrams_in"] += 1
+            stats["bytes_in"] += len(data)
+            if not self.online:
+                self.drops["offline"] += 1
+                continue
+            if self.loss and self.rng.random() < self.loss:
+                self.drops["simulated_loss"] += 1
+                continue
+            out.append((data, addr))
+        return out
+
+    def send(self, datagrams: list[tuple[bytes, Address]]) -> None:
+        """Send now; what the kernel will not take yet waits for ``run_sender``."""
+        if self._backlog:
+            self._backlog.extend(datagrams)
+            return
+        sendto = self.sock.sendto
+        stats = self.stats
+        for index, (data, addr) in enumerate(datagrams):
+            if not self.online:
+                self.drops["offline_out"] += 1
+                continue
+            if self.loss and self.rng.random() < self.loss:
+                # Transmitted, then lost in the (simulated) air: it counts
+                # as sent, as it would on a real lossy link.
+                self.drops["simulated_loss_out"] += 1
+                stats["datagrams_out"] += 1
+                stats["bytes_out"] += len(data)
+                continue
+            try:
+                sendto(data, addr)
+            except BlockingIOError:
+                self._backlog.extend(datagrams[index:])
+                self._writable.set()
+                return
+            except OSError as exc:
+                self.drops[f"send_error_{errno.errorcode.get(exc.errno, exc.errno)}"] += 1
+                continue
+            stats["datagrams_out"] += 1
+            stats["bytes_out"] += len(data)
+
+    async def run_sender(self) -> None:
+        """Flush the backlog whenever the socket becomes writable again."""
+        while True:
+            await self._writable.wait()
+            self._writable = trio.Event()
+            while self._backlog:
+                await trio.lowlevel.wait_writable(self.sock)
+                pending = list(self._backlog)
+                self._backlog.clear()
+                self.send(pending)
+                # send() re-queued what did not fit (and set the event).
+                if self._backlog:
+                    self._writable = trio.Event()

@@ -1,0 +1,290 @@
+"""Messages, the DAG and delivery numbers in SQLite.
+
+Writes are buffered for the length of a transaction and go to SQLite in a
+few ``executemany`` calls at commit: a received message is typically added,
+marked ready and given its seq in the same wake-up, which then costs one
+INSERT instead of an INSERT and an UPDATE.  Reads consult the buffer first;
+queries that SQL must answer over many rows (a group's messages, delivered
+ranges) flush the buffer into the open transaction first.
+
+Leaves are cached per group and written back as a net difference at commit
+(a chain of a thousand appends changes one leaf).  Ids named as parents
+before they were stored ("dangling") and messages held for their parents
+("waiting") are rare and written straight through; counters of both let the
+hot path skip SQL when there are none.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from mvds._pb import mvds_pb2 as _pb
+from mvds.store._sqlite_db import Database, Names
+from mvds.store.base import StoredMessage
+from mvds.wire import Message, encode_message
+
+PAGE = 1000
+"""Rows fetched per query when paging through a long result."""
+
+
+def decode_stored(encoded: bytes) -> Message:
+    """Rebuild a stored message from its wire encoding (kept for sending)."""
+    pm = _pb.Message.FromString(encoded)
+    parents = tuple(pm.metadata.parents) if pm.HasField("metadata") else ()
+    return Message._from_wire(pm.group_id, pm.timestamp, pm.body, parents, False, encoded)
+
+
+class _Unwritten:
+    """A message added in the current transaction, not yet INSERTed."""
+
+    __slots__ = ("rid", "message", "gid", "ready", "seq", "src")
+
+    def __init__(
+        self, rid: int, message: Message, gid: int, ready: bool, src: bytes | None
+    ) -> None:
+        self.rid = rid
+        self.message = message
+        self.gid = gid
+        self.ready = ready
+        self.seq: int | None = None
+        self.src = src
+
+
+class MessageLog:
+    """The messages table, the DAG tables and the delivery sequence."""
+
+    def __init__(self, db: Database, names: Names) -> None:
+        self._db = db
+        self._names = names
+        self.load()
+
+    def load(self) -> None:
+        """(Re)build every cache from committed state (open, after a rollback)."""
+        db = self._db
+        self._unwritten: dict[bytes, _Unwritten] = {}
+        self._absent: bytes | None = None  # last id has_message found absent
+        self.count: int = db.one("SELECT max(rid) FROM messages")[0] or 0
+        self.last_seq: int = db.one("SELECT max(seq) FROM messages")[0] or 0
+        self._leaves: dict[int, dict[bytes, None]] = {}
+        self._leaves_added: dict[tuple[int, bytes], None] = {}
+        self._leaves_removed: set[tuple[int, bytes]] = set()
+        self._dangling: int = db.one("SELECT count(*) FROM dangling")[0]
+        self._waiting: int = db.one("SELECT count(*) FROM waiting")[0]
+
+    # -- writing back ---------------------------------------------------------
+    def flush(self) -> None:
+        """Write buffered rows into the open transaction."""
+        db = self._db
+        if self._unwritten:
+            pid_for = self._names.pid_for
+            rows = [
+                (
+                    u.rid,
+                    mid,
+                    u.gid,
+                    encode_message(u.message),
+                    u.ready,
+                    u.seq,
+                    None if u.src is None else pid_for(u.src),
+                )
+                for mid, u in self._unwritten.items()
+            ]
+            db.many(
+                "INSERT INTO messages (rid, id, gid, encoded, ready, seq, src) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            self._unwritten.clear()
+        if self._leaves_removed:
+            db.many("DELETE FROM leaves WHERE gid = ? AND id = ?", self._leaves_removed)
+            self._leaves_removed.clear()
+        if self._leaves_added:
+            db.many("INSERT INTO leaves (gid, id) VALUES (?, ?)", self._leaves_added)
+            self._leaves_added.clear()
+
+    # -- messages -------------------------------------------------------------
+    def has_message(self, mid: bytes) -> bool:
+        if mid in self._unwritten:
+            return True
+        if self._db.one("SELECT 1 FROM messages WHERE id = ?", (mid,)) is None:
+            self._absent = mid
+            return False
+        return True
+
+    def _row(self, mid: bytes) -> tuple | None:
+        return self._db.one(
+            "SELECT encoded, ready, seq, src FROM messages WHERE id = ?", (mid,)
+        )
+
+    def get_message(self, mid: bytes) -> Message | None:
+        unwritten = self._unwritten.get(mid)
+        if unwritten is not None:
+            return unwritten.message
+        row = self._db.one("SELECT encoded FROM messages WHERE id = ?", (mid,))
+        return None if row is None else decode_stored(row[0])
+
+    def get_stored(self, mid: bytes) -> StoredMessage | None:
+        u = self._unwritten.get(mid)
+        if u is not None:
+            return StoredMessage(u.message, u.ready, u.seq, u.src)
+        row = self._row(mid)
+        return None if row is None else self._stored(row)
+
+    def _stored(self, row: tuple) -> StoredMessage:
+        encoded, ready, seq, src = row
+        peer = None if src is None else self._names.peer[src]
+        return StoredMessage(decode_stored(encoded), bool(ready), seq, peer)
+
+    def add_message(self, message: Message, ready: bool, received_from: bytes | None) -> None:
+        mid = message.id
+        if message.ephemeral:
+            raise ValueError("ephemeral messages are never stored")
+        if mid != self._absent and self.has_message(mid):
+            raise ValueError(f"message {mid.hex()} is already stored")
+        self._absent = None
+        gid = self._names.gid_for(message.group_id)
+        self.count += 1
+        self._unwritten[mid] = _Unwritten(self.count, message, gid, ready, received_from)
+        leaves = self._leaves_of(gid)
+        for parent in message.parents:
+            if parent in leaves:
+                self._remove_leaf(gid, parent, leaves)
+            elif not self.has_message(parent):
+                self._add_dangling(parent)
+        self._absent = None
+        referenced = mid in message.parents or (self._dangling and self._take_dangling(mid))
+        if not referenced:
+            leaves[mid] = None
+            self._leaves_added[(gid, mid)] = None
+
+    def mark_ready(self, mid: bytes, deliver: bool) -> int | None:
+        u = self._unwritten.get(mid)
+        if u is not None:
+            u.ready = True
+            if deliver and u.seq is None:
+                self.last_seq += 1
+                u.seq = self.last_seq
+            return u.seq
+        row = self._db.one("SELECT rid, seq FROM messages WHERE id = ?", (mid,))
+        if row is None:
+            raise KeyError(f"message {mid.hex()} is not stored")
+        rid, seq = row
+        if deliver and seq is None:
+            self.last_seq += 1
+            seq = self.last_seq
+        self._db.run("UPDATE messages SET ready = 1, seq = ? WHERE rid = ?", (seq, rid))
+        return seq
+
+    def is_ready(self, mid: bytes) -> bool:
+        u = self._unwritten.get(mid)
+        if u is not None:
+            return u.ready
+        row = self._db.one("SELECT ready FROM messages WHERE id = ?", (mid,))
+        return row is not None and bool(row[0])
+
+    def group_message_ids(self, group_id: bytes) -> Iterator[bytes]:
+        gid = self._names.gid.get(group_id)
+        if gid is None:
+            return iter(())
+        self.flush()
+        return self._page_group(gid, self.count)
+
+    def _page_group(self, gid: int, last_rid: int) -> Iterator[bytes]:
+        after = 0
+        while True:
+            rows = self._db.all(
+                "SELECT rid, id FROM messages WHERE gid = ? AND rid > ? AND rid <= ? "
+                "ORDER BY rid LIMIT ?",
+                (gid, after, last_rid, PAGE),
+            )
+            for _, mid in rows:
+                yield mid
+            if len(rows) < PAGE:
+                return
+            after = rows[-1][0]
+
+    def delivered_since(
+        self, after_seq: int, limit: int, group_id: bytes | None
+    ) -> list[StoredMessage]:
+        self.flush()
+        return select_delivered(self._db, self._names, after_seq, limit, group_id, self._stored)
+
+    # -- leaves -----------------------------------------------------------------
+    def _leaves_of(self, gid: int) -> dict[bytes, None]:
+        leaves = self._leaves.get(gid)
+        if leaves is None:
+            rows = self._db.all("SELECT id FROM leaves WHERE gid = ? ORDER BY rowid", (gid,))
+            leaves = self._leaves[gid] = {mid: None for (mid,) in rows}
+        return leaves
+
+    def _remove_leaf(self, gid: int, mid: bytes, leaves: dict[bytes, None]) -> None:
+        del leaves[mid]
+        key = (gid, mid)
+        if key in self._leaves_added:
+            del self._leaves_added[key]
+        else:
+            self._leaves_removed.add(key)
+
+    def leaves(self, group_id: bytes) -> list[bytes]:
+        gid = self._names.gid.get(group_id)
+        return [] if gid is None else list(self._leaves_of(gid))
+
+    def _add_dangling(self, mid: bytes) -> None:
+        self._dangling += self._db.run("INSERT OR IGNORE INTO dangling (id) VALUES (?)", (mid,))
+
+    def _take_dangling(self, mid: bytes) -> bool:
+        taken = self._db.run("DELETE FROM dangling WHERE id = ?", (mid,))
+        self._dangling -= taken
+        return bool(taken)
+
+    # -- messages held for their parents ----------------------------------------
+    def add_waiting(self, child: bytes, parents: list[bytes]) -> None:
+        db = self._db
+        for parent in parents:
+            self._waiting += db.run(
+                "INSERT OR IGNORE INTO waiting (parent, child) VALUES (?, ?)", (parent, child)
+            )
+
+    def waiting_parents(self, child: bytes) -> list[bytes]:
+        if not self._waiting:
+            return []
+        rows = self._db.all("SELECT parent FROM waiting WHERE child = ? ORDER BY parent", (child,))
+        return [parent for (parent,) in rows]
+
+    def release_waiting(self, parent: bytes) -> list[bytes]:
+        if not self._waiting:
+            return []
+        db = self._db
+        rows = db.all("SELECT child FROM waiting WHERE parent = ? ORDER BY rowid", (parent,))
+        if not rows:
+            return []
+        self._waiting -= db.run("DELETE FROM waiting WHERE parent = ?", (parent,))
+        return [
+            child
+            for (child,) in rows
+            if db.one("SELECT 1 FROM waiting WHERE child = ? LIMIT 1", (child,)) is None
+        ]
+
+
+def select_delivered(
+    db: Database,
+    names: Names,
+    after_seq: int,
+    limit: int,
+    group_id: bytes | None,
+    stored,
+) -> list[StoredMessage]:
+    """Messages with ``seq > after_seq`` in seq order (shared with the reader)."""
+    if limit <= 0:
+        return []
+    columns = "SELECT encoded, ready, seq, src FROM messages"
+    if group_id is None:
+        rows = db.all(f"{columns} WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit))
+    else:
+        gid = names.gid.get(group_id)
+        if gid is None:
+            return []
+        rows = db.all(
+            f"{columns} WHERE seq > ? AND gid = ? ORDER BY seq LIMIT ?", (after_seq, gid, limit)
+        )
+    return [stored(row) for row in rows]

@@ -1,0 +1,513 @@
+"""Sync state records in SQLite, with the hot part in memory.
+
+A record's life on a busy node is short: inserted when a message is appended
+or received, sent (updated) in the same wake-up, deleted when the ACK comes.
+So records are split in two:
+
+* **hot** records live in memory: every record in flight (``send_count >=
+  1``; at most the window per (peer, group), plus REQUESTs), and every record
+  inserted, changed or deleted in the current transaction.  In-flight ones
+  sit in a per-peer heap by send epoch, exactly as in the memory store, so
+  ``due_records`` and ``next_due_epoch`` never touch SQLite.
+* **cold** records are committed new ones (``send_count == 0``) that nothing
+  has touched since: the backlog for a slow or offline peer, which may be
+  large, so it stays on disk and is read in FIFO pages (partial indexes
+  ``records_new`` and ``records_new_requests``).  Counters per peer and group
+  say where cold records exist, so the hot path asks SQLite nothing when
+  there are none.
+
+Changes are remembered per key (``_dirty``) and written at commit with one
+``executemany`` DELETE and one INSERT OR REPLACE: a record inserted and sent
+in the same wake-up is written once.  At commit, new records leave memory
+(they become cold).  After a rollback everything is rebuilt from the table,
+so no undo log is needed.
+
+``qseq`` numbers every placement (insert or update), giving new records their
+FIFO order and in-flight records their tie-break, as the memory store's
+insertion order and heap versions do.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import defaultdict
+
+from mvds.engine.records import Record, RecordType
+from mvds.store._sqlite_db import Database, Names
+
+_REQUEST = RecordType.REQUEST
+
+# Where a hot record is placed.
+_NEW = 0  # FIFO in _new[peer][group]          (OFFER/MESSAGE, never sent)
+_NEW_REQUEST = 1  # FIFO in _new_requests[peer] (REQUEST, never sent)
+_FLIGHT = 2  # in _inflight[peer] and the peer's heap; group None for REQUESTs
+
+_COLUMNS = "pid, mid, gid, kind, send_count, send_epoch, max_sends, expires_at, qseq"
+_Key = tuple[bytes, bytes]
+
+
+class RecordBook:
+    """The records table plus the in-memory hot set described above."""
+
+    def __init__(self, db: Database, names: Names) -> None:
+        self._db = db
+        self._names = names
+        self.load()
+
+    # -- state --------------------------------------------------------------
+    def load(self) -> None:
+        """(Re)build from committed state: at open and after a rollback."""
+        self._hot: dict[_Key, Record] = {}
+        self._placement: dict[_Key, tuple[int, bytes | None, int]] = {}
+        self._dirty: dict[_Key, bool] = {}  # key -> a row existed before this txn
+        self._seen_cold: dict[_Key, tuple[bytes, RecordType]] = {}
+        self._new: dict[bytes, dict[bytes, dict[bytes, None]]] = defaultdict(dict)
+        self._new_requests: dict[bytes, dict[bytes, None]] = defaultdict(dict)
+        self._requests: dict[bytes, set[bytes]] = {}  # hot REQUEST records by message
+        self._inflight: dict[bytes, set[bytes]] = defaultdict(set)
+        self._heaps: dict[bytes, list[tuple[int, int, bytes]]] = defaultdict(list)
+        self._window: dict[tuple[bytes, bytes], int] = defaultdict(int)
+        # Cold (committed, untouched, new) records, counted.
+        self._cold_groups: dict[bytes, dict[bytes, int]] = defaultdict(dict)
+        self._cold_requests: dict[bytes, int] = defaultdict(int)
+        self._cold_peer: dict[bytes, int] = defaultdict(int)
+        self._cold_kinds: dict[tuple[bytes, RecordType], int] = defaultdict(int)
+        self._cold_total = 0
+
+        db, names = self._db, self._names
+        row = db.one("SELECT value FROM internal WHERE key = 'next_qseq'")
+        next_qseq = row[0] if row else 1
+        peer_of, group_of = names.peer, names.group
+        for pid, mid, gid, kind, count, epoch, max_sends, expires, qseq in db.all(
+            f"SELECT {_COLUMNS} FROM records WHERE send_count > 0 ORDER BY qseq"
+        ):
+            record = Record(
+                mid, peer_of[pid], group_of[gid], RecordType(kind), count, epoch, max_sends, expires
+            )
+            self._hot[record.key] = record
+            self._place(record, qseq)
+            next_qseq = max(next_qseq, qseq + 1)
+        for pid, gid, kind, n in db.all(
+            "SELECT pid, gid, kind, count(*) FROM records "
+            "WHERE send_count = 0 AND kind != 2 GROUP BY pid, gid, kind"
+        ):
+            self._count_cold(peer_of[pid], group_of[gid], RecordType(kind), n)
+        for pid, n in db.all(
+            "SELECT pid, count(*) FROM records WHERE send_count = 0 AND kind = 2 GROUP BY pid"
+        ):
+            self._count_cold(peer_of[pid], b"", _REQUEST, n)
+        self._qseq = itertools.count(next_qseq)
+        self._next_qseq = next_qseq
+
+    def _count_cold(self, peer: bytes, group: bytes, kind: RecordType, delta: int) -> None:
+        if kind is _REQUEST:
+            self._cold_requests[peer] += delta
+        else:
+            groups = self._cold_groups[peer]
+            left = groups.get(group, 0) + delta
+            if left:
+                groups[group] = left
+            else:
+                del groups[group]
+        self._cold_peer[peer] += delta
+        self._cold_kinds[(peer, kind)] += delta
+        self._cold_total += delta
+
+    # -- placement of hot records (the memory store's structures) ---------------
+    def _place(self, record: Record, qseq: int | None = None) -> None:
+        if qseq is None:
+            qseq = next(self._qseq)
+        mid, peer = record.message_id, record.peer
+        key = (mid, peer)
+        is_request = record.kind is _REQUEST
+        if is_request:
+            peers = self._requests.get(mid)
+            if peers is None:
+                peers = self._requests[mid] = set()
+            peers.add(peer)
+        if record.send_count == 0:
+            if is_request:
+                self._new_requests[peer][mid] = None
+                self._placement[key] = (_NEW_REQUEST, None, qseq)
+            else:
+                group = record.group_id
+                queues = self._new[peer]
+                queue = queues.get(group)
+                if queue is None:
+                    queue = queues[group] = {}
+                queue[mid] = None
+                self._placement[key] = (_NEW, group, qseq)
+            return
+        group = None if is_request else record.group_id
+        if group is not None:
+            self._window[(peer, group)] += 1
+        self._inflight[peer].add(mid)
+        self._placement[key] = (_FLIGHT, group, qseq)
+        heapq.heappush(self._heaps[peer], (record.send_epoch, qseq, mid))
+
+    def _unplace(self, key: _Key) -> None:
+        where, group, _ = self._placement.pop(key)
+        mid, peer = key
+        is_request = where == _NEW_REQUEST or (where == _FLIGHT and group is None)
+        if is_request:
+            peers = self._requests[mid]
+            peers.discard(peer)
+            if not peers:
+                del self._requests[mid]
+        if where == _NEW:
+            queues = self._new[peer]
+            queue = queues[group]  # type: ignore[index]
+            del queue[mid]
+            if not queue:
+                del queues[group]  # type: ignore[arg-type]
+                if not queues:
+                    del self._new[peer]
+        elif where == _NEW_REQUEST:
+            queue = self._new_requests[peer]
+            del queue[mid]
+            if not queue:
+                del self._new_requests[peer]
+        else:
+            inflight = self._inflight[peer]
+            inflight.discard(mid)
+            if not inflight:
+                # Every entry left in the heap is stale now.
+                del self._inflight[peer]
+                self._heaps.pop(peer, None)
+            if group is not None:
+                window_key = (peer, group)
+                left = self._window[window_key] - 1
+                if left:
+                    self._window[window_key] = left
+                else:
+                    del self._window[window_key]
+
+    # -- cold records ---------------------------------------------------------
+    def _read_cold(self, key: _Key) -> Record | None:
+        """A committed new record not in memory (caller checked it may exist)."""
+        mid, peer = key
+        pid = self._names.pid.get(peer)
+        if pid is None:
+            return None
+        row = self._db.one(
+            "SELECT gid, kind, send_count, send_epoch, max_sends, expires_at "
+            "FROM records WHERE pid = ? AND mid = ?",
+            (pid, mid),
+        )
+        if row is None:
+            return None
+        gid, kind, count, epoch, max_sends, expires = row
+        record = Record(
+            mid, peer, self._names.group[gid], RecordType(kind), count, epoch, max_sends, expires
+        )
+        self._seen_cold[key] = (record.group_id, record.kind)
+        return record
+
+    def _claim_cold(self, key: _Key) -> bool:
+        """Take a cold record out of the cold set (it is being changed or
+        deleted in this transaction); False if there is none."""
+        old = self._seen_cold.get(key)
+        if old is None:
+            if not self._cold_peer.get(key[1]):
+                return False
+            record = self._read_cold(key)
+            if record is None:
+                return False
+            old = (record.group_id, record.kind)
+        self._count_cold(key[1], old[0], old[1], -1)
+        self._dirty[key] = True
+        return True
+
+    # -- the Store interface -------------------------------------------------------
+    def get_record(self, mid: bytes, peer: bytes) -> Record | None:
+        key = (mid, peer)
+        record = self._hot.get(key)
+        if record is not None or key in self._dirty or not self._cold_peer.get(peer):
+            return record
+        return self._read_cold(key)
+
+    def insert_record(self, record: Record) -> None:
+        key = (record.message_id, record.peer)
+        if key in self._hot or (
+            key not in self._dirty
+            and self._cold_peer.get(record.peer)
+            and self._read_cold(key) is not None
+        ):
+            raise ValueError("a record for this message and peer exists already")
+        self._hot[key] = record
+        if key not in self._dirty:
+            self._dirty[key] = False
+        self._place(record)
+
+    def update_record(self, record: Record) -> None:
+        key = (record.message_id, record.peer)
+        if key in self._hot:
+            self._unplace(key)
+            if key not in self._dirty:
+                self._dirty[key] = True  # committed in flight: its row exists
+        elif key in self._dirty or not self._claim_cold(key):
+            raise KeyError("update of a record that is not stored")
+        self._hot[key] = record
+        self._place(record)
+
+    def delete_record(self, mid: bytes, peer: bytes) -> Record | None:
+        key = (mid, peer)
+        record = self._hot.pop(key, None)
+        if record is not None:
+            self._unplace(key)
+            if key not in self._dirty:
+                self._dirty[key] = True
+            return record
+        if key in self._dirty or not self._cold_peer.get(peer):
+            return None
+        record = self._read_cold(key)
+        if record is not None:
+            self._claim_cold(key)
+        return record
+
+    def delete_requests_for(self, mid: bytes) -> int:
+        deleted = 0
+        peers = self._requests.get(mid)
+        if peers:
+            for peer in list(peers):
+                self.delete_record(mid, peer)
+                deleted += 1
+        if any(self._cold_requests.values()):
+            peer_of = self._names.peer
+            for (pid,) in self._db.all(
+                "SELECT pid FROM records WHERE send_count = 0 AND kind = 2 AND mid = ?", (mid,)
+            ):
+                key = (mid, peer_of[pid])
+                if key not in self._hot and key not in self._dirty:
+                    self._count_cold(key[1], b"", _REQUEST, -1)
+                    self._dirty[key] = True
+                    deleted += 1
+        return deleted
+
+    def new_records(self, peer: bytes, group_id: bytes, limit: int) -> list[Record]:
+        if limit <= 0:
+            return []
+        out: list[Record] = []
+        cold = self._cold_groups.get(peer, {}).get(group_id, 0)
+        if cold:
+            self._page_cold(
+                out,
+                limit,
+                cold,
+                "SELECT mid, kind, send_epoch, max_sends, expires_at, qseq FROM records "
+                "WHERE pid = ? AND gid = ? AND send_count = 0 AND kind != 2 AND qseq > ? "
+                "ORDER BY qseq LIMIT ?",
+                (self._names.pid[peer], self._names.gid[group_id]),
+                peer,
+                group_id,
+            )
+        queue = self._new.get(peer, {}).get(group_id)
+        if queue and len(out) < limit:
+            hot = self._hot
+            out.extend(hot[(mid, peer)] for mid in itertools.islice(queue, limit - len(out)))
+        return out
+
+    def new_requests(self, peer: bytes, limit: int) -> list[Record]:
+        if limit <= 0:
+            return []
+        out: list[Record] = []
+        cold = self._cold_requests.get(peer, 0)
+        if cold:
+            self._page_cold(
+                out,
+                limit,
+                cold,
+                "SELECT mid, kind, send_epoch, max_sends, expires_at, qseq, gid FROM records "
+                "WHERE pid = ? AND send_count = 0 AND kind = 2 AND qseq > ? "
+                "ORDER BY qseq LIMIT ?",
+                (self._names.pid[peer],),
+                peer,
+                None,
+            )
+        queue = self._new_requests.get(peer)
+        if queue and len(out) < limit:
+            hot = self._hot
+            out.extend(hot[(mid, peer)] for mid in itertools.islice(queue, limit - len(out)))
+        return out
+
+    def _page_cold(
+        self,
+        out: list[Record],
+        limit: int,
+        cold: int,
+        sql: str,
+        params: tuple,
+        peer: bytes,
+        group_id: bytes | None,
+    ) -> None:
+        """Append up to ``limit`` cold records in FIFO order, skipping rows
+        that this transaction changed (they are hot, or deleted)."""
+        after = -1
+        found = 0
+        hot, dirty, seen = self._hot, self._dirty, self._seen_cold
+        group_of = self._names.group
+        while len(out) < limit and found < cold:
+            want = limit - len(out)
+            rows = self._db.all(sql, (*params, after, want))
+            for row in rows:
+                mid, kind, epoch, max_sends, expires, qseq = row[:6]
+                key = (mid, peer)
+                if key in hot or key in dirty:
+                    continue
+                group = group_id if group_id is not None else group_of[row[6]]
+                record = Record(mid, peer, group, RecordType(kind), 0, epoch, max_sends, expires)
+                seen[key] = (group, record.kind)
+                out.append(record)
+                found += 1
+                if len(out) >= limit:
+                    return
+            if len(rows) < want:
+                return
+            after = rows[-1][5]
+
+    def groups_with_new_records(self, peer: bytes) -> list[bytes]:
+        groups = list(self._cold_groups.get(peer, ()))
+        hot = self._new.get(peer)
+        if hot:
+            groups.extend(g for g in hot if g not in groups)
+        return groups
+
+    def due_records(self, peer: bytes, epoch: int) -> list[Record]:
+        heap = self._heaps.get(peer)
+        out: list[Record] = []
+        if not heap:
+            return out
+        placement, hot = self._placement, self._hot
+        while heap and heap[0][0] <= epoch:
+            _, qseq, mid = heapq.heappop(heap)
+            key = (mid, peer)
+            placed = placement.get(key)
+            if placed is not None and placed[2] == qseq:
+                out.append(hot[key])
+        return out
+
+    def next_due_epoch(self, peer: bytes) -> int | None:
+        heap = self._heaps.get(peer)
+        if not heap:
+            return None
+        placement = self._placement
+        while heap:
+            _, qseq, mid = heap[0]
+            placed = placement.get((mid, peer))
+            if placed is not None and placed[2] == qseq:
+                return heap[0][0]
+            heapq.heappop(heap)
+        return None
+
+    def inflight_count(self, peer: bytes, group_id: bytes) -> int:
+        return self._window.get((peer, group_id), 0)
+
+    def has_new_records(self, peer: bytes) -> bool:
+        return (
+            bool(self._cold_peer.get(peer))
+            or bool(self._new.get(peer))
+            or bool(self._new_requests.get(peer))
+        )
+
+    def peers_with_records(self) -> list[bytes]:
+        peers = {p for p, n in self._cold_peer.items() if n}
+        peers.update(p for p, q in self._new.items() if q)
+        peers.update(p for p, q in self._new_requests.items() if q)
+        peers.update(p for p, s in self._inflight.items() if s)
+        return sorted(peers)
+
+    def pull_forward(self, peer: bytes, beyond_epoch: int, to_epoch: int) -> int:
+        moved = 0
+        hot = self._hot
+        for mid in list(self._inflight.get(peer, ())):
+            record = hot[(mid, peer)]
+            if record.send_epoch > beyond_epoch:
+                record.send_epoch = to_epoch
+                self.update_record(record)
+                moved += 1
+        return moved
+
+    def delete_group_records(self, group_id: bytes, peer: bytes) -> int:
+        doomed = [
+            mid for (mid, p), record in self._hot.items() if p == peer and record.group_id == group_id
+        ]
+        for mid in doomed:
+            self.delete_record(mid, peer)
+        deleted = len(doomed)
+        pid, gid = self._names.pid.get(peer), self._names.gid.get(group_id)
+        if self._cold_peer.get(peer) and pid is not None and gid is not None:
+            for mid, kind in self._db.all(
+                "SELECT mid, kind FROM records WHERE pid = ? AND gid = ? AND send_count = 0",
+                (pid, gid),
+            ):
+                key = (mid, peer)
+                if key not in self._hot and key not in self._dirty:
+                    self._count_cold(peer, group_id, RecordType(kind), -1)
+                    self._dirty[key] = True
+                    deleted += 1
+        return deleted
+
+    def record_count(self) -> int:
+        return len(self._hot) + self._cold_total
+
+    def record_stats(self) -> dict[tuple[bytes, RecordType], int]:
+        stats: dict[tuple[bytes, RecordType], int] = defaultdict(int)
+        for key, n in self._cold_kinds.items():
+            if n:
+                stats[key] += n
+        for record in self._hot.values():
+            stats[(record.peer, record.kind)] += 1
+        return dict(stats)
+
+    # -- commit ---------------------------------------------------------------------
+    def flush(self) -> None:
+        """Write this transaction's changes (before COMMIT)."""
+        if not self._dirty:
+            return
+        hot = self._hot
+        pid_for, gid_for = self._names.pid_for, self._names.gid_for
+        placement = self._placement
+        deletes = []
+        upserts = []
+        for key, existed in self._dirty.items():
+            record = hot.get(key)
+            if record is None:
+                if existed:
+                    deletes.append((pid_for(key[1]), key[0]))
+                continue
+            upserts.append(
+                (
+                    pid_for(record.peer),
+                    record.message_id,
+                    gid_for(record.group_id),
+                    int(record.kind),
+                    record.send_count,
+                    record.send_epoch,
+                    record.max_sends,
+                    record.expires_at,
+                    placement[key][2],
+                )
+            )
+        db = self._db
+        if deletes:
+            db.many("DELETE FROM records WHERE pid = ? AND mid = ?", deletes)
+        if upserts:
+            db.many(f"INSERT OR REPLACE INTO records ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", upserts)
+        next_qseq = next(self._qseq)
+        self._qseq = itertools.count(next_qseq)
+        if next_qseq != self._next_qseq:
+            db.run("INSERT OR REPLACE INTO internal (key, value) VALUES ('next_qseq', ?)", (next_qseq,))
+            self._next_qseq = next_qseq
+
+    def after_commit(self) -> None:
+        """Committed: new records leave memory and become cold."""
+        hot, placement = self._hot, self._placement
+        for key in self._dirty:
+            placed = placement.get(key)
+            if placed is not None and placed[0] != _FLIGHT:
+                record = hot.pop(key)
+                self._unplace(key)
+                self._count_cold(key[1], record.group_id, record.kind, 1)
+        self._dirty.clear()
+        self._seen_cold.clear()

@@ -1,0 +1,101 @@
+"""Print the test vectors of docs/PROTOCOL.md, computed by mvds itself.
+
+    python scripts/protocol_vectors.py
+
+Paste the output into the "Test vectors" section when the envelope changes
+(tests/test_protocol_doc.py fails until the document and the code agree).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from mvds.ids import group_id_for_name, message_id
+from mvds.secure import EnvelopeCodec, Identity, NonceCounter
+from mvds.secure.keys import direction_key
+from mvds.wire import Message, Payload, encode_payload
+
+# RFC 7748 section 6.1: implementers can check their X25519 against the RFC too.
+ALICE_PRIVATE = bytes.fromhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
+BOB_PRIVATE = bytes.fromhex("5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb")
+SEALED_COUNTER = 0x0102030405060708
+HELLO_COUNTER = 42
+GROUP = bytes(range(32))
+GROUP_NAME = "general"
+
+
+def vector_payload() -> Payload:
+    """One of every record, and a message with metadata."""
+    return Payload(
+        acks=[bytes([0x11]) * 32],
+        offers=[bytes([0x22]) * 32],
+        requests=[bytes([0x33]) * 32],
+        messages=[Message(GROUP, 1700000000, b"hello world", [bytes(range(32, 64))])],
+    )
+
+
+def edge_payload() -> Payload:
+    """Defaults omitted (timestamp 0, empty body), an ephemeral flag, a negative timestamp."""
+    return Payload(
+        messages=[
+            Message(GROUP, 0, b"", (), ephemeral=True),
+            Message(GROUP, -1, b"x"),
+        ]
+    )
+
+
+def _seal_at(sender: Identity, receiver: Identity, counter: int, payload: bytes) -> bytes:
+    with tempfile.TemporaryDirectory() as directory:
+        codec = EnvelopeCodec(sender, NonceCounter(Path(directory) / "n", floor=lambda: counter))
+        codec.add_peer(receiver.peer_id, plaintext=False)
+        return codec.seal(receiver.peer_id, payload)
+
+
+def _plaintext(sender: Identity, receiver: Identity, payload: bytes) -> bytes:
+    with tempfile.TemporaryDirectory() as directory:
+        codec = EnvelopeCodec(sender, NonceCounter(Path(directory) / "n"))
+        codec.add_peer(receiver.peer_id, plaintext=True)
+        return codec.seal(receiver.peer_id, payload)
+
+
+def vectors() -> dict[str, bytes]:
+    """Every vector by name, in document order."""
+    alice = Identity.from_private_bytes(ALICE_PRIVATE)
+    bob = Identity.from_private_bytes(BOB_PRIVATE)
+    shared = alice.shared_secret(bob.peer_id)
+    payload = encode_payload(vector_payload())
+    return {
+        "alice_private": ALICE_PRIVATE,
+        "alice_public": alice.peer_id,
+        "bob_private": BOB_PRIVATE,
+        "bob_public": bob.peer_id,
+        "shared_secret": shared,
+        "key_alice_to_bob": direction_key(shared, alice.peer_id, bob.peer_id),
+        "key_bob_to_alice": direction_key(shared, bob.peer_id, alice.peer_id),
+        "message_id": message_id(GROUP, 1700000000, b"hello world"),
+        "group_id_general": group_id_for_name(GROUP_NAME),
+        "payload": payload,
+        "edge_payload": encode_payload(edge_payload()),
+        "sealed_alice_to_bob": _seal_at(alice, bob, SEALED_COUNTER, payload),
+        "sealed_hello_bob_to_alice": _seal_at(bob, alice, HELLO_COUNTER, b""),
+        "plaintext_alice_to_bob": _plaintext(alice, bob, payload),
+    }
+
+
+def format_vectors(values: dict[str, bytes], width: int = 64) -> str:
+    """``name = hex``, long values continued on indented lines of ``width`` hex digits."""
+    lines = []
+    for name, value in values.items():
+        text = value.hex()
+        if len(text) <= width:
+            lines.append(f"{name} = {text}")
+        else:
+            lines.append(f"{name} =")
+            lines.extend(f"    {text[i:i + width]}" for i in range(0, len(text), width))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(format_vectors(vectors()) + "\n")

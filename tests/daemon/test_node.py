@@ -1,0 +1,218 @@
+"""The trio node (embedding API) over real UDP sockets on loopback, in memory."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+import trio
+
+import mvds
+from mvds.daemon.config import NodeConfig
+from mvds.daemon.node import NodeError
+from mvds.secure import EnvelopeCodec, Identity, NonceCounter
+from mvds.wire import Message, Payload, encode_payload
+
+
+def addr(node) -> str:
+    return "%s:%d" % node.address
+
+
+async def pair(a, b, groups=("chat",), **kwargs):
+    await a.add_peer("b", b.peer_id, addr(b), list(groups), **kwargs)
+    await b.add_peer("a", a.peer_id, addr(a), list(groups), **kwargs)
+
+
+async def collect(node, count, since=0, timeout=10.0, group=None):
+    out = []
+    with trio.fail_after(timeout):
+        async for message in node.messages(since, group=group):
+            out.append(message)
+            if len(out) >= count:
+                return out
+    return out
+
+
+async def test_two_nodes_sync_over_encrypted_udp():
+    async with mvds.open_node() as a, mvds.open_node() as b:
+        await pair(a, b)
+        mid = await a.append("chat", b"hello")
+        (got,) = await collect(b, 1)
+        assert got.id == mid and got.body == b"hello" and got.text == "hello"
+        assert got.seq == 1 and got.sender == a.peer_id
+        with trio.fail_after(5):
+            while a.status()["peers"][0]["pending"]["message"]:
+                await trio.sleep(0.01)  # until b's ACK settles a's sync state
+        status = a.status()
+        assert status["peers"][0]["reachable"] is True
+        assert status["datagrams_out"] > 0 and status["bytes_out"] > 0
+
+
+async def test_append_returns_after_commit_and_large_batches_split_into_datagrams():
+    config = NodeConfig(listen="127.0.0.1:0", max_datagram=600)
+    async with mvds.open_node(config=config) as a, mvds.open_node() as b:
+        await pair(a, b)
+        bodies = [bytes([i % 256]) * 200 for i in range(300)]
+        ids = await a.append_many("chat", bodies)
+        assert len(ids) == 300 and a.store.message_count() == 300
+        got = await collect(b, 300)
+        assert [m.body for m in got] == bodies
+        assert a.status()["datagrams_out"] >= 300 * 200 // 600
+
+
+async def test_readers_resume_from_a_sequence_cursor():
+    async with mvds.open_node() as a, mvds.open_node() as b:
+        await pair(a, b)
+        await a.append_many("chat", [b"%d" % i for i in range(10)])
+        first = await collect(b, 4)
+        rest = await collect(b, 6, since=first[-1].seq)
+        assert [m.seq for m in first + rest] == list(range(1, 11))
+        assert len({m.id for m in first + rest}) == 10
+        history = [m async for m in b.messages(0, follow=False)]
+        assert [m.seq for m in history] == list(range(1, 11))
+
+
+async def test_ephemeral_messages_reach_live_readers_without_a_seq():
+    async with mvds.open_node() as a, mvds.open_node() as b:
+        await pair(a, b)
+        async with trio.open_nursery() as nursery:
+            got = []
+
+            async def read():
+                async for m in b.messages(0):
+                    got.append(m)
+                    return
+
+            nursery.start_soon(read)
+            await trio.sleep(0.05)
+            await a.append("chat", b"typing", ephemeral=True)
+        assert got[0].ephemeral and got[0].seq is None and got[0].body == b"typing"
+        assert b.store.message_count() == 0
+
+
+async def test_clear_errors_for_bad_requests():
+    async with mvds.open_node(config=NodeConfig(listen="127.0.0.1:0", max_body=100)) as a:
+        with pytest.raises(NodeError, match="unknown group 'nope'"):
+            await a.append("nope", b"x")
+        await a.join("chat")
+        with pytest.raises(NodeError, match="maximum is 100"):
+            await a.append("chat", b"x" * 101)
+        with pytest.raises(NodeError, match="64 hex"):
+            await a.add_peer("x", "abc", "127.0.0.1:1", ["chat"])
+        with pytest.raises(NodeError, match="own peer id"):
+            await a.add_peer("x", a.peer_id, "127.0.0.1:1", ["chat"])
+        with pytest.raises(NodeError, match="no peer named"):
+            await a.remove_peer("ghost")
+        with pytest.raises(NodeError, match="bad address"):
+            await a.add_peer("x", "ab" * 32, "nowhere", ["chat"])
+
+
+async def test_unsharing_stops_sync_and_removing_a_peer_forgets_it():
+    async with mvds.open_node() as a, mvds.open_node() as b:
+        await pair(a, b, groups=("chat", "other"))
+        await a.unshare("other", "b")
+        await b.unshare("other", "a")
+        await a.append("other", b"private")
+        await a.append("chat", b"public")
+        (got,) = await collect(b, 1)
+        assert got.body == b"public"
+        await trio.sleep(0.2)
+        assert b.store.message_count() == 1
+        await b.remove_peer("a")
+        await a.append("chat", b"after removal")
+        await trio.sleep(0.3)
+        assert b.store.message_count() == 1
+        assert b.status()["drops"].get("unknown_peer", 0) >= 1
+
+
+def raw_sender():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    return s
+
+
+async def test_hostile_datagrams_are_dropped_counted_and_honest_sync_goes_on(tmp_path):
+    async with mvds.open_node() as a, mvds.open_node() as b:
+        await pair(a, b)
+        target = b.address
+        stranger = Identity.generate()
+        codec = EnvelopeCodec(stranger, NonceCounter(tmp_path / "nonce"))
+        codec.add_peer(b.peer_id)
+        payload = encode_payload(Payload(messages=[Message(b"\x01" * 32, 1, b"evil")]))
+        with raw_sender() as s:
+            s.sendto(codec.seal(b.peer_id, payload), target)  # unknown sender
+            s.sendto(b"\x00garbage", target)
+            s.sendto(b"", target)
+            # A forged sender id: a's id, but sealed with the stranger's key.
+            forged = bytearray(codec.seal(b.peer_id, payload))
+            forged[1:33] = a.peer_id
+            s.sendto(bytes(forged), target)
+        await a.append("chat", b"still works")
+        (got,) = await collect(b, 1)
+        assert got.body == b"still works"
+        drops = b.status()["drops"]
+        assert drops.get("unknown_peer", 0) >= 1
+        assert drops.get("auth_failed", 0) >= 1
+        assert sum(drops.values()) >= 4
+        assert b.store.message_count() == 1
+
+
+async def test_replayed_datagrams_are_rejected():
+    async with mvds.open_node() as a, mvds.open_node() as b:
+        await pair(a, b)
+        captured = []
+        original = a.transport.send
+
+        def spy(datagrams):
+            captured.extend(datagrams)
+            original(datagrams)
+
+        a.transport.send = spy
+        await a.append("chat", b"once")
+        await collect(b, 1)
+        await trio.sleep(0.05)
+        before = b.status()["drops"].get("replay", 0)
+        with raw_sender() as s:
+            for data, _ in captured:
+                s.sendto(data, b.address)
+        await trio.sleep(0.2)
+        assert b.status()["drops"].get("replay", 0) >= before + len(captured)
+        assert b.store.message_count() == 1
+        assert b.counters["delivered"] == 1
+
+
+async def test_simulated_loss_still_delivers_everything():
+    lossy = NodeConfig(listen="127.0.0.1:0", loss=0.3, seed=7, epoch_ms=50)
+    async with mvds.open_node(config=lossy) as a, mvds.open_node(
+        config=NodeConfig(listen="127.0.0.1:0", loss=0.3, seed=8, epoch_ms=50)
+    ) as b:
+        await pair(a, b)
+        ids = await a.append_many("chat", [b"%d" % i for i in range(200)])
+        got = await collect(b, 200, timeout=30)
+        assert {m.id for m in got} == set(ids)
+        assert a.status()["drops"].get("simulated_loss_out", 0) > 0
+
+
+async def test_offline_schedule_means_nothing_in_or_out():
+    config = NodeConfig(listen="127.0.0.1:0", schedule="down 0.6s, up 5s", epoch_ms=50)
+    async with mvds.open_node(config=config) as a, mvds.open_node() as b:
+        await pair(a, b)
+        assert not a.online
+        t0 = time.monotonic()
+        await a.append("chat", b"queued while down")
+        (got,) = await collect(b, 1)
+        assert time.monotonic() - t0 >= 0.3
+        assert a.online and got.body == b"queued while down"
+
+
+async def test_metrics_are_served_in_prometheus_format():
+    from mvds.daemon.metrics import render_metrics
+
+    async with mvds.open_node() as a, mvds.open_node() as b:
+        await pair(a, b)
+        await a.append("chat", b"x")
+        await collect(b, 1)
+        text = render_metrics(a.status())
+        assert "# TYPE mvds_datagrams_out_total counter" in text
+        assert 'mvds_peer_pending_records{type="message",peer="b"}' in text

@@ -1,0 +1,1 @@
+"""Independent implementations used to check mvds's wire compatibility."""

@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "tail": "tail",
     "status": "status",
     "demo": "demo",
+    "sim": "sim",
 }
 """Command name -> module under mvds.cli that registers it, in help order."""
 

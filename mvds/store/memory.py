@@ -38,7 +38,10 @@ class MemoryStore:
         self._new: dict[bytes, dict[bytes, dict[bytes, None]]] = defaultdict(dict)
         self._new_requests: dict[bytes, dict[bytes, None]] = defaultdict(dict)
         self._window: dict[tuple[bytes, bytes], int] = defaultdict(int)
-        self._inflight: dict[bytes, set[bytes]] = defaultdict(set)
+        # Insertion-ordered (a dict, not a set): pull_forward walks it, and
+        # the order it reschedules records in must not depend on hashing,
+        # or runs with the same inputs differ between processes.
+        self._inflight: dict[bytes, dict[bytes, None]] = defaultdict(dict)
         self._requests_by_message: dict[bytes, set[bytes]] = {}
         self._heaps: dict[bytes, list[tuple[int, int, bytes]]] = defaultdict(list)
         self._versions: dict[tuple[bytes, bytes], int] = {}
@@ -237,7 +240,7 @@ class MemoryStore:
         group = None if is_request else record.group_id
         if group is not None:
             self._window[(peer, group)] += 1
-        self._inflight[peer].add(mid)
+        self._inflight[peer][mid] = None
         self._placement[key] = ("inflight", group)
         version = next(self._counter)
         self._versions[key] = version
@@ -260,7 +263,7 @@ class MemoryStore:
         else:
             self._versions.pop(key, None)
             inflight = self._inflight[peer]
-            inflight.discard(mid)
+            inflight.pop(mid, None)
             if not inflight:
                 # Every entry left in the heap is stale now; drop them at
                 # once rather than when their epochs pass.

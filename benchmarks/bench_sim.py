@@ -1,0 +1,91 @@
+"""The simulator at scale: 1,000 nodes and 100,000 messages.
+
+What "1,000 nodes and 100,000 messages" means here (the reference
+simulation's shape, cut into groups so the work is finite): 1,000 nodes in
+333 groups of 3 (the leftover node joins the last group), each node sharing
+its group one-way with 2 random members (so, with groups of 3, with both
+others), every node appending a message every 5 ticks, 100 messages each:
+100,000 appends and 200,000 deliveries, no loss, always online, batch mode,
+exponential backoff, exposure tracking on.  A broadcast of every message to
+all 1,000 nodes would be 10^8 deliveries, which no Python simulator does in
+a minute.
+
+Two variants: the full wire path (every datagram encoded and decoded), and
+encode-only (bytes counted exactly, payload objects handed over).  Reported:
+wall seconds, simulator events per second (datagram arrivals, engine
+wake-ups, appends and availability switches), appended messages per second
+and deliveries per second.
+"""
+
+from __future__ import annotations
+
+import time
+
+from benchmarks.common import Benchmark
+from mvds.sim.runner import run_scenario
+
+
+def scale_params(nodes: int, messages: int, decode: bool) -> dict[str, object]:
+    per_node = max(1, messages // nodes)
+    return {
+        "nodes": nodes,
+        "group_size": 3,
+        "sharing": 2,
+        "communicating": nodes,
+        "interactive": 0,
+        "offline": 0.0,
+        "interval": 5.0,
+        "chat": 5.0 * per_node,
+        "drain": 50.0,
+        "messages": messages,
+        "policy": "exponential",
+        "latency": 0.01,
+        "decode": decode,
+    }
+
+
+def run_scale(nodes: int, messages: int, decode: bool) -> dict[str, float]:
+    params = scale_params(nodes, messages, decode)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    outcome = run_scenario("reference", params, seed=0)
+    elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
+    result = outcome.result
+    summary = result.summary()
+    if summary["messages"] != messages or summary["delivery_ratio"] != 1.0:
+        raise RuntimeError(f"scale run did not deliver everything: {summary['delivered']} deliveries")
+    return {
+        "seconds": elapsed,
+        "cpu_seconds": cpu,
+        "events_per_s": result.events / elapsed,
+        "messages_per_s": messages / elapsed,
+        "deliveries_per_s": summary["delivered"] / elapsed,
+    }
+
+
+def benchmarks(quick: bool) -> list[Benchmark]:
+    nodes, messages = (100, 2_000) if quick else (1_000, 100_000)
+    out = []
+    for decode in (True, False):
+        label = "wire" if decode else "encode-only"
+        out.append(
+            Benchmark(
+                name=f"sim.scale.{label}",
+                description=f"mvds sim: {nodes:,} nodes, {messages:,} messages in groups of 3 "
+                f"({'encode + decode every datagram' if decode else 'encode only'})",
+                run=lambda decode=decode: run_scale(nodes, messages, decode),
+                metrics={
+                    "seconds": "s",
+                    "cpu_seconds": "s",
+                    "events_per_s": "events/s",
+                    "messages_per_s": "msg/s",
+                    "deliveries_per_s": "deliveries/s",
+                },
+                targets={
+                    "seconds": "< 60 (1,000 nodes, 100,000 messages)",
+                    "cpu_seconds": "(CPU time: less affected by other load)",
+                },
+                params={"nodes": nodes, "messages": messages, **scale_params(nodes, messages, decode)},
+            )
+        )
+    return out

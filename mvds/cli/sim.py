@@ -1,0 +1,179 @@
+"""``mvds sim``: run a deterministic simulation and write its report.
+
+    mvds sim --list                       scenarios and their questions
+    mvds sim SCENARIO --list              the scenario's parameters
+    mvds sim SCENARIO [NAME=VALUE ...] [--seed N] [--out DIR] [--config FILE.toml]
+    mvds sim all --out docs/figures       every scenario (regenerates the docs' figures)
+
+A TOML config holds ``scenario = "..."``, ``seed = N`` and a ``[params]``
+table; parameters on the command line override it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+import time
+import tomllib
+from typing import Any
+
+from mvds.cli.errors import CliError
+
+DEFAULT_OUT = pathlib.Path("sim-results")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``mvds sim`` options; parsed intermixed so that NAME=VALUE
+    parameters may come before or after the options."""
+    parser = argparse.ArgumentParser(
+        prog="mvds sim",
+        description="Run a scenario on the real engine over a virtual network; "
+        "write report.json, summary.md and figures.",
+    )
+    parser.add_argument("scenario", nargs="?", help="scenario name, or 'all' (see --list)")
+    parser.add_argument("params", nargs="*", metavar="NAME=VALUE", help="scenario parameters")
+    parser.add_argument("--out", type=pathlib.Path, help=f"output directory (default {DEFAULT_OUT}/SCENARIO)")
+    parser.add_argument("--seed", type=int, help="random seed (default 0)")
+    parser.add_argument("--config", type=pathlib.Path, help="TOML file: scenario, seed, [params]")
+    parser.add_argument("--list", action="store_true", help="list scenarios, or a scenario's parameters")
+    parser.add_argument("--no-plots", action="store_true", help="write JSON and Markdown only")
+    parser.add_argument("--progress", action="store_true", help="progress bar even if stderr is not a terminal")
+    return parser
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    inner = build_parser()
+    parser = subparsers.add_parser(
+        "sim",
+        help="deterministic simulation + report",
+        description=inner.description,
+        usage=inner.format_usage().removeprefix("usage: ").strip(),
+        add_help=False,
+        # Everything after "sim" (options included) is handed to the inner
+        # parser, which can parse options and NAME=VALUE words intermixed.
+        prefix_chars="\x00",
+    )
+    parser.add_argument("argv", nargs="*", help=argparse.SUPPRESS)
+    parser.set_defaults(func=lambda args: run(inner.parse_intermixed_args(args.argv)))
+
+
+def _load_config(path: pathlib.Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            config = tomllib.load(handle)
+    except FileNotFoundError:
+        raise CliError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise CliError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CliError(f"config file {path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(config) - {"scenario", "seed", "params"})
+    if unknown:
+        raise CliError(f"config file {path}: unknown key {unknown[0]!r} (use scenario, seed, [params])")
+    if "params" in config and not isinstance(config["params"], dict):
+        raise CliError(f"config file {path}: params must be a table ([params])")
+    if "seed" in config and (not isinstance(config["seed"], int) or isinstance(config["seed"], bool)):
+        raise CliError(f"config file {path}: seed must be an integer")
+    if "scenario" in config and not isinstance(config["scenario"], str):
+        raise CliError(f"config file {path}: scenario must be a string")
+    return config
+
+
+def _list(scenario: str | None) -> int:
+    from mvds.sim.params import Param
+    from mvds.sim.scenarios import SCENARIOS, get_scenario
+
+    if scenario is None:
+        width = max(len(name) for name in SCENARIOS)
+        for name, item in SCENARIOS.items():
+            print(f"{name.ljust(width)}  {item.question}")
+        print(f"{'all'.ljust(width)}  every scenario above with its defaults (and the variants "
+              "docs/SIMULATION.md compares), into OUT/NAME/")
+        return 0
+    try:
+        item = get_scenario(scenario)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    print(f"{item.name}: {item.question}\n")
+    params: list[Param] = item.params
+    width = max(len(p.name) for p in params)
+    for p in params:
+        default = ",".join(str(v) for v in p.default) if isinstance(p.default, list) else p.default
+        choices = f" ({'|'.join(p.choices)})" if p.choices else ""
+        print(f"  {p.name.ljust(width)}  {p.help}{choices} [default: {default}]")
+    return 0
+
+
+def _run_one(name: str, given: dict[str, Any], seed: int, out: pathlib.Path, args: argparse.Namespace) -> None:
+    from mvds.sim.output import write_outcome
+    from mvds.sim.progress import ProgressBar
+    from mvds.sim.runner import RunOutcome, run_scenario
+
+    bar = ProgressBar(f"sim {name}") if (args.progress or sys.stderr.isatty()) else None
+    started = time.perf_counter()
+    try:
+        outcome = run_scenario(name, given, seed, bar)
+    except ValueError as exc:
+        raise CliError(f"{name}: {exc}") from None
+    finally:
+        if bar is not None:
+            bar.close()
+    elapsed = time.perf_counter() - started
+    try:
+        written = write_outcome(outcome, out, want_plots=not args.no_plots)
+    except OSError as exc:
+        raise CliError(f"cannot write results to {out}: {exc.strerror or exc}") from None
+    if isinstance(outcome, RunOutcome):
+        results = [outcome.result]
+        s = outcome.result.summary()
+        ratio = "-" if s["delivery_ratio"] is None else f"{s['delivery_ratio']:.1%}"
+        conv = "never" if s["convergence_time"] is None else f"tick {s['convergence_time']:g}"
+        print(
+            f"{name}: {s['delivered']:,}/{s['expected_deliveries']:,} deliveries ({ratio}), "
+            f"converged {conv}, {s['wire']['datagrams']:,} datagrams, {s['wire']['bytes']:,} bytes"
+        )
+    else:
+        results = [result for _, result in outcome.points]
+        print(f"{name}: {len(results)} runs")
+    events = sum(result.events for result in results)
+    rate = events / elapsed if elapsed > 0 else 0.0
+    print(f"  {events:,} events in {elapsed:.2f} s ({rate:,.0f} events/s)")
+    for path in written.files:
+        print(f"  wrote {path}")
+    for note in written.notes:
+        print(f"  {note}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from mvds.sim.params import parse_assignments
+    from mvds.sim.scenarios import ALL_RUNS, SCENARIOS
+
+    config = _load_config(args.config) if args.config else {}
+    if args.scenario is not None and "=" in args.scenario:
+        # Parameters without a scenario name (it comes from --config).
+        args.params.insert(0, args.scenario)
+        args.scenario = None
+    scenario = args.scenario or config.get("scenario")
+    if args.list:
+        return _list(scenario)
+    if scenario is None:
+        raise CliError("name a scenario (mvds sim --list shows them) or give --config FILE.toml")
+    try:
+        given = dict(config.get("params", {}))
+        given.update(parse_assignments(args.params))
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    seed = args.seed if args.seed is not None else config.get("seed", 0)
+    if scenario == "all":
+        if given:
+            raise CliError("'all' runs every scenario with its defaults; parameters apply to one scenario")
+        base = args.out or DEFAULT_OUT
+        for directory, name, params in ALL_RUNS:
+            _run_one(name, params, seed, base / directory, args)
+        return 0
+    if scenario not in SCENARIOS:
+        known = ", ".join(SCENARIOS)
+        raise CliError(f"unknown scenario {scenario!r} (scenarios: {known}, all)")
+    _run_one(scenario, given, seed, args.out or DEFAULT_OUT / scenario, args)
+    return 0

@@ -85,6 +85,32 @@ def test_interactive_mode_offers_requests_sends_and_acks():
     assert a.pending() == {}
 
 
+def test_answering_a_request_is_not_counted_as_a_retransmission():
+    a = engine(mode=Mode.INTERACTIVE)
+    a.share(GROUP, B, 0)
+    m = a.append(GROUP, b"x", 0.0)
+    a.payloads_to_send(0.0)
+    a.receive(B, Payload(requests=[m.id]), 0.1)
+    assert sent_to(a, 0.1)[B].messages == [m]
+    assert a.stats["retransmissions"] == 0
+
+
+def test_a_record_resent_while_its_peer_is_talking_waits_at_most_online_backoff():
+    a = engine(policy=ExponentialBackoff(base=1, max_delay=64, jitter=0), online_backoff=3,
+               reachability_backoff=100)
+    a.share(GROUP, B, 0)
+    a.append(GROUP, b"x", 0.0)
+    now = 0.0
+    for _ in range(8):  # B is silent: backoff grows past 3
+        now = a.next_timer()
+        a.payloads_to_send(now)
+    resend = a.next_timer()
+    assert resend - now > 16
+    a.receive(B, Payload(), resend - 0.5)  # B talks (too little for a reachability pull)
+    a.payloads_to_send(resend)
+    assert a.next_timer() - resend <= 3, "while B is online, waits are capped"
+
+
 def test_mode_can_be_overridden_per_message():
     a = engine(mode=Mode.BATCH)
     a.share(GROUP, B, 0)

@@ -49,7 +49,13 @@ class EngineConfig:
 
     offline_after: float = 10.0
     """Silence (seconds) after which the next payload from a peer is reported
-    as a ``PeerReachable`` event."""
+    as a ``PeerReachable`` event; a peer heard within it counts as online."""
+
+    online_backoff: int = 8
+    """Most epochs a record waits between sends while its peer counts as
+    online.  Long backoff is for peers that are silent; a peer that is
+    talking to us but lost a datagram gets it again soon (on a 50%-loss link
+    this ends the tail of stragglers waiting out a 64-epoch backoff)."""
 
     max_parents: int = 32
     """Most parents put on an appended message, and most accepted on a
@@ -78,5 +84,7 @@ class EngineConfig:
             raise ValueError("flush_delay must not be negative")
         if self.max_inflight < 1:
             raise ValueError("max_inflight must be at least 1")
+        if self.online_backoff < 1:
+            raise ValueError("online_backoff must be at least 1")
         if self.max_parents < 0:
             raise ValueError("max_parents must not be negative")

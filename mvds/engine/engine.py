@@ -63,6 +63,13 @@ class Engine:
         self._last_heard: dict[bytes, float] = {}
         self._pulled_epoch: dict[bytes, int] = {}
         self._ephemeral_seen: OrderedDict[bytes, None] = OrderedDict()
+        self._next_due: float | None = None
+        self._next_due_stale = True
+        """The earliest send time of any in-flight record, kept between the
+        calls that can change it, so next_timer() does not rescan peers."""
+        self._answering: set[tuple[bytes, bytes]] = set()
+        """OFFERs turned into MESSAGEs by a REQUEST this step: sent now, but
+        an answer, not a retransmission."""
         self.stats: Counter[str] = Counter()
         self.peer_stats: dict[bytes, Counter[str]] = {}
         """Per-peer counters (payloads and records in/out, retransmissions)."""
@@ -109,6 +116,7 @@ class Engine:
         if ttl is not None and ttl <= 0:
             raise ValueError("ttl must be positive")
         store = self.store
+        self._next_due_stale = True
         store.join(group_id)
         parents = self._parents_for(group_id)
         message = Message(
@@ -157,6 +165,7 @@ class Engine:
     def share(self, group_id: bytes, peer: bytes, now: float) -> None:
         """Sync ``group_id`` with ``peer`` from now on, existing messages included."""
         store = self.store
+        self._next_due_stale = True
         store.join(group_id)
         if not store.share(group_id, peer):
             return
@@ -169,6 +178,7 @@ class Engine:
 
     def unshare(self, group_id: bytes, peer: bytes, now: float) -> None:
         """Stop syncing ``group_id`` with ``peer``; its pending records go."""
+        self._next_due_stale = True
         if self.store.unshare(group_id, peer):
             if self.store.delete_group_records(group_id, peer):
                 self._schedule_flush(peer, now)
@@ -186,6 +196,7 @@ class Engine:
     # -- inputs: from the network ---------------------------------------------
     def receive(self, peer: bytes, payload: Payload, now: float) -> None:
         """Process a payload that arrived from ``peer``."""
+        self._next_due_stale = True
         epoch = self.epoch(now)
         stats = self.stats
         stats["payloads_in"] += 1
@@ -411,6 +422,8 @@ class Engine:
                 record.group_id = message.group_id
                 record.send_epoch = epoch
                 store.update_record(record)
+                if record.send_count:
+                    self._answering.add((message_id, peer))
             else:
                 # Already being sent: its own schedule (and reachability)
                 # governs resends, so a flood of REQUESTs cannot amplify.
@@ -433,10 +446,12 @@ class Engine:
         epoch = self.epoch(now)
         store = self.store
         peers = {peer for peer, at in self._flush_at.items() if at <= now}
+        dues: dict[bytes, int] = {}
         for peer in store.peers_with_records():
-            if peer not in peers:
-                due = store.next_due_epoch(peer)
-                if due is not None and due <= epoch:
+            due = store.next_due_epoch(peer)
+            if due is not None:
+                dues[peer] = due
+                if due <= epoch:
                     peers.add(peer)
         out = []
         for peer in sorted(peers):
@@ -444,6 +459,13 @@ class Engine:
             payload = self._build(peer, epoch, now)
             if payload is not None:
                 out.append((peer, payload))
+            due = store.next_due_epoch(peer)
+            if due is None:
+                dues.pop(peer, None)
+            else:
+                dues[peer] = due
+        self._next_due = min(dues.values()) * self._epoch_length if dues else None
+        self._next_due_stale = False
         return out
 
     def _build(self, peer: bytes, epoch: int, now: float) -> Payload | None:
@@ -465,6 +487,10 @@ class Engine:
             if self._add_record(payload, record):
                 sent.append(record)
         retransmitted = len(sent)
+        if self._answering:
+            answers = sum(1 for r in sent if (r.message_id, peer) in self._answering)
+            retransmitted -= answers
+            self._answering.difference_update((r.message_id, peer) for r in sent)
         stats["retransmissions"] += retransmitted
         fresh = store.new_requests(peer, self.config.max_inflight)
         window = self.config.max_inflight
@@ -536,6 +562,9 @@ class Engine:
 
     def _next_send_epoch(self, record: Record, epoch: int, now: float) -> int:
         wait = max(1, self.config.policy.delay(record.send_count, self._rng))
+        heard = self._last_heard.get(record.peer)
+        if heard is not None and now - heard < self.config.offline_after:
+            wait = min(wait, self.config.online_backoff)
         # Sent mid-epoch: count from the next boundary, so the wait is never
         # shorter than ``wait`` whole epochs.
         if now > epoch * self._epoch_length:
@@ -547,12 +576,17 @@ class Engine:
 
     def next_timer(self) -> float | None:
         """When ``payloads_to_send`` next has work (may be in the past), or None."""
+        if self._next_due_stale:
+            dues = [
+                due
+                for due in map(self.store.next_due_epoch, self.store.peers_with_records())
+                if due is not None
+            ]
+            self._next_due = min(dues) * self._epoch_length if dues else None
+            self._next_due_stale = False
         times = list(self._flush_at.values())
-        store = self.store
-        for peer in store.peers_with_records():
-            due = store.next_due_epoch(peer)
-            if due is not None:
-                times.append(due * self._epoch_length)
+        if self._next_due is not None:
+            times.append(self._next_due)
         return min(times) if times else None
 
     def events(self) -> list[Event]:

@@ -94,15 +94,23 @@ class Message:
         parents: tuple[bytes, ...],
         ephemeral: bool,
         encoded: bytes | None,
+        known_id: bytes | None = None,
     ) -> "Message":
-        """Build from fields the decoder has already validated (hot path)."""
+        """Build from fields the decoder has already validated (hot path).
+
+        ``known_id`` is for messages read back from this node's own store,
+        whose id was computed here when they were stored; bytes from the
+        network never pass it, so their id is always computed locally.
+        """
         self = cls.__new__(cls)
         self.group_id = group_id
         self.timestamp = timestamp
         self.body = body
         self.parents = parents
         self.ephemeral = ephemeral
-        self.id = _sha256(_ID_DOMAIN + group_id + _pack_timestamp(timestamp) + body).digest()
+        if known_id is None:
+            known_id = _sha256(_ID_DOMAIN + group_id + _pack_timestamp(timestamp) + body).digest()
+        self.id = known_id
         self._encoded = encoded
         return self
 
@@ -160,8 +168,22 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+_GROUP_TAG = b"\x0a" + bytes((ID_SIZE,))  # group_id: field 1, 32 bytes
+_PARENT_TAG = b"\x0a" + bytes((ID_SIZE,))  # Metadata.parents: field 1, 32 bytes
+_last_timestamp: tuple[int, bytes] = (0, b"")
+
+
+def _length(n: int) -> bytes:
+    """The varint of a length: one or two bytes for anything below 16 KiB."""
+    if n < 0x80:
+        return bytes((n,))
+    if n < 0x4000:
+        return bytes(((n & 0x7F) | 0x80, n >> 7))
+    return _varint(n)
+
+
 def _length_delimited(tag: bytes, data: bytes) -> bytes:
-    return tag + _varint(len(data)) + data
+    return tag + _length(len(data)) + data
 
 
 _TAG_ACK = b"\x0a"
@@ -172,20 +194,33 @@ _ID_PREFIX = {tag: tag + bytes((ID_SIZE,)) for tag in (_TAG_ACK, _TAG_OFFER, _TA
 
 
 def encode_message(message: Message) -> bytes:
-    """Encode a Message (protobuf ``Message``); cached on the object."""
+    """Encode a Message (protobuf ``Message``); cached on the object.
+
+    Group ids and parents are always 32 bytes (``Message`` checks), so their
+    tags and lengths are constants; consecutive messages usually share a
+    timestamp (Unix seconds), so its varint is reused.
+    """
+    global _last_timestamp
     encoded = message._encoded
     if encoded is not None:
         return encoded
-    parts = [b"\x0a", _varint(len(message.group_id)), message.group_id]
-    if message.timestamp:
-        parts += (b"\x10", _varint(message.timestamp))
-    if message.body:
-        parts += (b"\x1a", _varint(len(message.body)), message.body)
-    if message.parents or message.ephemeral:
-        meta = b"".join(_length_delimited(b"\x0a", p) for p in message.parents)
+    parts = [_GROUP_TAG, message.group_id]
+    timestamp = message.timestamp
+    if timestamp:
+        last, varint = _last_timestamp
+        if timestamp != last:
+            varint = _varint(timestamp)
+            _last_timestamp = (timestamp, varint)
+        parts += (b"\x10", varint)
+    body = message.body
+    if body:
+        parts += (b"\x1a", _length(len(body)), body)
+    parents = message.parents
+    if parents or message.ephemeral:
+        meta = b"".join([_PARENT_TAG + parent for parent in parents])
         if message.ephemeral:
             meta += b"\x10\x01"
-        parts += (b"\x22", _varint(len(meta)), meta)
+        parts += (b"\x22", _length(len(meta)), meta)
     encoded = b"".join(parts)
     message._encoded = encoded
     return encoded

@@ -12,10 +12,16 @@ Leaves are cached per group and written back as a net difference at commit
 before they were stored ("dangling") and messages held for their parents
 ("waiting") are rare and written straight through; counters of both let the
 hot path skip SQL when there are none.
+
+Recently committed messages stay in memory for a while (:class:`RecentCache`,
+bounded by count): a busy node sends what it just stored and its readers ask
+for what it just delivered, and both would otherwise read back and re-decode
+rows that were in memory moments ago.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Iterator
 
 from mvds._pb import mvds_pb2 as _pb
@@ -26,12 +32,18 @@ from mvds.wire import Message, encode_message
 PAGE = 1000
 """Rows fetched per query when paging through a long result."""
 
+RECENT_MESSAGES = 8192
+"""Committed messages kept in memory (about 4 MB at 256-byte bodies)."""
 
-def decode_stored(encoded: bytes) -> Message:
-    """Rebuild a stored message from its wire encoding (kept for sending)."""
+
+def decode_stored(encoded: bytes, mid: bytes | None = None) -> Message:
+    """Rebuild a stored message from its wire encoding (kept for sending).
+
+    ``mid``, when the caller read it from the same row, saves re-hashing.
+    """
     pm = _pb.Message.FromString(encoded)
     parents = tuple(pm.metadata.parents) if pm.HasField("metadata") else ()
-    return Message._from_wire(pm.group_id, pm.timestamp, pm.body, parents, False, encoded)
+    return Message._from_wire(pm.group_id, pm.timestamp, pm.body, parents, False, encoded, mid)
 
 
 class _Unwritten:
@@ -50,6 +62,69 @@ class _Unwritten:
         self.src = src
 
 
+class RecentCache:
+    """The last committed messages, by id and (for delivered ones) by seq.
+
+    Only committed state goes in (``promote`` runs after COMMIT), so a
+    rollback never leaves a cached message that the file does not hold.
+    The seq index covers one contiguous range ``[low, high]``: a reader
+    asking from inside it is answered from memory, anyone else from SQL.
+    """
+
+    def __init__(self, size: int | None = None) -> None:
+        self.size = RECENT_MESSAGES if size is None else size
+        # OrderedDict: evicting the oldest of a plain dict is slow once many
+        # have been deleted from its front (iteration skips the holes).
+        self.by_id: OrderedDict[bytes, Message] = OrderedDict()
+        self.by_seq: dict[int, StoredMessage] = {}
+        self.low = 1  # lowest seq in by_seq, when it is not empty
+        self.pending: list[_Unwritten] = []  # written, not yet committed
+
+    def promote(self) -> None:
+        """The transaction that wrote ``pending`` committed."""
+        by_id, by_seq = self.by_id, self.by_seq
+        delivered = []
+        for u in self.pending:
+            by_id[u.message.id] = u.message
+            if u.seq is not None:
+                delivered.append(u)
+        self.pending.clear()
+        delivered.sort(key=lambda u: u.seq)  # type: ignore[arg-type, return-value]
+        for u in delivered:
+            if by_seq and u.seq != self.low + len(by_seq):
+                by_seq.clear()  # not contiguous: start the range afresh
+            if not by_seq:
+                self.low = u.seq  # type: ignore[assignment]
+            by_seq[u.seq] = StoredMessage(u.message, True, u.seq, u.src)  # type: ignore[index]
+        while len(by_id) > self.size:
+            by_id.popitem(last=False)
+        while len(by_seq) > self.size:
+            del by_seq[self.low]
+            self.low += 1
+
+    def forget_seqs(self) -> None:
+        """A seq was given outside the cache's view: drop the seq range."""
+        self.by_seq.clear()
+
+    def delivered_since(
+        self, after_seq: int, limit: int, group_id: bytes | None, last_seq: int
+    ) -> list[StoredMessage] | None:
+        """Answer from memory if the range runs from ``after_seq + 1`` (or
+        lower) up to ``last_seq``; None when SQL must answer."""
+        by_seq = self.by_seq
+        high = self.low + len(by_seq)  # one past the newest cached seq
+        if not by_seq or high != last_seq + 1 or not self.low <= after_seq + 1 <= high:
+            return None
+        out: list[StoredMessage] = []
+        for seq in range(after_seq + 1, high):
+            stored = by_seq[seq]
+            if group_id is None or stored.message.group_id == group_id:
+                out.append(stored)
+                if len(out) >= limit:
+                    break
+        return out
+
+
 class MessageLog:
     """The messages table, the DAG tables and the delivery sequence."""
 
@@ -62,6 +137,8 @@ class MessageLog:
         """(Re)build every cache from committed state (open, after a rollback)."""
         db = self._db
         self._unwritten: dict[bytes, _Unwritten] = {}
+        self._prefetched: dict[bytes, Message] = {}
+        self.recent = RecentCache()
         self._absent: bytes | None = None  # last id has_message found absent
         self.count: int = db.one("SELECT max(rid) FROM messages")[0] or 0
         self.last_seq: int = db.one("SELECT max(seq) FROM messages")[0] or 0
@@ -89,6 +166,7 @@ class MessageLog:
                 )
                 for mid, u in self._unwritten.items()
             ]
+            self.recent.pending.extend(self._unwritten.values())
             db.many(
                 "INSERT INTO messages (rid, id, gid, encoded, ready, seq, src) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -102,7 +180,22 @@ class MessageLog:
             db.many("INSERT INTO leaves (gid, id) VALUES (?, ?)", self._leaves_added)
             self._leaves_added.clear()
 
+    def after_commit(self) -> None:
+        """Committed: what was written joins the recent cache."""
+        self.recent.promote()
+        self._prefetched.clear()
+
+    def prefetch(self, mid: bytes, encoded: bytes) -> None:
+        """A row read along with something else (a record about to be sent):
+        keep it for :meth:`get_message` until the transaction ends."""
+        if mid not in self._prefetched:
+            self._prefetched[mid] = decode_stored(encoded, mid)
+
     # -- messages -------------------------------------------------------------
+    def is_unwritten(self, mid: bytes) -> bool:
+        """Added in this transaction (so no committed row names it yet)."""
+        return mid in self._unwritten
+
     def has_message(self, mid: bytes) -> bool:
         if mid in self._unwritten:
             return True
@@ -120,8 +213,11 @@ class MessageLog:
         unwritten = self._unwritten.get(mid)
         if unwritten is not None:
             return unwritten.message
+        recent = self.recent.by_id.get(mid) or self._prefetched.get(mid)
+        if recent is not None:
+            return recent
         row = self._db.one("SELECT encoded FROM messages WHERE id = ?", (mid,))
-        return None if row is None else decode_stored(row[0])
+        return None if row is None else decode_stored(row[0], mid)
 
     def get_stored(self, mid: bytes) -> StoredMessage | None:
         u = self._unwritten.get(mid)
@@ -172,6 +268,7 @@ class MessageLog:
         if deliver and seq is None:
             self.last_seq += 1
             seq = self.last_seq
+            self.recent.forget_seqs()
         self._db.run("UPDATE messages SET ready = 1, seq = ? WHERE rid = ?", (seq, rid))
         return seq
 
@@ -206,6 +303,10 @@ class MessageLog:
     def delivered_since(
         self, after_seq: int, limit: int, group_id: bytes | None
     ) -> list[StoredMessage]:
+        if not self._unwritten and limit > 0 and after_seq >= 0:
+            cached = self.recent.delivered_since(after_seq, limit, group_id, self.last_seq)
+            if cached is not None:
+                return cached
         self.flush()
         return select_delivered(self._db, self._names, after_seq, limit, group_id, self._stored)
 

@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections import defaultdict
+from collections import defaultdict, deque
+from typing import Callable
 
 from mvds.engine.records import Record, RecordType
 from mvds.store._sqlite_db import Database, Names
@@ -50,9 +51,22 @@ _Key = tuple[bytes, bytes]
 class RecordBook:
     """The records table plus the in-memory hot set described above."""
 
-    def __init__(self, db: Database, names: Names) -> None:
+    def __init__(
+        self,
+        db: Database,
+        names: Names,
+        fresh: Callable[[bytes], bool] | None = None,
+        prefetch: Callable[[bytes, bytes], None] | None = None,
+    ) -> None:
         self._db = db
         self._names = names
+        self._prefetch = prefetch or (lambda mid, encoded: None)
+        """Hands over a message row read with a MESSAGE record that is about
+        to be sent, so sending it costs no second query."""
+        self._fresh = fresh or (lambda mid: False)
+        """Whether a message was first stored in the current transaction: then
+        no committed OFFER or MESSAGE record can name it, and a record insert
+        need not look for one on disk."""
         self.load()
 
     # -- state --------------------------------------------------------------
@@ -229,9 +243,11 @@ class RecordBook:
 
     def insert_record(self, record: Record) -> None:
         key = (record.message_id, record.peer)
+        peer = record.peer
         if key in self._hot or (
             key not in self._dirty
-            and self._cold_peer.get(record.peer)
+            and self._cold_peer.get(peer)
+            and (self._cold_requests.get(peer) or not self._fresh(record.message_id))
             and self._read_cold(key) is not None
         ):
             raise ValueError("a record for this message and peer exists already")
@@ -295,9 +311,13 @@ class RecordBook:
                 out,
                 limit,
                 cold,
-                "SELECT mid, kind, send_epoch, max_sends, expires_at, qseq FROM records "
-                "WHERE pid = ? AND gid = ? AND send_count = 0 AND kind != 2 AND qseq > ? "
-                "ORDER BY qseq LIMIT ?",
+                # The message rows come along: MESSAGE records are paged to
+                # be sent, and sending needs the encoded message.
+                "SELECT r.mid, r.kind, r.send_epoch, r.max_sends, r.expires_at, r.qseq, "
+                f"CASE WHEN r.kind = {int(RecordType.MESSAGE)} THEN m.encoded END "
+                "FROM records AS r LEFT JOIN messages AS m ON m.id = r.mid "
+                "WHERE r.pid = ? AND r.gid = ? AND r.send_count = 0 AND r.kind != 2 "
+                "AND r.qseq > ? ORDER BY r.qseq LIMIT ?",
                 (self._names.pid[peer], self._names.gid[group_id]),
                 peer,
                 group_id,
@@ -347,6 +367,7 @@ class RecordBook:
         found = 0
         hot, dirty, seen = self._hot, self._dirty, self._seen_cold
         group_of = self._names.group
+        prefetch = self._prefetch
         while len(out) < limit and found < cold:
             want = limit - len(out)
             rows = self._db.all(sql, (*params, after, want))
@@ -355,7 +376,12 @@ class RecordBook:
                 key = (mid, peer)
                 if key in hot or key in dirty:
                     continue
-                group = group_id if group_id is not None else group_of[row[6]]
+                if group_id is None:
+                    group = group_of[row[6]]
+                else:
+                    group = group_id
+                    if row[6] is not None:
+                        prefetch(mid, row[6])
                 record = Record(mid, peer, group, RecordType(kind), 0, epoch, max_sends, expires)
                 seen[key] = (group, record.kind)
                 out.append(record)

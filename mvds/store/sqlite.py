@@ -99,7 +99,9 @@ class SQLiteStore:
             db.configure(durability)
             self._names = Names(db)
             self._messages = MessageLog(db, self._names)
-            self._records = RecordBook(db, self._names)
+            self._records = RecordBook(
+                db, self._names, fresh=self._messages.is_unwritten, prefetch=self._messages.prefetch
+            )
             self._load_sharing()
         except BaseException:
             db.conn.close()
@@ -158,6 +160,7 @@ class SQLiteStore:
             self._rollback()
             raise
         self._in_txn = False
+        self._messages.after_commit()
         self._records.after_commit()
 
     def _rollback(self) -> None:

@@ -226,6 +226,81 @@ def test_reference_and_sketch_policies():
         policy_by_name("nope")
 
 
+def test_rtt_estimator_follows_rfc_6298():
+    from mvds.engine.rtt import RttEstimator
+
+    est = RttEstimator()
+    assert est.timeout(10.0) is None, "no estimate before the first sample"
+    est.sample(2.0)
+    assert (est.srtt, est.rttvar) == (2.0, 1.0)
+    assert est.timeout(10.0) == 6.0 and est.timeout(5.0) == 5.0
+    est.sample(1.0)
+    assert est.rttvar == pytest.approx(0.75 * 1.0 + 0.25 * 1.0)
+    assert est.srtt == pytest.approx(7 / 8 * 2.0 + 1 / 8 * 1.0)
+    est.sample(-1.0)
+    assert est.samples == 2, "a negative sample (clock step) is ignored"
+
+
+def slow_peer_round(a: Engine, now: float, delay: float) -> list[float]:
+    """Send what is due at ``now``; the peer ACKs each message ``delay`` later."""
+    out = sent_to(a, now)
+    if B not in out:
+        return []
+    a.receive(B, Payload(acks=[m.id for m in out[B].messages]), now + delay)
+    return [now]
+
+
+def test_a_slow_peer_is_not_sent_copies_before_it_can_answer():
+    """Once a peer is seen to take 3 s to answer, a record is not resent
+    after the 2-epoch (2 s) schedule; before any sample it is."""
+    a = engine(policy=ExponentialBackoff(base=1, factor=2, max_delay=8, jitter=0))
+    a.share(GROUP, B, 0)
+    first = a.append(GROUP, b"first", 0.0)
+    out = sent_to(a, 0.0)
+    assert out[B].messages == [first]
+    a.receive(B, Payload(acks=[first.id]), 3.0)  # one sample: srtt 3 s, rto 9 s
+    assert a.rtt(B) == 3.0
+
+    second = a.append(GROUP, b"second", 3.0)
+    assert sent_to(a, 3.0)[B].messages == [second]
+    resent = [t for t in (4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0)
+              if B in sent_to(a, t)]
+    assert resent and resent[0] >= 12.0, resent
+    assert a.stats["retransmissions"] >= 1, "an unanswered record is still resent"
+
+
+def test_the_timeout_has_a_ceiling():
+    a = engine(max_rto=2.0, policy=ExponentialBackoff(base=1, factor=2, max_delay=8, jitter=0))
+    a.share(GROUP, B, 0)
+    first = a.append(GROUP, b"first", 0.0)
+    sent_to(a, 0.0)
+    a.receive(B, Payload(acks=[first.id]), 30.0)  # a 30 s answer, once
+    a.append(GROUP, b"second", 30.0)
+    sent_to(a, 30.0)
+    resent = [t for t in (31.0, 32.0, 33.0, 34.0) if B in sent_to(a, t)]
+    assert resent and resent[0] <= 33.0, "max_rto bounds the wait"
+
+
+def test_only_records_sent_once_are_round_trip_samples():
+    """Karn: an ACK after a retransmission may answer either copy."""
+    a = engine(policy=LinearBackoff(step=1))
+    a.share(GROUP, B, 0)
+    m = a.append(GROUP, b"x", 0.0)
+    sent_to(a, 0.0)
+    assert B in sent_to(a, 2.0), "retransmitted"
+    a.receive(B, Payload(acks=[m.id]), 2.5)
+    assert a.rtt(B) is None
+
+
+def test_a_request_answering_an_offer_is_a_sample():
+    a = engine(mode=Mode.INTERACTIVE)
+    a.share(GROUP, B, 0)
+    m = a.append(GROUP, b"x", 0.0)
+    assert sent_to(a, 0.0)[B].offers == [m.id]
+    a.receive(B, Payload(requests=[m.id]), 0.25)
+    assert a.rtt(B) == 0.25
+
+
 def test_requests_are_retransmitted_too():
     b = engine(policy=LinearBackoff(step=1))
     b.share(GROUP, A, 0)

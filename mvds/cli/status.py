@@ -67,6 +67,7 @@ def offline_status(nodedir) -> dict[str, Any]:
             "groups": list(peer.groups),
             "reachable": False,
             "last_heard_s": None,
+            "rtt_ms": None,
             "pending": {k.name.lower(): pending.get((peer_id, k), 0) for k in RecordType},
         })
     return {
@@ -100,14 +101,18 @@ def render(status: dict[str, Any]) -> str:
         if drops:
             lines.append("drops    " + ", ".join(f"{k}={v}" for k, v in drops.items()))
     lines.append("")
-    header = ("peer", "reachable", "last heard", "offer", "request", "message", "retrans", "in", "out")
+    header = (
+        "peer", "reachable", "last heard", "rtt", "offer", "request", "message", "retrans", "in", "out"
+    )
     rows = [header]
     for peer in status["peers"]:
         heard = peer.get("last_heard_s")
+        rtt = peer.get("rtt_ms")
         rows.append((
             peer["name"],
             "yes" if peer.get("reachable") else "no",
             "-" if heard is None else f"{heard:.1f}s ago",
+            "-" if rtt is None else f"{rtt:.1f}ms",
             str(peer["pending"]["offer"]),
             str(peer["pending"]["request"]),
             str(peer["pending"]["message"]),

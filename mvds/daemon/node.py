@@ -767,6 +767,7 @@ class Node:
         peers = []
         for peer_id, state in sorted(self.peers.items(), key=lambda kv: kv[1].config.name):
             heard = self.engine.last_heard(peer_id)
+            rtt = self.engine.rtt(peer_id)
             engine_counts = self.engine.peer_stats.get(peer_id, Counter())
             peers.append(
                 {
@@ -779,6 +780,7 @@ class Node:
                     "reachable": heard is not None
                     and now - heard < self.engine_config.offline_after,
                     "last_heard_s": None if heard is None else round(now - heard, 3),
+                    "rtt_ms": None if rtt is None else round(rtt * 1000, 2),
                     "pending": {
                         kind.name.lower(): pending.get((peer_id, kind), 0) for kind in RecordType
                     },

@@ -57,6 +57,12 @@ class EngineConfig:
     talking to us but lost a datagram gets it again soon (on a 50%-loss link
     this ends the tail of stragglers waiting out a 64-epoch backoff)."""
 
+    max_rto: float = 10.0
+    """Ceiling (seconds) of the retransmission timeout measured from a peer's
+    round-trip times: records are never resent sooner than the peer usually
+    answers (``srtt + 4 * rttvar``, RFC 6298), but a peer that was slow
+    once does not hold back retransmissions longer than this."""
+
     max_parents: int = 32
     """Most parents put on an appended message, and most accepted on a
     received one (a received message with more is dropped, unacknowledged)."""
@@ -86,5 +92,7 @@ class EngineConfig:
             raise ValueError("max_inflight must be at least 1")
         if self.online_backoff < 1:
             raise ValueError("online_backoff must be at least 1")
+        if self.max_rto < 0:
+            raise ValueError("max_rto must not be negative")
         if self.max_parents < 0:
             raise ValueError("max_parents must not be negative")

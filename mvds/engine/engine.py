@@ -35,11 +35,14 @@ from mvds.engine.events import (
     PeerReachable,
 )
 from mvds.engine.records import UNKNOWN_GROUP, Delivery, Mode, Record, RecordType
+from mvds.engine.rtt import RttEstimator
 from mvds.ids import ID_SIZE
 from mvds.wire import Message, Payload
 
 if TYPE_CHECKING:  # the store imports engine.records: avoid the cycle at run time
     from mvds.store.base import Store
+
+_SENT_AT_LIMIT = 1 << 16
 
 _OFFER = RecordType.OFFER
 _REQUEST = RecordType.REQUEST
@@ -67,6 +70,10 @@ class Engine:
         self._next_due_stale = True
         """The earliest send time of any in-flight record, kept between the
         calls that can change it, so next_timer() does not rescan peers."""
+        self._rtt: dict[bytes, RttEstimator] = {}
+        self._sent_at: dict[tuple[bytes, bytes], float] = {}
+        """When each record in flight after exactly one send went out: its
+        answer is a round-trip sample (Karn's rule)."""
         self._answering: set[tuple[bytes, bytes]] = set()
         """OFFERs turned into MESSAGEs by a REQUEST this step: sent now, but
         an answer, not a retransmission."""
@@ -220,7 +227,10 @@ class Engine:
         if self._pulled_epoch.get(peer) == epoch:
             return  # at most once per epoch per peer: cost stays bounded
         self._pulled_epoch[peer] = epoch
-        moved = self.store.pull_forward(peer, epoch + self.config.reachability_backoff, epoch)
+        # Records waiting out the peer's round-trip time are not "in long
+        # backoff": pulling them forward would resend what is still on its way.
+        beyond = max(self.config.reachability_backoff, self._rto_epochs(peer) + 1)
+        moved = self.store.pull_forward(peer, epoch + beyond, epoch)
         if moved:
             self.stats["reachability_pulls"] += moved
             self._schedule_flush(peer, now)
@@ -235,6 +245,7 @@ class Engine:
                 # An ACK says the peer holds the message; it does not settle
                 # our own request for it.
                 continue
+            self._answered(record, now)
             store.delete_record(message_id, peer)
             self._events.append(MessageAcknowledged(message_id, peer))
             settled = True
@@ -418,6 +429,7 @@ class Engine:
             elif record.kind is not _MESSAGE:
                 # Spec: the OFFER is replaced by the MESSAGE, due now.  The
                 # send count carries over so limits still hold.
+                self._answered(record, now)
                 record.kind = _MESSAGE
                 record.group_id = message.group_id
                 record.send_epoch = epoch
@@ -503,10 +515,19 @@ class Engine:
                 self._give_up(record, "expired")
             elif self._add_record(payload, record):
                 sent.append(record)
+        sent_at = self._sent_at
         for record in sent:
             record.send_count += 1
+            if record.send_count == 1:
+                sent_at[(record.message_id, peer)] = now
+            else:
+                sent_at.pop((record.message_id, peer), None)
             record.send_epoch = self._next_send_epoch(record, epoch, now)
             store.update_record(record)
+        if len(sent_at) > _SENT_AT_LIMIT:
+            # Records settled by other paths (unshare, give up, restart) leave
+            # entries behind; forgetting them costs only a few samples.
+            sent_at.clear()
         if payload.is_empty() and not announce:
             return None
         counts = (
@@ -565,6 +586,8 @@ class Engine:
         heard = self._last_heard.get(record.peer)
         if heard is not None and now - heard < self.config.offline_after:
             wait = min(wait, self.config.online_backoff)
+        # Never sooner than the peer usually takes to answer.
+        wait = max(wait, self._rto_epochs(record.peer))
         # Sent mid-epoch: count from the next boundary, so the wait is never
         # shorter than ``wait`` whole epochs.
         if now > epoch * self._epoch_length:
@@ -573,6 +596,28 @@ class Engine:
         if record.expires_at is not None:
             due = min(due, math.ceil(record.expires_at / self._epoch_length))
         return due
+
+    def _answered(self, record: Record, now: float) -> None:
+        """The peer answered ``record`` (ACK, or REQUEST for an OFFER)."""
+        sent = self._sent_at.pop((record.message_id, record.peer), None)
+        if sent is not None and record.send_count == 1:
+            estimator = self._rtt.get(record.peer)
+            if estimator is None:
+                estimator = self._rtt[record.peer] = RttEstimator()
+            estimator.sample(now - sent)
+
+    def _rto_epochs(self, peer: bytes) -> int:
+        """The peer's retransmission timeout in whole epochs (0 if unknown)."""
+        estimator = self._rtt.get(peer)
+        if estimator is None:
+            return 0
+        timeout = estimator.timeout(self.config.max_rto)
+        return 0 if timeout is None else math.ceil(timeout / self._epoch_length)
+
+    def rtt(self, peer: bytes) -> float | None:
+        """The smoothed round-trip time to ``peer`` in seconds, if measured."""
+        estimator = self._rtt.get(peer)
+        return None if estimator is None else estimator.srtt
 
     def next_timer(self) -> float | None:
         """When ``payloads_to_send`` next has work (may be in the past), or None."""

@@ -105,6 +105,8 @@ def test_send_tail_status_through_two_daemons(tmp_path):
         assert set(peer["pending"]) == {"offer", "request", "message"}
         for key in ("datagrams_in", "datagrams_out", "bytes_in", "bytes_out", "retransmissions"):
             assert key in peer
+        assert 0 < peer["rtt_ms"] < 5000, "b ACKed a's messages: a measured the round trip"
+        assert "rtt" in human
         assert "drops" in status
 
         assert a.stop(signal.SIGTERM) == 0

@@ -285,11 +285,14 @@ def split_payload(payload: Payload, max_size: int) -> list[bytes]:
 
 def _check_ids(kind: str, ids: Iterable[bytes]) -> list[bytes]:
     out = list(ids)
-    for index, identifier in enumerate(out):
-        if len(identifier) != ID_SIZE:
-            raise WireError(
-                f"{kind} {index} is {len(identifier)} bytes; ids are {ID_SIZE} bytes"
-            )
+    if out:
+        lengths = set(map(len, out))  # one C-level pass over the ids
+        if lengths != {ID_SIZE}:
+            for index, identifier in enumerate(out):
+                if len(identifier) != ID_SIZE:
+                    raise WireError(
+                        f"{kind} {index} is {len(identifier)} bytes; ids are {ID_SIZE} bytes"
+                    )
     return out
 
 

@@ -33,6 +33,12 @@ MAX_BATCH = 100_000
 """Most bodies in one append_many."""
 
 
+_compact = json.JSONEncoder(separators=(",", ":")).encode
+"""One JSON line without spaces.  One encoder for the module: ``json.dumps``
+with any option builds a new encoder per call, which a busy subscription
+stream would pay for every message."""
+
+
 class RequestError(Exception):
     """A malformed request; becomes {"ok": false, "error": ...}."""
 
@@ -154,7 +160,7 @@ class ControlServer:
             return
 
     async def _send(self, stream: trio.SocketStream, obj: dict[str, Any]) -> None:
-        await stream.send_all(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+        await stream.send_all(_compact(obj).encode() + b"\n")
 
     async def _request(self, stream: trio.SocketStream, line: bytes) -> None:
         request_id = None
@@ -277,9 +283,5 @@ class ControlServer:
 
     async def _send_messages(self, stream: trio.SocketStream, batch: list[Any]) -> None:
         """One write for a whole batch: a busy subscriber costs one syscall per batch."""
-        dumps = json.dumps
-        lines = [
-            dumps({"event": "message", "message": m.to_json()}, separators=(",", ":"))
-            for m in batch
-        ]
+        lines = [_compact({"event": "message", "message": m.to_json()}) for m in batch]
         await stream.send_all(("\n".join(lines) + "\n").encode())

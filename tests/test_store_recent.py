@@ -3,8 +3,9 @@
 Recently committed messages are served from memory (get_message, and
 delivered_since for readers that keep up), MESSAGE records paged from disk
 bring their message rows along, and a record insert for a message stored in
-the same transaction skips looking for an older row.  Each shortcut is
-checked against a second connection that can only answer from the file.
+the same transaction skips looking for an older row, and a Bloom filter
+answers "not stored" without SQL.  Each shortcut is checked against what
+the file holds.
 """
 
 from __future__ import annotations
@@ -131,3 +132,47 @@ def test_a_record_insert_still_finds_an_older_request(tmp_path):
             store.add_message(message, ready=True, received_from=None)
             with pytest.raises(ValueError):
                 store.insert_record(Record(message.id, P, G1, RecordType.MESSAGE, 0, 0))
+
+
+def test_id_filter_never_forgets_and_rarely_lies():
+    import hashlib
+
+    from mvds.store._idfilter import IdFilter
+
+    ids = [hashlib.sha256(b"%d" % i).digest() for i in range(20000)]
+    filt = IdFilter.of(ids[:10000], 10000)
+    assert all(filt.may_contain(mid) for mid in ids[:10000]), "no false negatives"
+    false_positives = sum(filt.may_contain(mid) for mid in ids[10000:])
+    assert false_positives < 100, f"{false_positives} of 10,000 (about 0.2% expected)"
+    assert not filt.needs_rebuild()
+
+
+def test_has_message_stays_right_through_filter_rebuilds_and_rollbacks(tmp_path, monkeypatch):
+    from mvds.store import _idfilter
+
+    monkeypatch.setattr(_idfilter, "MIN_CAPACITY", 4)  # rebuild after a handful
+    path = tmp_path / "store.db"
+    with SQLiteStore(path) as store:
+        stored = deliver(store, [b"m%d" % i for i in range(50)])
+        with pytest.raises(Rollback):
+            with store.transaction():
+                gone = deliver_in_txn(store, [b"gone%d" % i for i in range(20)])
+                assert all(store.has_message(m.id) for m in gone)
+                raise Rollback
+        more = deliver(store, [b"n%d" % i for i in range(30)])
+        assert all(store.has_message(m.id) for m in stored + more)
+        assert not any(store.has_message(m.id) for m in gone)
+        with pytest.raises(ValueError, match="already stored"):
+            store.add_message(stored[7], ready=True, received_from=None)
+    with SQLiteStore(path) as store:  # built afresh from the file at open
+        assert all(store.has_message(m.id) for m in stored + more)
+        assert not any(store.has_message(m.id) for m in gone)
+
+
+def deliver_in_txn(store: SQLiteStore, bodies: list[bytes]) -> list[Message]:
+    out = []
+    for body in bodies:
+        message = Message(G1, 1, body)
+        store.add_message(message, ready=True, received_from=None)
+        out.append(message)
+    return out

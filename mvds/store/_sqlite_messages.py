@@ -25,6 +25,7 @@ from collections import OrderedDict
 from typing import Iterator
 
 from mvds._pb import mvds_pb2 as _pb
+from mvds.store._idfilter import IdFilter
 from mvds.store._sqlite_db import Database, Names
 from mvds.store.base import StoredMessage
 from mvds.wire import Message, encode_message
@@ -132,6 +133,28 @@ class MessageLog:
         self._db = db
         self._names = names
         self.load()
+        self._filter = self._build_filter()
+        """Ids that may be stored.  Built once at open and kept across
+        rollbacks: ids it holds in excess only cost a lookup."""
+
+    def _build_filter(self) -> IdFilter:
+        """Every id in the table as this connection sees it (flushed rows of
+        an open transaction too) plus the unwritten ones."""
+        def ids() -> Iterator[bytes]:
+            after = 0
+            while True:
+                rows = self._db.all(
+                    "SELECT rid, id FROM messages WHERE rid > ? ORDER BY rid LIMIT ?",
+                    (after, PAGE * 10),
+                )
+                for _, mid in rows:
+                    yield mid
+                if len(rows) < PAGE * 10:
+                    break
+                after = rows[-1][0]
+            yield from self._unwritten
+
+        return IdFilter.of(ids(), self.count + len(self._unwritten))
 
     def load(self) -> None:
         """(Re)build every cache from committed state (open, after a rollback)."""
@@ -199,6 +222,9 @@ class MessageLog:
     def has_message(self, mid: bytes) -> bool:
         if mid in self._unwritten:
             return True
+        if not self._filter.may_contain(mid):
+            self._absent = mid
+            return False
         if self._db.one("SELECT 1 FROM messages WHERE id = ?", (mid,)) is None:
             self._absent = mid
             return False
@@ -241,6 +267,9 @@ class MessageLog:
         gid = self._names.gid_for(message.group_id)
         self.count += 1
         self._unwritten[mid] = _Unwritten(self.count, message, gid, ready, received_from)
+        self._filter.add(mid)
+        if self._filter.needs_rebuild():
+            self._filter = self._build_filter()  # twice the room; this id included
         leaves = self._leaves_of(gid)
         for parent in message.parents:
             if parent in leaves:

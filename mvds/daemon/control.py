@@ -283,5 +283,5 @@ class ControlServer:
 
     async def _send_messages(self, stream: trio.SocketStream, batch: list[Any]) -> None:
         """One write for a whole batch: a busy subscriber costs one syscall per batch."""
-        lines = [_compact({"event": "message", "message": m.to_json()}) for m in batch]
+        lines = [m.event_line() for m in batch]
         await stream.send_all(("\n".join(lines) + "\n").encode())

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import math
 import os
 import random
@@ -62,6 +63,9 @@ RESOLVE_INTERVAL = 30.0
 """Seconds between re-resolving peer host names (containers move)."""
 
 REPLAY_META_PREFIX = "replay/"
+
+_json_string = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+"""A str as a JSON string literal, as json.dumps writes it (ensure_ascii)."""
 
 
 class NodeError(Exception):
@@ -110,6 +114,28 @@ class ReceivedMessage:
         if self.ephemeral:
             out["ephemeral"] = True
         return out
+
+    def event_line(self) -> str:
+        """``{"event":"message","message":<to_json()>}`` as one compact JSON
+        line, byte for byte what ``json.dumps(..., separators=(",", ":"))``
+        gives, built directly: a subscription streams one per message."""
+        parts = [
+            '{"event":"message","message":{"seq":',
+            "null" if self.seq is None else str(self.seq),
+            ',"group":"', self.group_id.hex(),
+            '","id":"', self.id.hex(),
+            '","timestamp":', str(self.timestamp),
+            ',"body_b64":"', base64.b64encode(self.body).decode("ascii"), '"',
+        ]
+        text = self.text
+        if text is not None:
+            parts += (',"text":', _json_string(text))
+        if self.sender is not None:
+            parts += (',"from":"', self.sender.hex(), '"')
+        if self.ephemeral:
+            parts.append(',"ephemeral":true')
+        parts.append("}}")
+        return "".join(parts)
 
     @classmethod
     def from_stored(cls, stored: StoredMessage) -> "ReceivedMessage":

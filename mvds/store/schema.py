@@ -104,7 +104,17 @@ _V1 = [
         WHERE send_count = 0 AND kind = 2""",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1]
+_V2 = [
+    # A reader following one group (`mvds tail --group`, subscribe with a
+    # group) asks for that group's messages after its cursor in seq order:
+    # without this index SQLite read every message of the group and sorted.
+    "CREATE INDEX messages_by_group_seq ON messages (gid, seq) WHERE seq IS NOT NULL",
+    # Every newly received message drops the REQUESTs for it; with REQUESTs
+    # waiting on disk (a large interactive backlog) that scanned them all.
+    "CREATE INDEX records_requests_by_mid ON records (mid) WHERE send_count = 0 AND kind = 2",
+]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2]
 """``MIGRATIONS[n]`` upgrades a version-``n`` database to version ``n + 1``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

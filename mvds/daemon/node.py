@@ -555,9 +555,15 @@ class Node:
         self._ephemeral_listeners.append(ephemeral)
         try:
             while True:
+                high = self.store.last_seq()
                 stored = self.store.delivered_since(cursor, 512, group_id)
+                if len(stored) < 512:
+                    # Every message up to ``high`` was read (those of other
+                    # groups are skipped): without this a reader of a quiet
+                    # group would ask again forever while others get messages.
+                    cursor = max(cursor, high)
                 if stored:
-                    cursor = stored[-1].seq or cursor
+                    cursor = max(cursor, stored[-1].seq or cursor)
                     yield [ReceivedMessage.from_stored(m) for m in stored]
                     if len(stored) == 512:
                         continue

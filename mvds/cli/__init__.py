@@ -71,7 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # `mvds tail | head` closes the pipe: not an error worth a traceback.
         return 0
-    except Exception as exc:  # a bug, or an error we did not foresee
+    except Exception as exc:  # a store failure, a bug, or an error we did not foresee
+        from mvds.store.errors import StoreError  # here: most commands never touch the store
+
+        if isinstance(exc, StoreError):  # its message is the one line (file and cause)
+            print(f"mvds: {exc}", file=sys.stderr)
+            return 1
         if os.environ.get("MVDS_DEBUG"):
             raise
         print(

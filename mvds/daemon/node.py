@@ -14,8 +14,13 @@ inside, so no other task can interleave) and inside ONE store transaction:
 Only after the commit succeeds are datagrams sent (so no ACK ever leaves for
 a message that is not on disk), appends answered (so an append returns only
 once durable) and received messages handed to readers.  If the commit
-fails, nothing is sent or answered, the error is logged, and a fresh engine
-is built on the store (the engine keeps nothing durable in memory).
+fails, nothing is sent, appends get an error, the error is logged, and a
+fresh engine is built on the store (the engine keeps nothing durable in
+memory).  An error that may clear up (locked, disk full) is retried after a
+growing pause; a fatal one (corrupt file, I/O error) stops the node: the
+:class:`~mvds.store.errors.StoreError` comes out of :meth:`Node.open`, and
+``mvds run`` exits with it as its one-line reason.  docs/STORAGE.md has the
+rules.
 """
 
 from __future__ import annotations
@@ -61,6 +66,17 @@ from mvds.wire import WireError, decode_payload, split_payload
 
 RESOLVE_INTERVAL = 30.0
 """Seconds between re-resolving peer host names (containers move)."""
+
+STORE_RETRY_MIN = 0.05
+STORE_RETRY_MAX = 2.0
+"""After a store error that may clear up (a locked database, a full disk),
+the next step waits STORE_RETRY_MIN seconds, doubling with each failure in a
+row up to STORE_RETRY_MAX: a lasting fault costs a little CPU and a log line
+now and then, not a busy loop (a fresh engine always has work due at once)."""
+
+STORE_ERROR_LOG_INTERVAL = 10.0
+"""The same store error is logged at once, then at most once per this many
+seconds, with how often it happened since the previous line."""
 
 REPLAY_META_PREFIX = "replay/"
 
@@ -209,6 +225,9 @@ class Node:
         self._started = time.time()
         self._closing = False
         self._fatal: str | None = None
+        self._store_errors = DropLog(interval=STORE_ERROR_LOG_INTERVAL)
+        self._store_failures = 0  # failed steps in a row
+        self._store_retry_at = 0.0  # time.monotonic() before which no step runs
         self.transport: UdpTransport | None = None
         self.engine = Engine(store, self.engine_config, now=time.time())
         self._apply_config_to_store()
@@ -254,10 +273,14 @@ class Node:
                 finally:
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            # Trio groups what the block raised with the node's tasks; a
-            # caller expects its own exception back, not a group around it.
-            if len(group.exceptions) == 1:
-                raise group.exceptions[0] from None
+            # Trio groups what the block raised with the node's tasks (nested,
+            # one group per nursery); a caller expects its own exception back
+            # (or the node's fatal StoreError), not groups around it.
+            single: BaseException = group
+            while isinstance(single, BaseExceptionGroup) and len(single.exceptions) == 1:
+                single = single.exceptions[0]
+            if single is not group:
+                raise single from None
             raise
         finally:
             node._close()
@@ -604,11 +627,15 @@ class Node:
             with trio.move_on_after(timeout):
                 await self._wake.wait()
             self._wake = trio.Event()
-            if self._fatal:
-                return
+            if self._store_failures and time.monotonic() < self._store_retry_at:
+                continue  # pausing after a store error: let it clear up
             self._step()
 
     def _timeout(self) -> float:
+        if self._store_failures:
+            pause = self._store_retry_at - time.monotonic()
+            if pause > 0:
+                return pause
         if self._inbox or self._queue:
             return 0.0
         due = self.engine.next_timer()
@@ -690,6 +717,9 @@ class Node:
         except StoreError as exc:
             self._on_store_error(exc, queue)
             return
+        if self._store_failures:
+            self.log.info("store.recovered", failed_steps=self._store_failures)
+            self._store_failures = 0
         if outgoing and self.transport is not None:
             self.transport.send(outgoing)
         for pending in queue:
@@ -747,17 +777,30 @@ class Node:
         return out
 
     def _on_store_error(self, exc: StoreError, queue: list[_Pending]) -> None:
+        """The step's transaction was rolled back: nothing of it was sent,
+        answered or handed over.  Log it, fail its requests, then either
+        carry on with a fresh engine after a pause or (fatal) stop the node
+        by raising ``exc`` out of the pump loop."""
         fatal = getattr(exc, "fatal", False)
-        self.log.error("store.error", error=str(exc), fatal=fatal)
+        self.counters["store_errors"] += 1
+        repeats = self._store_errors.drop(str(exc), time.monotonic())
+        if fatal or repeats is not None:
+            fields: dict[str, Any] = {"error": str(exc), "fatal": fatal}
+            if repeats is not None and repeats > 1:
+                fields["count"] = repeats
+            self.log.error("store.error", **fields)
         for pending in queue:
             pending.error = NodeError(f"not stored: {exc}")
             pending.done.set()
         # The engine's transient state may describe what was rolled back.
         self.engine.events()
-        self.engine = Engine(self.store, self.engine_config, now=time.time())
-        self.counters["store_errors"] += 1
         if fatal:
             self._fatal = str(exc)
+            raise exc
+        self.engine = Engine(self.store, self.engine_config, now=time.time())
+        self._store_failures += 1
+        pause = min(STORE_RETRY_MAX, STORE_RETRY_MIN * 2 ** (self._store_failures - 1))
+        self._store_retry_at = time.monotonic() + pause
 
     def _dispatch(self, events: list[Any]) -> None:
         delivered = False

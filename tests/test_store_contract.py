@@ -332,6 +332,29 @@ def test_delete_group_records(store):
     assert store.record_count() == 2
 
 
+def test_add_group_records_gives_a_peer_the_group_history(store):
+    history = [add(store, msg(b"h%d" % i)) for i in range(5)]
+    other = add(store, msg(b"other group", group=G2))
+    store.insert_record(rec(history[1].id, kind=OFFER))  # new, must stay as it is
+    flying = rec(history[3].id, kind=MESSAGE)
+    store.insert_record(flying)
+    flying.send_count, flying.send_epoch = 1, 9
+    store.update_record(flying)
+    store.delete_record(history[4].id, P)  # none: gets one
+    assert store.add_group_records(G1, P, OFFER, 7) == 3
+    assert store.add_group_records(G1, P, OFFER, 7) == 0
+    assert store.add_group_records(b"9" * 32, P, OFFER, 7) == 0, "an unknown group"
+    assert store.get_record(other.id, P) is None
+    assert (store.get_record(history[3].id, P).send_count, store.inflight_count(P, G1)) == (1, 1)
+    new = store.new_records(P, G1, 10)
+    # FIFO: the record that existed first, then the history oldest first.
+    assert [r.message_id for r in new] == [history[i].id for i in (1, 0, 2, 4)]
+    assert [(r.kind, r.send_epoch, r.send_count, r.group_id) for r in new[1:]] == [(OFFER, 7, 0, G1)] * 3
+    assert store.record_stats() == {(P, OFFER): 4, (P, MESSAGE): 1}
+    assert store.add_group_records(G1, Q, MESSAGE, 1) == 5
+    assert store.record_count() == 10
+
+
 def test_record_counts_and_stats(store):
     assert store.record_count() == 0 and store.record_stats() == {}
     assert store.peers_with_records() == []

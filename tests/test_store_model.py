@@ -62,6 +62,8 @@ data_ops = st.one_of(
     st.tuples(st.just("pull"), st.integers(0, 2), st.integers(0, 10), st.integers(0, 3)),
     st.tuples(st.just("delete_requests"), st.integers(0, 11)),
     st.tuples(st.just("delete_group"), st.integers(0, 1), st.integers(0, 2)),
+    st.tuples(st.just("add_group"), st.integers(0, 1), st.integers(0, 2), st.booleans(),
+              st.integers(0, 9)),
     _add_message,
     _add_message,
     st.tuples(st.just("mark_ready"), st.integers(0, 11), st.booleans()),
@@ -194,6 +196,10 @@ class Pair:
             self.both(lambda s: s.delete_requests_for(IDS[op[1]]))
         elif kind == "delete_group":
             self.both(lambda s: s.delete_group_records(GROUPS[op[1]], PEERS[op[2]]))
+        elif kind == "add_group":
+            _, g, p, offer, epoch = op
+            kind_ = RecordType.OFFER if offer else RecordType.MESSAGE
+            self.both(lambda s: s.add_group_records(GROUPS[g], PEERS[p], kind_, epoch))
         elif kind == "add_message":
             _, index, parents, ready, src = op
             message = self.message(index, parents)

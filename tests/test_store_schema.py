@@ -98,7 +98,7 @@ def test_a_version_1_file_migrates_forward_with_its_data_intact(v1_file):
         assert store.get_meta("replay/" + B.hex()) == b"\x01\x02\x03"
     after = dump(v1_file)
     assert after == before, "the migration changed stored rows"
-    assert {"messages_by_group_seq", "records_requests_by_mid"} <= indexes(v1_file)
+    assert {"messages_by_group_seq", "records_requests_by_mid", "records_in_flight"} <= indexes(v1_file)
 
 
 def test_a_migrated_store_carries_on_syncing(v1_file):

@@ -177,10 +177,10 @@ class Engine:
         if not store.share(group_id, peer):
             return
         kind = _OFFER if self.config.mode is Mode.INTERACTIVE else _MESSAGE
-        epoch = self.epoch(now)
-        for message_id in store.group_message_ids(group_id):
-            if store.get_record(message_id, peer) is None:
-                store.insert_record(Record(message_id, peer, group_id, kind, 0, epoch))
+        # A record for every message of the group's history, in bulk: a
+        # store holding a million messages must not hold a million records
+        # in memory to do it.
+        store.add_group_records(group_id, peer, kind, self.epoch(now))
         self._schedule_flush(peer, now)
 
     def unshare(self, group_id: bytes, peer: bytes, now: float) -> None:

@@ -141,13 +141,14 @@ class MessageLog:
         """Every id in the table as this connection sees it (flushed rows of
         an open transaction too) plus the unwritten ones."""
         def ids() -> Iterator[bytes]:
-            after = 0
+            # In id order, from the id index alone: a tenth of the pages the
+            # table (with every message's body) would cost.
+            after = b""
             while True:
                 rows = self._db.all(
-                    "SELECT rid, id FROM messages WHERE rid > ? ORDER BY rid LIMIT ?",
-                    (after, PAGE * 10),
+                    "SELECT id FROM messages WHERE id > ? ORDER BY id LIMIT ?", (after, PAGE * 10)
                 )
-                for _, mid in rows:
+                for (mid,) in rows:
                     yield mid
                 if len(rows) < PAGE * 10:
                     break

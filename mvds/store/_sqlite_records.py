@@ -45,6 +45,9 @@ _NEW_REQUEST = 1  # FIFO in _new_requests[peer] (REQUEST, never sent)
 _FLIGHT = 2  # in _inflight[peer] and the peer's heap; group None for REQUESTs
 
 _COLUMNS = "pid, mid, gid, kind, send_count, send_epoch, max_sends, expires_at, qseq"
+
+BULK_DELETE = 10_000
+"""Most rows one DELETE of an unshared backlog removes (see delete_group_records)."""
 _Key = tuple[bytes, bytes]
 
 
@@ -102,11 +105,17 @@ class RecordBook:
             self._hot[record.key] = record
             self._place(record, qseq)
             next_qseq = max(next_qseq, qseq + 1)
-        for pid, gid, kind, n in db.all(
-            "SELECT pid, gid, kind, count(*) FROM records "
-            "WHERE send_count = 0 AND kind != 2 GROUP BY pid, gid, kind"
+        # Grouped by a prefix of the records_new index and summed by kind:
+        # GROUP BY kind too would sort every cold record (a backlog of a
+        # million is tens of MB of sorter memory) at each open.
+        for pid, gid, offers, messages in db.all(
+            f"SELECT pid, gid, sum(kind = {int(RecordType.OFFER)}), "
+            f"sum(kind = {int(RecordType.MESSAGE)}) FROM records "
+            "WHERE send_count = 0 AND kind != 2 GROUP BY pid, gid"
         ):
-            self._count_cold(peer_of[pid], group_of[gid], RecordType(kind), n)
+            for kind, n in ((RecordType.OFFER, offers), (RecordType.MESSAGE, messages)):
+                if n:
+                    self._count_cold(peer_of[pid], group_of[gid], kind, n)
         for pid, n in db.all(
             "SELECT pid, count(*) FROM records WHERE send_count = 0 AND kind = 2 GROUP BY pid"
         ):
@@ -454,24 +463,62 @@ class RecordBook:
                 moved += 1
         return moved
 
+    def add_group_records(
+        self, group_id: bytes, peer: bytes, kind: RecordType, epoch: int, last_rid: int
+    ) -> int:
+        """One INSERT ... SELECT over the group's messages (the caller flushed
+        them; ``last_rid`` is the highest message row): a group of a million
+        messages shared with a new peer costs disk, not a million records in
+        memory."""
+        gid = self._names.gid.get(group_id)
+        if gid is None:
+            return 0
+        self.spill()  # the table must show this transaction's records
+        pid = self._names.pid_for(peer)
+        base = next(self._qseq)
+        # OR IGNORE skips the messages the peer has a record for (the primary
+        # key), and also spares SQLite a statement journal: one for a
+        # statement this size would hold tens of MB (temp_store = MEMORY).
+        added = self._db.run(
+            f"INSERT OR IGNORE INTO records ({_COLUMNS}) "
+            "SELECT ?, id, gid, ?, 0, ?, NULL, NULL, ? + rid FROM messages WHERE gid = ?",
+            (pid, int(kind), epoch, base, gid),
+        )
+        # Each record's queue number is base + its message's row: FIFO in
+        # history order, after every record placed before it.
+        self._qseq = itertools.count(base + last_rid + 1)
+        if added:
+            self._count_cold(peer, group_id, kind, added)
+        return added
+
     def delete_group_records(self, group_id: bytes, peer: bytes) -> int:
+        pid, gid = self._names.pid.get(peer), self._names.gid.get(group_id)
+        cold = bool(self._cold_peer.get(peer)) and pid is not None and gid is not None
+        if cold:
+            self.spill()  # memory then holds only records in flight
         doomed = [
             mid for (mid, p), record in self._hot.items() if p == peer and record.group_id == group_id
         ]
         for mid in doomed:
             self.delete_record(mid, peer)
         deleted = len(doomed)
-        pid, gid = self._names.pid.get(peer), self._names.gid.get(group_id)
-        if self._cold_peer.get(peer) and pid is not None and gid is not None:
-            for mid, kind in self._db.all(
-                "SELECT mid, kind FROM records WHERE pid = ? AND gid = ? AND send_count = 0",
-                (pid, gid),
-            ):
-                key = (mid, peer)
-                if key not in self._hot and key not in self._dirty:
-                    self._count_cold(peer, group_id, RecordType(kind), -1)
-                    self._dirty[key] = True
-                    deleted += 1
+        if cold:
+            # The rest are cold and untouched: deleted by SQL and counted by
+            # kind, never loaded (an unshared backlog may be huge).  In slices
+            # in key order: SQLite journals each statement in memory
+            # (temp_store = MEMORY), and one DELETE of a million rows (or a
+            # GROUP BY over them) would hold tens of MB.
+            for kind in RecordType:
+                removed = 0
+                while n := self._db.run(
+                    "DELETE FROM records WHERE pid = ? AND mid IN (SELECT mid FROM records "
+                    f"WHERE pid = ? AND gid = ? AND send_count = 0 AND kind = ? LIMIT {BULK_DELETE})",
+                    (pid, pid, gid, int(kind)),
+                ):
+                    removed += n
+                if removed:
+                    self._count_cold(peer, group_id, kind, -removed)
+                    deleted += removed
         return deleted
 
     def record_count(self) -> int:
@@ -489,8 +536,18 @@ class RecordBook:
     # -- commit ---------------------------------------------------------------------
     def flush(self) -> None:
         """Write this transaction's changes (before COMMIT)."""
-        if not self._dirty:
-            return
+        if self._dirty:
+            self._write_dirty()
+        # Persisted even without changed records: a bulk insert moves it.
+        next_qseq = next(self._qseq)
+        self._qseq = itertools.count(next_qseq)
+        if next_qseq != self._next_qseq:
+            self._db.run(
+                "INSERT OR REPLACE INTO internal (key, value) VALUES ('next_qseq', ?)", (next_qseq,)
+            )
+            self._next_qseq = next_qseq
+
+    def _write_dirty(self) -> None:
         hot = self._hot
         pid_for, gid_for = self._names.pid_for, self._names.gid_for
         placement = self._placement
@@ -520,14 +577,17 @@ class RecordBook:
             db.many("DELETE FROM records WHERE pid = ? AND mid = ?", deletes)
         if upserts:
             db.many(f"INSERT OR REPLACE INTO records ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", upserts)
-        next_qseq = next(self._qseq)
-        self._qseq = itertools.count(next_qseq)
-        if next_qseq != self._next_qseq:
-            db.run("INSERT OR REPLACE INTO internal (key, value) VALUES ('next_qseq', ?)", (next_qseq,))
-            self._next_qseq = next_qseq
+
+    def spill(self) -> None:
+        """Write this transaction's changes into it now and let its new records
+        go cold, as a commit does: the open transaction holds them (a rollback
+        still undoes them, and rebuilds memory from the table), and bulk
+        statements can then work on the table alone."""
+        self.flush()
+        self.after_commit()
 
     def after_commit(self) -> None:
-        """Committed: new records leave memory and become cold."""
+        """Committed (or spilled): new records leave memory and become cold."""
         hot, placement = self._hot, self._placement
         for key in self._dirty:
             placed = placement.get(key)

@@ -204,6 +204,15 @@ class Store(Protocol):
         ``to_epoch``; return how many moved."""
         ...
 
+    def add_group_records(
+        self, group_id: bytes, peer: bytes, kind: RecordType, epoch: int
+    ) -> int:
+        """Give ``peer`` a new record of ``kind`` (OFFER or MESSAGE) for every
+        stored message of the group it has no record for, oldest first;
+        return how many.  Sharing a group syncs its history: a store with a
+        long history does this in bulk instead of one record at a time."""
+        ...
+
     def delete_group_records(self, group_id: bytes, peer: bytes) -> int:
         """Drop every record of ``group_id`` towards ``peer``; return how many."""
         ...

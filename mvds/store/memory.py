@@ -346,6 +346,16 @@ class MemoryStore:
                 moved += 1
         return moved
 
+    def add_group_records(
+        self, group_id: bytes, peer: bytes, kind: RecordType, epoch: int
+    ) -> int:
+        added = 0
+        for message_id in self._group_messages.get(group_id, ()):
+            if (message_id, peer) not in self._records:
+                self.insert_record(Record(message_id, peer, group_id, kind, 0, epoch))
+                added += 1
+        return added
+
     def delete_group_records(self, group_id: bytes, peer: bytes) -> int:
         doomed = [
             mid

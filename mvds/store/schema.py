@@ -112,6 +112,9 @@ _V2 = [
     # Every newly received message drops the REQUESTs for it; with REQUESTs
     # waiting on disk (a large interactive backlog) that scanned them all.
     "CREATE INDEX records_requests_by_mid ON records (mid) WHERE send_count = 0 AND kind = 2",
+    # Opening a store loads the records in flight (a window per peer and
+    # group); without this it read every record, a peer's whole backlog.
+    "CREATE INDEX records_in_flight ON records (qseq) WHERE send_count > 0",
 ]
 
 MIGRATIONS: list[list[str]] = [_V1, _V2]

@@ -207,7 +207,8 @@ def test_a_full_file_system_under_a_running_daemon(small_fs, tmp_path):
         # The CLI says the same in one line.
         result = cli("send", str(node), "chat", "x" * 60_000)
         assert result.returncode != 0 and result.stderr.count("\n") == 1
-        assert "disk full" in result.stderr and "Traceback" not in result.stderr
+        assert result.stderr.startswith("mvds: not stored: store ") and "disk full" in result.stderr
+        assert "Traceback" not in result.stderr
         assert daemon.alive and daemon.request("ping")["ok"]
 
         filler.unlink()  # space again

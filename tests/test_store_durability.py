@@ -1,5 +1,5 @@
 """Durability rules at the store itself (the node-level ones are in
-tests/daemon/test_store_durability.py and tests/daemon/test_store_errors.py).
+tests/daemon/test_node_durability.py and tests/daemon/test_node_store_errors.py).
 
 * What a transaction wrote is visible to any other connection exactly when
   ``transaction()`` returns, never before; a failed COMMIT leaves nothing,

@@ -25,6 +25,11 @@ so no undo log is needed.
 ``qseq`` numbers every placement (insert or update), giving new records their
 FIFO order and in-flight records their tie-break, as the memory store's
 insertion order and heap versions do.
+
+Work on a group's whole history (sharing it with a new peer, unsharing it)
+never passes records through memory: the transaction's changes are first
+written into it ("spilled", as a commit would), then one SQL statement does
+the rest, and the counters are adjusted by the rows it touched.
 """
 
 from __future__ import annotations

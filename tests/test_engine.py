@@ -486,6 +486,25 @@ def test_appending_does_not_scan_the_history():
     assert CountingStore.scans == 0
 
 
+
+def test_repeating_a_body_stays_linear_and_keeps_every_message():
+    """The id does not cover parents, so identical bodies appended in one
+    second move a second ahead each; the N-th must not probe N-1 taken ids."""
+
+    class CountingStore(MemoryStore):
+        lookups = 0
+
+        def has_message(self, message_id):
+            CountingStore.lookups += 1
+            return super().has_message(message_id)
+
+    a = Engine(CountingStore(), EngineConfig(epoch_length=1.0), now=0.0)
+    ids = {a.append(GROUP, b"ok", 5.0).id for _ in range(2000)}
+    assert len(ids) == 2000 and a.store.message_count() == 2000
+    assert CountingStore.lookups < 3 * 2000
+    # A later second still finds a free timestamp, never a taken one.
+    assert a.append(GROUP, b"ok", 6.0).id not in ids
+
 def test_causal_delivery_holds_children_and_requests_parents_from_the_sender():
     b = engine(delivery=Delivery.CAUSAL)
     b.share(GROUP, A, 0)

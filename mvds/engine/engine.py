@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # the store imports engine.records: avoid the cycle at run ti
     from mvds.store.base import Store
 
 _SENT_AT_LIMIT = 1 << 16
+_BUMPED_LIMIT = 4096
 
 _OFFER = RecordType.OFFER
 _REQUEST = RecordType.REQUEST
@@ -66,6 +67,10 @@ class Engine:
         self._last_heard: dict[bytes, float] = {}
         self._pulled_epoch: dict[bytes, int] = {}
         self._ephemeral_seen: OrderedDict[bytes, None] = OrderedDict()
+        self._bumped: OrderedDict[bytes, int] = OrderedDict()
+        """Last timestamp given to a repeated body, by the id it would have had
+        at its natural timestamp, so the N-th identical append starts where
+        the previous one ended instead of walking past N-1 taken ids."""
         self._next_due: float | None = None
         self._next_due_stale = True
         """The earliest send time of any in-flight record, kept between the
@@ -136,8 +141,7 @@ class Engine:
         if store.has_message(message.id):
             if timestamp is not None:
                 return store.get_message(message.id) or message
-            while store.has_message(message.id):
-                message = Message(group_id, message.timestamp + 1, body, parents, ephemeral)
+            message = self._next_free(message)
         self.stats["appended"] += 1
         peers = store.shared_peers(group_id)
         if ephemeral:
@@ -155,6 +159,33 @@ class Engine:
                 Record(message.id, peer, group_id, kind, 0, epoch, max_sends, expires_at)
             )
             self._schedule_flush(peer, now)
+        return message
+
+    def _next_free(self, message: Message) -> Message:
+        """The same message at the first later timestamp whose id is not taken.
+
+        The id does not cover parents, so appending an identical body twice in
+        one second would collapse two messages into one; each repeat moves a
+        second ahead.  Remembering where the last repeat of this body ended
+        keeps a long run of identical appends linear instead of quadratic.
+        """
+        natural = message.id
+        timestamp = message.timestamp
+        last = self._bumped.get(natural)
+        if last is not None and last >= timestamp:
+            timestamp = last
+        store = self.store
+        group_id, body, parents = message.group_id, message.body, message.parents
+        while True:
+            timestamp += 1
+            message = Message(group_id, timestamp, body, parents, message.ephemeral)
+            if not store.has_message(message.id):
+                break
+        bumped = self._bumped
+        bumped[natural] = timestamp
+        bumped.move_to_end(natural)
+        if len(bumped) > _BUMPED_LIMIT:
+            bumped.popitem(last=False)
         return message
 
     def _parents_for(self, group_id: bytes) -> tuple[bytes, ...]:

@@ -130,6 +130,24 @@ def test_offer_of_a_message_we_hold_is_acked_not_requested():
     assert b.pending() == {}
 
 
+
+def test_offers_from_a_peer_outside_the_group_reveal_nothing_and_cost_nothing():
+    b = engine()
+    b.share(GROUP, A, 0)
+    mine = b.append(GROUP, b"mine", 0.0)
+    b.receive(A, Payload(acks=[mine.id]), 0.0)
+    # C shares no group with b: offering a message b holds gets no ACK (that
+    # would reveal b holds it), offering an unknown id no REQUEST.
+    b.receive(C, Payload(offers=[mine.id, b"u" * 32]), 0.1)
+    assert C not in sent_to(b, 0.1)
+    assert b.pending() == {} and b.stats["offers_refused"] == 2
+    # Sharing another group with C lets C offer unknown ids (for that
+    # group), but still not learn about GROUP's messages.
+    b.share(GROUP2, C, 0.2)
+    b.receive(C, Payload(offers=[mine.id, b"u" * 32]), 0.3)
+    reply = sent_to(b, 0.3)[C]
+    assert reply.acks == [] and reply.requests == [b"u" * 32]
+
 def test_duplicates_are_acked_again_but_delivered_once():
     net = Net()
     net.add("A"), net.add("B")

@@ -421,9 +421,19 @@ class Engine:
             seen.popitem(last=False)
 
     def _on_offers(self, peer: bytes, offers: list[bytes], epoch: int, now: float) -> None:
+        """OFFERs: ACK what we hold, REQUEST what we lack — within shared groups.
+
+        An offer names only an id.  We answer for a message we hold only if
+        its group is shared with the offerer (an ACK would tell a stranger
+        which messages of other groups we hold), and request unknown ids only
+        from a peer that shares some group with us (nothing it could send
+        would be accepted otherwise).
+        """
         store = self.store
-        self.stats["offers_in"] += len(offers)
+        stats = self.stats
+        stats["offers_in"] += len(offers)
         acks = self._acks.get(peer)
+        may_request: bool | None = None
         for message_id in offers:
             record = store.get_record(message_id, peer)
             if record is not None and record.kind is not _REQUEST:
@@ -431,14 +441,30 @@ class Engine:
                 store.delete_record(message_id, peer)
                 self._events.append(MessageAcknowledged(message_id, peer))
                 record = None
-            if store.has_message(message_id):
+            message = store.get_message(message_id) if store.has_message(message_id) else None
+            if message is not None:
+                if not self._accepts(message.group_id, peer):
+                    stats["offers_refused"] += 1
+                    continue
                 # Tell the offerer we hold it, or it offers forever.
                 if acks is None:
                     acks = self._acks[peer] = []
                 acks.append(message_id)
                 self._schedule_flush(peer, now)
             elif record is None:
+                if may_request is None:
+                    may_request = self._shares_any(peer)
+                if not may_request:
+                    stats["offers_refused"] += 1
+                    continue
                 self._request(message_id, peer, UNKNOWN_GROUP, epoch, now)
+
+    def _shares_any(self, peer: bytes) -> bool:
+        """Whether ``peer`` may send us messages of some group."""
+        store = self.store
+        if self.config.accept_unshared:
+            return True
+        return any(store.is_shared(group_id, peer) for group_id in store.groups())
 
     def _on_requests(self, peer: bytes, requests: list[bytes], epoch: int, now: float) -> None:
         store = self.store

@@ -116,7 +116,11 @@ class Engine:
         collapse into one message; with an explicit timestamp an identical
         message is returned as it is (appends are idempotent then).
 
-        ``mode`` overrides the node's mode for this message; ``max_sends``
+        ``mode`` overrides the node's mode for this message towards the
+        peers it is shared with now (the override is not stored: a peer the
+        group is shared with later, and relays by other nodes, get it in
+        their sender's mode, which is how the receiver is served anyway);
+        ``max_sends``
         and ``ttl`` (seconds) bound its retransmission to each peer.
         Ephemeral messages are sent once to the peers sharing the group and
         are neither stored, acknowledged, retransmitted nor relayed.

@@ -186,3 +186,32 @@ def test_peer_add_while_running_takes_effect_at_once(tmp_path):
         assert "b" in listing and id_b in listing
     finally:
         stop_all([a, b])
+
+
+def test_a_directory_too_deep_for_the_control_socket_is_one_line(tmp_path):
+    node = tmp_path / ("n" * 110)
+    cli("init", str(node), check=True)
+    line = one_line_error(cli("run", str(node)))
+    assert "too long a path for the control socket" in line
+
+
+def test_main_turns_an_interrupt_inside_an_exception_group_into_130(monkeypatch, tmp_path, capsys):
+    """trio wraps a Ctrl-C that lands inside a nursery in a group; main must
+    not print it as a traceback (the demo's bug)."""
+    import mvds.cli
+    import mvds.cli.id
+
+    def interrupted(args):
+        raise BaseExceptionGroup("nursery", [KeyboardInterrupt()])
+
+    monkeypatch.setattr(mvds.cli.id, "run", interrupted)
+    assert mvds.cli.main(["id", str(tmp_path)]) == 130
+    assert capsys.readouterr().err == ""
+
+    def broken(args):
+        raise BaseExceptionGroup("nursery", [ValueError("boom")])
+
+    monkeypatch.setattr(mvds.cli.id, "run", broken)
+    assert mvds.cli.main(["id", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mvds: unexpected error: ValueError: boom")

@@ -95,16 +95,17 @@ def open_parts(
 ) -> Parts:
     """Everything a Node needs, from a directory or in memory."""
     if directory is None:
+        config = config or NodeConfig(listen="127.0.0.1:0")
+        config.validate("config")  # before the temporary folder exists: nothing to clean up
         tmp = tempfile.mkdtemp(prefix="mvds-memory-")
         parts = Parts(
-            config=config or NodeConfig(listen="127.0.0.1:0"),
+            config=config,
             store=MemoryStore(),
             identity=identity or Identity.load_or_create(Path(tmp) / "identity.key"),
             nonces=NonceCounter(Path(tmp) / "nonce"),
             nodedir=None,
         )
         parts._cleanups.append(lambda: shutil.rmtree(tmp, ignore_errors=True))
-        parts.config.validate("config")
         return parts
 
     from mvds.store.sqlite import SQLiteStore

@@ -60,6 +60,28 @@ def decode_stored(encoded: bytes, mid: bytes | None = None) -> Message:
     return Message._from_wire(pm.group_id, pm.timestamp, pm.body, parents, False, encoded, mid)
 
 
+_FIELDS = frozenset(("group_id", "timestamp", "body", "parents", "ephemeral"))
+
+
+class _LazyMessage(Message):
+    """A stored message read back to be sent: sending needs only its id and
+    its encoding, so the fields are parsed on first use (most never are)."""
+
+    __slots__ = ()
+
+    def __init__(self, mid: bytes, encoded: bytes) -> None:  # noqa: D107 - no super(): lazy
+        self.id = mid
+        self._encoded = encoded
+
+    def __getattr__(self, name: str) -> object:
+        if name not in _FIELDS:
+            raise AttributeError(name)
+        full = decode_stored(self._encoded, self.id)
+        for field in _FIELDS:
+            setattr(self, field, getattr(full, field))
+        return getattr(self, name)
+
+
 class _Unwritten:
     """A message added in the current transaction, not yet INSERTed."""
 
@@ -278,7 +300,7 @@ class MessageLog:
         """A row read along with something else (a record about to be sent):
         keep it for :meth:`get_message` until the transaction ends."""
         if mid not in self._prefetched:
-            self._prefetched[mid] = decode_stored(encoded, mid)
+            self._prefetched[mid] = _LazyMessage(mid, encoded)
             if rid <= self.indexed_upto:
                 self._remember_rid(mid, rid)
 

@@ -82,10 +82,15 @@ class _LazyMessage(Message):
         return getattr(self, name)
 
 
-class _Unwritten:
-    """A message added in the current transaction, not yet INSERTed."""
+class _Unwritten(StoredMessage):
+    """A message added in the current transaction, not yet INSERTed.
 
-    __slots__ = ("rid", "message", "gid", "ready", "seq", "src")
+    It is the :class:`StoredMessage` readers get once committed (the recent
+    cache hands out this very object), so committing builds nothing new.
+    Nothing changes it after its transaction committed.
+    """
+
+    __slots__ = ("rid", "gid")
 
     def __init__(
         self, rid: int, message: Message, gid: int, ready: bool, src: bytes | None
@@ -94,8 +99,8 @@ class _Unwritten:
         self.message = message
         self.gid = gid
         self.ready = ready
-        self.seq: int | None = None
-        self.src = src
+        self.seq = None
+        self.received_from = src
 
 
 class RecentCache:
@@ -131,7 +136,7 @@ class RecentCache:
                 by_seq.clear()  # not contiguous: start the range afresh
             if not by_seq:
                 self.low = u.seq  # type: ignore[assignment]
-            by_seq[u.seq] = StoredMessage(u.message, True, u.seq, u.src)  # type: ignore[index]
+            by_seq[u.seq] = u  # type: ignore[index]
         while len(by_id) > self.size:
             by_id.popitem(last=False)
         while len(by_seq) > self.size:
@@ -227,7 +232,7 @@ class MessageLog:
                     encode_message(u.message),
                     u.ready,
                     u.seq,
-                    None if u.src is None else pid_for(u.src),
+                    None if u.received_from is None else pid_for(u.received_from),
                 )
                 for mid, u in self._unwritten.items()
             ]
@@ -344,7 +349,7 @@ class MessageLog:
     def get_stored(self, mid: bytes) -> StoredMessage | None:
         u = self._unwritten.get(mid)
         if u is not None:
-            return StoredMessage(u.message, u.ready, u.seq, u.src)
+            return StoredMessage(u.message, u.ready, u.seq, u.received_from)
         row = self._row(mid)
         return None if row is None else self._stored(row)
 

@@ -156,8 +156,10 @@ class Network:
         return state.get("Health", {}).get("Status", "no healthcheck")
 
     # -- life cycle ---------------------------------------------------------
-    def build_and_up(self) -> None:
+    def build_and_up(self) -> tuple[float, float]:
+        """Build the image and start the network; (build, up-to-healthy) seconds."""
         log = self.workdir / "build.log"
+        started = time.monotonic()
         result = self.compose("build", timeout=900, check=False)
         log.write_text(result.stdout + result.stderr)
         if result.returncode != 0:
@@ -168,8 +170,10 @@ class Network:
             )
             tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
             raise ComposeError(f"building the image on {self.base_image} failed{hint}:\n{tail}")
+        built = time.monotonic()
         self.compose("up", "-d", timeout=300)
         self.wait_healthy(NODES)
+        return built - started, time.monotonic() - built
 
     def wait_healthy(self, nodes: tuple[str, ...] | list[str], timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout

@@ -138,7 +138,8 @@ class Network:
         return self.compose("exec", "-T", node, *argv, input=input, timeout=timeout).stdout
 
     def container(self, node: str) -> str:
-        cid = self.compose("ps", "-q", node).stdout.strip()
+        # --all: v2 lists only running containers without it (v1 lists stopped ones too)
+        cid = self.compose("ps", "--all", "-q", node).stdout.strip()
         if not cid:
             raise ComposeError(f"no container for {node}")
         return cid

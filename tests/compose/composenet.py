@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -95,6 +96,32 @@ def base_image() -> str:
 
 class ComposeError(AssertionError):
     pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_abandoned(command: list[str]) -> list[str]:
+    """Take down the networks of test sessions that died without tearing
+    down (killed outright): project mvdstest-PID-* whose PID is gone."""
+    listed = _run(["docker", "ps", "--all", "--filter", "label=com.docker.compose.project",
+                   "--format", '{{.Label "com.docker.compose.project"}}'])
+    reaped = []
+    for project in sorted(set(listed.stdout.split())):
+        match = re.fullmatch(r"mvdstest-(\d+)-[0-9a-f]+", project)
+        if match and not _alive(int(match.group(1))):
+            _run([*command, "--project-name", project, "--file", str(COMPOSE_FILE), "down",
+                  "--volumes", "--remove-orphans", "--rmi", "all", "--timeout", "1"],
+                 timeout=180, cwd=ROOT, env={**os.environ, "MVDS_IMAGE": f"mvds-node:{project}"})
+            reaped.append(project)
+    return reaped
 
 
 class Network:

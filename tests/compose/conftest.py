@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from composenet import Network, compose_version, find_compose_or_reason, in_ci
+from composenet import Network, compose_version, find_compose_or_reason, in_ci, reap_abandoned
 
 
 def _say(request, text: str) -> None:
@@ -31,6 +31,8 @@ def network(request, tmp_path_factory):
         if in_ci():
             pytest.fail(f"CI=true but the compose tests cannot run: {reason}", pytrace=False)
         pytest.skip(f"compose tests need a Docker engine and compose: {reason}")
+    for project in reap_abandoned(command):
+        _say(request, f"compose: took down {project}, left behind by a test session that died")
     net = Network(command, tmp_path_factory.mktemp("compose"))
     _say(request, f"compose: {compose_version(command)} ({' '.join(command)}), "
          f"project {net.project}, base image {net.base_image}")

@@ -175,6 +175,23 @@ class Network:
         out = _run(["docker", "inspect", self.container(node)]).stdout
         return json.loads(out)[0]
 
+    def address(self, node: str) -> str:
+        networks = self.inspect(node)["NetworkSettings"]["Networks"]
+        return next(iter(networks.values()))["IPAddress"]
+
+    def squat(self) -> str:
+        """Start a container on the network that takes the next free address
+        (a stopped node's, typically), so the node comes back at a new one.
+        Labelled as this project's, so `down --remove-orphans` removes it too."""
+        network = f"{self.project}_mvds"
+        result = _run(["docker", "run", "-d", "--network", network,
+                       "--label", f"com.docker.compose.project={self.project}",
+                       "--label", "com.docker.compose.service=squatter",
+                       "--entrypoint", "sleep", self.image, "600"], timeout=60)
+        if result.returncode != 0:
+            raise ComposeError(f"docker run on {network}: {result.stderr.strip()}")
+        return result.stdout.strip()
+
     def health(self, node: str) -> str:
         state = self.inspect(node)["State"]
         if state.get("Paused"):
@@ -265,7 +282,7 @@ class Network:
                 break
             if time.monotonic() > deadline:
                 raise AssertionError(f"messages still missing after {timeout} s: {missing}")
-            time.sleep(1)
+            time.sleep(2)  # each poll is four `compose exec`s: not too often on two cores
         for node in nodes:
             ids = [m["id"] for m in tails[node]]
             seqs = [m["seq"] for m in tails[node]]

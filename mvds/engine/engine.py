@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter, OrderedDict, deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 from mvds.engine.config import EngineConfig
 from mvds.engine.events import (
     Event,
@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # the store imports engine.records: avoid the cycle at run ti
     from mvds.store.base import Store
 
 _SENT_AT_LIMIT = 1 << 16
+_BUMPED_LIMIT = 4096
 
 _OFFER = RecordType.OFFER
 _REQUEST = RecordType.REQUEST
@@ -66,6 +67,10 @@ class Engine:
         self._last_heard: dict[bytes, float] = {}
         self._pulled_epoch: dict[bytes, int] = {}
         self._ephemeral_seen: OrderedDict[bytes, None] = OrderedDict()
+        self._bumped: OrderedDict[bytes, int] = OrderedDict()
+        """Last timestamp given to a repeated body, by the id it would have had
+        at its natural timestamp, so the N-th identical append starts where
+        the previous one ended instead of walking past N-1 taken ids."""
         self._next_due: float | None = None
         self._next_due_stale = True
         """The earliest send time of any in-flight record, kept between the
@@ -111,7 +116,11 @@ class Engine:
         collapse into one message; with an explicit timestamp an identical
         message is returned as it is (appends are idempotent then).
 
-        ``mode`` overrides the node's mode for this message; ``max_sends``
+        ``mode`` overrides the node's mode for this message towards the
+        peers it is shared with now (the override is not stored: a peer the
+        group is shared with later, and relays by other nodes, get it in
+        their sender's mode, which is how the receiver is served anyway);
+        ``max_sends``
         and ``ttl`` (seconds) bound its retransmission to each peer.
         Ephemeral messages are sent once to the peers sharing the group and
         are neither stored, acknowledged, retransmitted nor relayed.
@@ -122,39 +131,97 @@ class Engine:
             raise ValueError("max_sends must be at least 1")
         if ttl is not None and ttl <= 0:
             raise ValueError("ttl must be positive")
-        store = self.store
         self._next_due_stale = True
-        store.join(group_id)
-        parents = self._parents_for(group_id)
+        self.store.join(group_id)
+        peers = self.store.shared_peers(group_id)
+        kind = _OFFER if (mode or self.config.mode) is Mode.INTERACTIVE else _MESSAGE
+        expires_at = now + ttl if ttl is not None else None
+        message = self._append_one(
+            group_id, body, now, timestamp, ephemeral, peers, kind, max_sends, expires_at
+        )
+        for peer in peers:
+            self._schedule_flush(peer, now)
+        return message
+
+    def append_many(self, group_id: bytes, bodies: Iterable[bytes], now: float) -> list[Message]:
+        """Append several messages to a group, as :meth:`append` would one by
+        one (each the parent of the next), with the per-call work done once."""
+        if len(group_id) != ID_SIZE:
+            raise ValueError(f"group id must be {ID_SIZE} bytes")
+        self._next_due_stale = True
+        self.store.join(group_id)
+        peers = self.store.shared_peers(group_id)
+        kind = _OFFER if self.config.mode is Mode.INTERACTIVE else _MESSAGE
+        append = self._append_one
+        out = [append(group_id, body, now, None, False, peers, kind, None, None) for body in bodies]
+        for peer in peers:
+            self._schedule_flush(peer, now)
+        return out
+
+    def _append_one(
+        self,
+        group_id: bytes,
+        body: bytes,
+        now: float,
+        timestamp: int | None,
+        ephemeral: bool,
+        peers: list[bytes],
+        kind: RecordType,
+        max_sends: int | None,
+        expires_at: float | None,
+    ) -> Message:
+        """One append, its arguments checked; the caller schedules the flush."""
+        store = self.store
         message = Message(
             group_id,
             math.floor(now) if timestamp is None else timestamp,
             body,
-            parents,
+            self._parents_for(group_id),
             ephemeral,
         )
         if store.has_message(message.id):
             if timestamp is not None:
                 return store.get_message(message.id) or message
-            while store.has_message(message.id):
-                message = Message(group_id, message.timestamp + 1, body, parents, ephemeral)
+            message = self._next_free(message)
         self.stats["appended"] += 1
-        peers = store.shared_peers(group_id)
         if ephemeral:
             self._remember_ephemeral(message.id)
             for peer in peers:
                 self._direct.setdefault(peer, []).append(message)
-                self._schedule_flush(peer, now)
             return message
         store.add_message(message, ready=True, received_from=None)
-        kind = _OFFER if (mode or self.config.mode) is Mode.INTERACTIVE else _MESSAGE
-        expires_at = now + ttl if ttl is not None else None
-        epoch = self.epoch(now)
-        for peer in peers:
-            store.insert_record(
-                Record(message.id, peer, group_id, kind, 0, epoch, max_sends, expires_at)
-            )
-            self._schedule_flush(peer, now)
+        if peers:
+            epoch = math.floor(now / self._epoch_length)
+            insert, message_id = store.insert_record, message.id
+            for peer in peers:
+                insert(Record(message_id, peer, group_id, kind, 0, epoch, max_sends, expires_at))
+        return message
+
+    def _next_free(self, message: Message) -> Message:
+        """The same message at the first later timestamp whose id is not taken.
+
+        The id does not cover parents, so appending an identical body twice in
+        one second would collapse two messages into one; each repeat moves a
+        second ahead.  Remembering where the last repeat of this body ended
+        keeps a long run of identical appends linear instead of quadratic.
+        """
+        natural = message.id
+        timestamp = message.timestamp
+        last = self._bumped.get(natural)
+        if last is not None and last >= timestamp:
+            timestamp = last
+        store = self.store
+        group_id, body, parents = message.group_id, message.body, message.parents
+        while True:
+            timestamp += 1
+            message = Message(group_id, timestamp, body, parents, message.ephemeral)
+            if not store.has_message(message.id):
+                break
+        bumped = self._bumped
+        bumped[natural] = timestamp
+        bumped.move_to_end(natural)
+        if len(bumped) > _BUMPED_LIMIT:
+            bumped.popitem(last=False)
         return message
 
     def _parents_for(self, group_id: bytes) -> tuple[bytes, ...]:
@@ -390,9 +457,19 @@ class Engine:
             seen.popitem(last=False)
 
     def _on_offers(self, peer: bytes, offers: list[bytes], epoch: int, now: float) -> None:
+        """OFFERs: ACK what we hold, REQUEST what we lack — within shared groups.
+
+        An offer names only an id.  We answer for a message we hold only if
+        its group is shared with the offerer (an ACK would tell a stranger
+        which messages of other groups we hold), and request unknown ids only
+        from a peer that shares some group with us (nothing it could send
+        would be accepted otherwise).
+        """
         store = self.store
-        self.stats["offers_in"] += len(offers)
+        stats = self.stats
+        stats["offers_in"] += len(offers)
         acks = self._acks.get(peer)
+        may_request: bool | None = None
         for message_id in offers:
             record = store.get_record(message_id, peer)
             if record is not None and record.kind is not _REQUEST:
@@ -400,14 +477,30 @@ class Engine:
                 store.delete_record(message_id, peer)
                 self._events.append(MessageAcknowledged(message_id, peer))
                 record = None
-            if store.has_message(message_id):
+            message = store.get_message(message_id) if store.has_message(message_id) else None
+            if message is not None:
+                if not self._accepts(message.group_id, peer):
+                    stats["offers_refused"] += 1
+                    continue
                 # Tell the offerer we hold it, or it offers forever.
                 if acks is None:
                     acks = self._acks[peer] = []
                 acks.append(message_id)
                 self._schedule_flush(peer, now)
             elif record is None:
+                if may_request is None:
+                    may_request = self._shares_any(peer)
+                if not may_request:
+                    stats["offers_refused"] += 1
+                    continue
                 self._request(message_id, peer, UNKNOWN_GROUP, epoch, now)
+
+    def _shares_any(self, peer: bytes) -> bool:
+        """Whether ``peer`` may send us messages of some group."""
+        store = self.store
+        if self.config.accept_unshared:
+            return True
+        return any(store.is_shared(group_id, peer) for group_id in store.groups())
 
     def _on_requests(self, peer: bytes, requests: list[bytes], epoch: int, now: float) -> None:
         store = self.store

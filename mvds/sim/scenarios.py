@@ -3,8 +3,8 @@
 A scenario turns its parameters (see :mod:`mvds.sim.params`) and a seeded
 generator into a :class:`mvds.sim.model.Setup`; sweeps run one base setup
 over a grid of loss / availability / mode / policy values.  ``mvds sim
---list`` prints them with their questions; ``mvds sim NAME --help-params``
-(or the report) lists the parameters.
+--list`` prints them with their questions; ``mvds sim NAME --list`` (or the
+report) lists a scenario's parameters and defaults.
 """
 
 from __future__ import annotations

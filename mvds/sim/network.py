@@ -34,7 +34,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
-from mvds.engine import Engine, EngineConfig, MessageReceived, policy_by_name
+from mvds.engine import Engine, MessageReceived
 from mvds.sim.exposure import Exposure
 from mvds.sim.model import EPOCH_LENGTH, Setup, group_id_for, peer_id_for
 from mvds.sim.metrics import Recorder
@@ -153,14 +153,7 @@ class Simulation:
         self.engines: list[Engine] = []
         self.schedules = []
         for i, node in enumerate(setup.nodes):
-            config = EngineConfig(
-                mode=node.mode,
-                delivery=node.delivery,
-                epoch_length=EPOCH_LENGTH,
-                policy=policy_by_name(node.policy),
-                accept_unshared=True,
-                seed=self.seed * 1_000_003 + i,
-            )
+            config = node.engine_config(self.seed * 1_000_003 + i)
             engine = Engine(MemoryStore(), config, now=0.0)
             for group in node.groups:
                 engine.join(group_id_for(group))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from mvds.wire import Message, Payload
 
@@ -31,8 +32,7 @@ class MessageInfo:
     parents: tuple[bytes, ...]
 
 
-@dataclass(frozen=True)
-class Delivery:
+class Delivery(NamedTuple):
     """``node`` handed ``message`` to its application at ``time``, from ``via``."""
 
     time: float

@@ -386,17 +386,15 @@ class Simulation:
     def _flush(self, node: int, now: float) -> None:
         """Send what the engine has due, collect its events, set its wake-up.
 
-        ``next_timer()`` is when ``payloads_to_send`` next has work, so a
-        node whose timer lies ahead (typically one that just took in ACKs)
-        is not asked to build payloads at all: same result, less work.
+        ``payloads_to_send`` is asked every time: it finds out what is due
+        in the same pass that ``next_timer()`` would make to say whether
+        anything is, and leaves ``next_timer()`` nothing to recompute.
         """
         engine = self.engines[node]
         by_peer_id = self.by_peer_id
+        for peer_id, payload in engine.payloads_to_send(now):
+            self._transmit(node, by_peer_id[peer_id], payload, now)
         wake = engine.next_timer()
-        if wake is not None and wake <= now:
-            for peer_id, payload in engine.payloads_to_send(now):
-                self._transmit(node, by_peer_id[peer_id], payload, now)
-            wake = engine.next_timer()
         recorder = self.recorder
         for event in engine.events():
             if type(event) is MessageReceived and event.seq is not None:

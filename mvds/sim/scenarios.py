@@ -509,6 +509,12 @@ ALL_RUNS: list[tuple[str, str, dict[str, str]]] = [
     # Variants docs/SIMULATION.md compares against the defaults.
     ("availability-alone", "availability", {"with_c": "false"}),
     ("reference-lossless", "reference", {"offline": "0"}),
+    ("reference-causal", "reference", {"delivery": "causal"}),
+    ("reference-engine-rules", "reference", {"rules": "engine"}),
+    # Every policy under the same rules: the policy's shape against the
+    # engine's rules.
+    ("sweep-policy-spec", "sweep-policy", {"rules": "spec"}),
+    ("sweep-policy-engine", "sweep-policy", {"rules": "engine"}),
 ]
 """What ``mvds sim all`` runs: (output directory, scenario, parameters)."""
 

@@ -466,8 +466,9 @@ SWEEP_LOSS = Scenario(
 )
 SWEEP_POLICY = Scenario(
     "sweep-policy",
-    "Retransmission policies (reference linear epoch+2*count, sketch count^2+1, "
-    "ours exponential) against loss.",
+    "Retransmission policies against loss: the reference's linear epoch+2*count and the "
+    "sketch's count^2+1 as specified, ours (exponential) with the engine's rules "
+    "(rules=spec or rules=engine runs every policy the same way).",
     sweep_base_params([0.0, 0.3, 0.5, 0.7, 0.9], [1.0], ["batch"], list(POLICY_NAMES)),
     axes=("loss", "availability", "modes", "policies"),
 )

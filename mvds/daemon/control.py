@@ -25,6 +25,7 @@ import trio
 from mvds import __version__
 from mvds.daemon.logs import get_logger
 from mvds.daemon.node import Node, NodeError
+from mvds.ids import INT64_MAX
 
 MAX_LINE = 16 * 1024 * 1024
 """Longest request line (an append_many of many bodies, base64)."""
@@ -260,8 +261,8 @@ class ControlServer:
         self, stream: trio.SocketStream, request: dict[str, Any], request_id: Any
     ) -> None:
         since = _field(request, "since", int, 0)
-        if since < 0:
-            raise RequestError("'since' must not be negative")
+        if not 0 <= since <= INT64_MAX:
+            raise RequestError(f"'since' must be between 0 and {INT64_MAX}")
         group = _field(request, "group", str, None)
         follow = _field(request, "follow", bool, False)
         node = self.node

@@ -72,6 +72,15 @@ class NodeError(Exception):
     """A request the node cannot carry out; the message says why, in one line."""
 
 
+def _parse_group(group: str) -> bytes:
+    """A group name or 64-hex id from a caller; NodeError (not ValueError) if
+    it is unusable, so the control API answers it as a bad request."""
+    try:
+        return parse_group(group)
+    except ValueError as exc:
+        raise NodeError(str(exc)) from None
+
+
 @dataclass(frozen=True)
 class ReceivedMessage:
     """A message handed to the application.
@@ -171,6 +180,7 @@ def engine_config(config: NodeConfig) -> EngineConfig:
         flush_delay=config.flush_ms / 1000.0,
         policy=ExponentialBackoff(max_delay=config.backoff_max_epochs),
         max_inflight=config.max_inflight,
+        max_requests=config.max_requests,
         seed=config.seed or 0,
     )
 
@@ -350,7 +360,7 @@ class Node:
     # -- the public API (embedding and control API) ------------------------------
     def group_id(self, group: str | bytes) -> bytes:
         """A group's id from its name, 64-hex id or raw 32 bytes; must be known."""
-        group_id = group if isinstance(group, bytes) else parse_group(group)
+        group_id = group if isinstance(group, bytes) else _parse_group(group)
         if len(group_id) != ID_SIZE:
             raise NodeError(f"a group id is {ID_SIZE} bytes")
         if not self.store.is_member(group_id):
@@ -406,7 +416,7 @@ class Node:
 
     async def join(self, group: str) -> bytes:
         """Become a member of a group (append to it, accept it from peers sharing it)."""
-        group_id = parse_group(group)
+        group_id = _parse_group(group)
 
         def apply(now: float) -> bytes:
             self.engine.join(group_id)
@@ -498,7 +508,7 @@ class Node:
         await self._change_sharing(group, peer_name, add=False)
 
     async def _change_sharing(self, group: str, peer_name: str, *, add: bool) -> None:
-        group_id = parse_group(group)
+        group_id = _parse_group(group)
 
         def apply(now: float) -> None:
             entry = self.config.peer_named(peer_name)

@@ -359,8 +359,15 @@ class Engine:
     def _request(
         self, message_id: bytes, peer: bytes, group_id: bytes, epoch: int, now: float
     ) -> None:
-        if self.store.get_record(message_id, peer) is None:
-            self.store.insert_record(
+        store = self.store
+        if store.get_record(message_id, peer) is None:
+            if store.request_count(peer) >= self.config.max_requests:
+                # A peer cannot make us hold unbounded sync state (an OFFER
+                # flood of ids that do not exist); honest peers re-offer.
+                self.stats["requests_capped"] += 1
+                self._peer_counter(peer)["requests_capped"] += 1
+                return
+            store.insert_record(
                 Record(
                     message_id,
                     peer,

@@ -144,10 +144,10 @@ class NodeConfig:
             fail("max_inflight", "must be between 1 and 1000000")
         if not 1 <= self.max_requests <= 1_000_000:
             fail("max_requests", "must be between 1 and 1000000")
-        if self.flush_ms < 0:
-            fail("flush_ms", "must not be negative")
-        if self.backoff_max_epochs < 1:
-            fail("backoff_max_epochs", "must be at least 1")
+        if not 0 <= self.flush_ms <= 60_000:  # also refuses nan (TOML has it)
+            fail("flush_ms", "must be between 0 and 60000")
+        if not 1 <= self.backoff_max_epochs <= 1_000_000:
+            fail("backoff_max_epochs", "must be between 1 and 1000000")
         if not 0.0 <= self.loss < 1.0:
             fail("loss", "must be at least 0 and below 1")
         if self.schedule:

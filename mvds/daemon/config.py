@@ -90,6 +90,10 @@ class NodeConfig:
     """Unacknowledged messages per peer and group before new ones wait."""
     max_requests: int = 4096
     """Most REQUEST records kept towards one peer; beyond it OFFERs are not requested (counted)."""
+    control_max_clients: int = 32
+    """Most control API connections served at once; more are refused with an error."""
+    control_max_line: int = 16 * 1024 * 1024
+    """Longest control API request line in bytes; a longer one gets an error and is closed."""
     flush_ms: float = 0.0
     """How long new records may wait to be coalesced into one payload."""
     backoff_max_epochs: int = 64
@@ -144,6 +148,10 @@ class NodeConfig:
             fail("max_inflight", "must be between 1 and 1000000")
         if not 1 <= self.max_requests <= 1_000_000:
             fail("max_requests", "must be between 1 and 1000000")
+        if not 1 <= self.control_max_clients <= 10_000:
+            fail("control_max_clients", "must be between 1 and 10000")
+        if not 1024 <= self.control_max_line <= 256 * 1024 * 1024:
+            fail("control_max_line", f"must be between 1024 and {256 * 1024 * 1024}")
         if not 0 <= self.flush_ms <= 60_000:  # also refuses nan (TOML has it)
             fail("flush_ms", "must be between 0 and 60000")
         if not 1 <= self.backoff_max_epochs <= 1_000_000:

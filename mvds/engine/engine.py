@@ -272,6 +272,9 @@ class Engine:
             if len(message.parents) > config.max_parents:
                 stats["dropped_too_many_parents"] += 1
                 continue
+            if len(message.body) > config.max_body:
+                stats["dropped_oversized_body"] += 1
+                continue
             message_id = message.id
             if message_id in message.parents:
                 # Ids do not cover metadata, so a hostile peer can name a

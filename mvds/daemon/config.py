@@ -19,7 +19,7 @@ from typing import Any
 
 from mvds.daemon.schedule import Schedule
 from mvds.ids import parse_peer_id
-from mvds.secure.limits import MAX_BODY_SIZE, MAX_DATAGRAM_SIZE
+from mvds.secure.limits import MAX_BODY_SIZE, MAX_DATAGRAM_SIZE, MAX_PARENTS_ON_WIRE
 
 MAX_UDP_PAYLOAD = MAX_DATAGRAM_SIZE
 
@@ -88,12 +88,16 @@ class NodeConfig:
     """Largest message body accepted at append (a message travels whole in one datagram)."""
     max_inflight: int = 1024
     """Unacknowledged messages per peer and group before new ones wait."""
+    max_parents: int = MAX_PARENTS_ON_WIRE
+    """Most parents put on an appended message and accepted on a received one (more: dropped, counted)."""
     max_requests: int = 4096
     """Most REQUEST records kept towards one peer; beyond it OFFERs are not requested (counted)."""
     control_max_clients: int = 32
     """Most control API connections served at once; more are refused with an error."""
     control_max_line: int = 16 * 1024 * 1024
     """Longest control API request line in bytes; a longer one gets an error and is closed."""
+    drop_log_interval_s: float = 10.0
+    """Dropped datagrams are all counted but logged at most once per reason per this many seconds."""
     flush_ms: float = 0.0
     """How long new records may wait to be coalesced into one payload."""
     backoff_max_epochs: int = 64
@@ -146,6 +150,10 @@ class NodeConfig:
             fail("max_body", f"must be between 1 and {MAX_BODY_SIZE} (a message travels whole in one datagram)")
         if not 1 <= self.max_inflight <= 1_000_000:
             fail("max_inflight", "must be between 1 and 1000000")
+        if not 1 <= self.max_parents <= MAX_PARENTS_ON_WIRE:
+            fail("max_parents", f"must be between 1 and {MAX_PARENTS_ON_WIRE} (the protocol's limit)")
+        if not 0 <= self.drop_log_interval_s <= 86_400:
+            fail("drop_log_interval_s", "must be between 0 and 86400")
         if not 1 <= self.max_requests <= 1_000_000:
             fail("max_requests", "must be between 1 and 1000000")
         if not 1 <= self.control_max_clients <= 10_000:

@@ -132,6 +132,21 @@ def test_requests_for_unknown_or_unshared_messages_send_nothing(store):
     assert engine.stats["requests_unknown"] == 20
 
 
+def test_offers_of_unshared_messages_are_not_acknowledged(store):
+    """An ACK would tell the peer this node holds a message it may not see."""
+    engine = _engine(store)
+    other = group_id_for_name("secret")
+    with store.transaction():
+        engine.join(other)
+        secret = engine.append(other, b"not for P", 0.0)
+        shared = engine.append(GROUP, b"for P", 0.0)
+        engine.payloads_to_send(0.0)
+    out = _step(store, engine, Payload(offers=[secret.id, shared.id]), 1.0)
+    acked = {i for p in out for i in p.acks}
+    assert secret.id not in acked and shared.id in acked
+    assert engine.stats["offers_refused"] == 1
+
+
 def test_an_oversized_body_is_dropped_without_ack(store):
     engine = _engine(store, max_body=1000)
     big = Message(GROUP, 1, b"b" * 1001)

@@ -411,6 +411,12 @@ class Engine:
                 self._events.append(MessageAcknowledged(message_id, peer))
                 record = None
             if store.has_message(message_id):
+                held = store.get_message(message_id)
+                if held is not None and not self._accepts(held.group_id, peer):
+                    # An ACK would tell the peer we hold a message of a group
+                    # not shared with it (as a REQUEST for it would).
+                    self.stats["offers_refused"] += 1
+                    continue
                 # Tell the offerer we hold it, or it offers forever.
                 if acks is None:
                     acks = self._acks[peer] = []

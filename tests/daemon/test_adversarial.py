@@ -304,11 +304,13 @@ def test_groups_not_shared_with_the_peer_stay_closed(net):
     before = net.counts()
     intruder = _message("into secret", group=SECRET)
     net.m_send(docpeer.DocPayload(requests=[secret]))
+    net.m_send(docpeer.DocPayload(offers=[secret]))
     net.m_send(docpeer.DocPayload(messages=[intruder]))
-    net.wait_counts(before, requests_refused=1, dropped_unshared_group=1)
+    net.wait_counts(before, requests_refused=1, offers_refused=1, dropped_unshared_group=1)
     payloads = net.m_collect(1.0)
     assert not any(m.id == secret for p in payloads for m in p.messages)
-    assert intruder.id not in {i for p in payloads for i in p.acks}
+    acked = {i for p in payloads for i in p.acks}
+    assert intruder.id not in acked and secret not in acked
     assert net.counts()["stored"] == before["stored"]
     net.assert_honest_sync()
 

@@ -200,6 +200,19 @@ def test_forged_sender_keys_fail_authentication(net):
     net.assert_honest_sync()
 
 
+def test_authenticated_garbage_and_unasked_plaintext_are_dropped(net):
+    before = net.counts()
+    net.m_send(b"\xff\xff\xff garbage, sealed with M's real key")  # authentic, not a Payload
+    net.m_send(b"\x0a\x05short")  # an ack id of 5 bytes
+    intruder = _message("in plaintext")
+    net.m_raw(bytes([docpeer.PLAINTEXT]) + net.m.public
+              + docpeer.encode_payload(docpeer.DocPayload(messages=[intruder])))
+    net.wait_counts(before, malformed=2, plaintext_refused=1)
+    assert net.counts()["stored"] == before["stored"]
+    assert net.logged("datagram.dropped", reason="malformed")
+    net.assert_honest_sync()
+
+
 def test_bit_flips_and_truncations_never_get_through(net):
     rng = random.Random(8)
     message = _message("flipped")

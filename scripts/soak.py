@@ -221,7 +221,11 @@ def summarize_samples(samples: list[tuple[float, int, int]], warmup: float) -> d
     first, last = after[0], after[-1]
     rss = [s[1] for s in after]
     fds = [s[2] for s in after]
+    by_minute: dict[int, tuple[int, int]] = {}
+    for t, r, f in samples:  # the first sample of each minute
+        by_minute.setdefault(int(t // 60), (r, f))
     return {
+        "rss_kb_fds_by_minute": {str(m): list(v) for m, v in sorted(by_minute.items())},
         "samples": len(samples),
         "rss_kb_first": first[1], "rss_kb_last": last[1], "rss_kb_max": max(rss),
         "rss_kb_median": int(statistics.median(rss)),
@@ -282,7 +286,9 @@ def main(argv: list[str] | None = None) -> int:
             if elapsed >= next_report:
                 total = sum(len(n.appended) for n in nodes.values())
                 held = {n: len(r.seen) for n, r in readers.items()}
-                print(f"[{elapsed / 60:5.1f} min] appended {total}, received {held}", flush=True)
+                rss = {n: node.samples[-1][1] // 1024 for n, node in nodes.items() if node.samples}
+                print(f"[{elapsed / 60:5.1f} min] appended {total}, received {held}, RSS MB {rss}",
+                      flush=True)
                 next_report += 60.0
             time.sleep(min(args.sample, max(0.0, lossy - elapsed)))
         stop_appending.set()

@@ -411,6 +411,7 @@ class ControlTarget:
     def _serve(self) -> None:
         import trio
 
+
         from mvds.daemon.control import ControlServer
         from mvds.daemon.node import Node
 
@@ -420,6 +421,11 @@ class ControlTarget:
         init_node_dir(directory, listen="127.0.0.1:0")
 
         async def main() -> None:
+            # add_peer resolves addresses; fuzzed ones are often host names.
+            # A million of them must not become a million DNS queries (slow,
+            # and traffic off this machine): numeric addresses only, names
+            # fail as "not known" at once, as they would offline.
+            trio.socket.set_custom_hostname_resolver(_NumericResolver())
             # A node directory, as `mvds run` has: SQLite store, config file.
             async with Node.open(directory) as node:
                 async with trio.open_nursery() as nursery:
@@ -489,6 +495,16 @@ class ControlTarget:
         if request["op"] == "subscribe":
             request.pop("follow", None)
         return request
+
+
+class _NumericResolver:
+    """A trio hostname resolver that never asks DNS (fuzzing only)."""
+
+    async def getaddrinfo(self, host, port, family=0, type=0, proto=0, flags=0):  # noqa: A002
+        return socket.getaddrinfo(host, port, family, type, proto, flags | socket.AI_NUMERICHOST)
+
+    async def getnameinfo(self, sockaddr, flags):
+        return socket.getnameinfo(sockaddr, flags | socket.NI_NUMERICHOST)
 
 
 TARGETS: dict[str, Callable[[], Callable[[bytes], None]]] = {

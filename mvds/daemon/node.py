@@ -828,6 +828,7 @@ class Node:
                     "retransmissions": engine_counts["retransmissions"],
                     "payloads_in": engine_counts["payloads_in"],
                     "payloads_out": engine_counts["payloads_out"],
+                    "requests_capped": engine_counts["requests_capped"],
                 }
             )
         transport = self.transport

@@ -279,7 +279,9 @@ def test_an_offer_flood_holds_bounded_state(net):
     room = MAX_REQUESTS - pending_before
     net.wait_counts(before, offers_in=len(offered), requests_capped=len(offered) - room)
     assert _pending(net, "m")["request"] == MAX_REQUESTS
-    assert net.status()["peers"][_index(net, "m")]["pending"]["request"] == MAX_REQUESTS
+    peer = net.status()["peers"][_index(net, "m")]
+    assert peer["pending"]["request"] == MAX_REQUESTS
+    assert peer["requests_capped"] == net.counts()["requests_capped"]  # all M's doing
     # What N asks M for is bounded by the cap too.
     requested = {i for p in net.m_collect(1.5) for i in p.requests}
     assert requested <= set(offered)

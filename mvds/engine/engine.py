@@ -22,6 +22,7 @@ peer); new records go out as soon as the caller asks for payloads after
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections import Counter, OrderedDict, deque
@@ -66,6 +67,10 @@ class Engine:
         self._last_heard: dict[bytes, float] = {}
         self._pulled_epoch: dict[bytes, int] = {}
         self._ephemeral_seen: OrderedDict[bytes, None] = OrderedDict()
+        self._next_free: OrderedDict[tuple[bytes, bytes], int] = OrderedDict()
+        """(group, body digest) -> the timestamp after the last one an append
+        of that content took, so repeated identical appends do not rescan
+        every timestamp taken before (bounded like _ephemeral_seen)."""
         self._next_due: float | None = None
         self._next_due_stale = True
         """The earliest send time of any in-flight record, kept between the
@@ -136,8 +141,19 @@ class Engine:
         if store.has_message(message.id):
             if timestamp is not None:
                 return store.get_message(message.id) or message
+            # Same content in the same second: the next free second.  Start
+            # after the last one taken for this content; scanning from
+            # floor(now) each time made N identical appends cost O(N^2).
+            key = (group_id, hashlib.sha256(body).digest())
+            start = max(message.timestamp + 1, self._next_free.get(key, 0))
+            message = Message(group_id, start, body, parents, ephemeral)
             while store.has_message(message.id):
                 message = Message(group_id, message.timestamp + 1, body, parents, ephemeral)
+            next_free = self._next_free
+            next_free[key] = message.timestamp + 1
+            next_free.move_to_end(key)
+            if len(next_free) > self.config.ephemeral_memory:
+                next_free.popitem(last=False)
         self.stats["appended"] += 1
         peers = store.shared_peers(group_id)
         if ephemeral:

@@ -130,6 +130,24 @@ def test_offer_of_a_message_we_hold_is_acked_not_requested():
     assert b.pending() == {}
 
 
+
+def test_offers_from_a_peer_outside_the_group_reveal_nothing_and_cost_nothing():
+    b = engine()
+    b.share(GROUP, A, 0)
+    mine = b.append(GROUP, b"mine", 0.0)
+    b.receive(A, Payload(acks=[mine.id]), 0.0)
+    # C shares no group with b: offering a message b holds gets no ACK (that
+    # would reveal b holds it), offering an unknown id no REQUEST.
+    b.receive(C, Payload(offers=[mine.id, b"u" * 32]), 0.1)
+    assert C not in sent_to(b, 0.1)
+    assert b.pending() == {} and b.stats["offers_refused"] == 2
+    # Sharing another group with C lets C offer unknown ids (for that
+    # group), but still not learn about GROUP's messages.
+    b.share(GROUP2, C, 0.2)
+    b.receive(C, Payload(offers=[mine.id, b"u" * 32]), 0.3)
+    reply = sent_to(b, 0.3)[C]
+    assert reply.acks == [] and reply.requests == [b"u" * 32]
+
 def test_duplicates_are_acked_again_but_delivered_once():
     net = Net()
     net.add("A"), net.add("B")
@@ -485,6 +503,25 @@ def test_appending_does_not_scan_the_history():
         a.append(GROUP, b"%d" % i, 0.0)
     assert CountingStore.scans == 0
 
+
+
+def test_repeating_a_body_stays_linear_and_keeps_every_message():
+    """The id does not cover parents, so identical bodies appended in one
+    second move a second ahead each; the N-th must not probe N-1 taken ids."""
+
+    class CountingStore(MemoryStore):
+        lookups = 0
+
+        def has_message(self, message_id):
+            CountingStore.lookups += 1
+            return super().has_message(message_id)
+
+    a = Engine(CountingStore(), EngineConfig(epoch_length=1.0), now=0.0)
+    ids = {a.append(GROUP, b"ok", 5.0).id for _ in range(2000)}
+    assert len(ids) == 2000 and a.store.message_count() == 2000
+    assert CountingStore.lookups < 3 * 2000
+    # A later second still finds a free timestamp, never a taken one.
+    assert a.append(GROUP, b"ok", 6.0).id not in ids
 
 def test_causal_delivery_holds_children_and_requests_parents_from_the_sender():
     b = engine(delivery=Delivery.CAUSAL)

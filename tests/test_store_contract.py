@@ -50,7 +50,17 @@ def rec(message_id: bytes, peer: bytes = P, group: bytes = G1, kind=MESSAGE, **k
 
 
 def mid(n: int) -> bytes:
+    """An id no message has (what a REQUEST record names)."""
     return n.to_bytes(32, "big")
+
+
+def held(store, n: int, group: bytes = G1) -> bytes:
+    """The id of a stored message (what OFFER and MESSAGE records name: the
+    engine stores a message before making records to send it)."""
+    m = msg(b"held %d" % n, group)
+    if not store.has_message(m.id):
+        add(store, m)
+    return m.id
 
 
 # -- small named values -----------------------------------------------------------
@@ -205,37 +215,54 @@ def test_release_order_is_the_order_children_started_waiting(store):
 
 
 def test_insert_get_update_delete(store):
-    r = rec(mid(1), max_sends=3, expires_at=12.5, send_epoch=4)
+    one, two = held(store, 1), held(store, 2)
+    r = rec(one, max_sends=3, expires_at=12.5, send_epoch=4)
     store.insert_record(r)
-    got = store.get_record(mid(1), P)
+    got = store.get_record(one, P)
     assert got == r
-    assert store.get_record(mid(1), Q) is None and store.get_record(mid(2), P) is None
+    assert store.get_record(one, Q) is None and store.get_record(two, P) is None
     with pytest.raises(ValueError):
-        store.insert_record(rec(mid(1)))
+        store.insert_record(rec(one))
     with pytest.raises(KeyError):
-        store.update_record(rec(mid(2)))
+        store.update_record(rec(two))
     got.send_count, got.send_epoch = 1, 7
     store.update_record(got)
-    assert store.get_record(mid(1), P) == rec(
-        mid(1), send_count=1, send_epoch=7, max_sends=3, expires_at=12.5
+    assert store.get_record(one, P) == rec(
+        one, send_count=1, send_epoch=7, max_sends=3, expires_at=12.5
     )
-    assert store.delete_record(mid(1), P) == rec(
-        mid(1), send_count=1, send_epoch=7, max_sends=3, expires_at=12.5
+    assert store.delete_record(one, P) == rec(
+        one, send_count=1, send_epoch=7, max_sends=3, expires_at=12.5
     )
-    assert store.delete_record(mid(1), P) is None
-    assert store.get_record(mid(1), P) is None
-    store.insert_record(rec(mid(1)))  # may come back after deletion
+    assert store.delete_record(one, P) is None
+    assert store.get_record(one, P) is None
+    store.insert_record(rec(one))  # may come back after deletion
     assert store.record_count() == 1
 
 
+def test_request_records_work_the_same_way(store):
+    r = rec(mid(1), kind=REQUEST, group=UNKNOWN_GROUP, max_sends=3)
+    store.insert_record(r)
+    assert store.get_record(mid(1), P) == r
+    with pytest.raises(ValueError):
+        store.insert_record(rec(mid(1), kind=REQUEST, group=UNKNOWN_GROUP))
+    got = store.get_record(mid(1), P)
+    got.send_count, got.send_epoch = 2, 9
+    store.update_record(got)
+    assert store.get_record(mid(1), P).send_count == 2
+    assert store.delete_record(mid(1), P).send_epoch == 9
+    assert store.get_record(mid(1), P) is None and store.record_count() == 0
+
+
 def test_new_records_are_fifo_per_peer_and_group(store):
-    for n in range(6):
-        store.insert_record(rec(mid(n), group=G1 if n % 2 else G2))
-    store.insert_record(rec(mid(9), peer=Q))
+    ids = {n: held(store, n, G1 if n % 2 else G2) for n in range(6)}
+    # Inserted in an order that is not the messages' storage order.
+    for n in (1, 0, 5, 2, 3, 4):
+        store.insert_record(rec(ids[n], group=G1 if n % 2 else G2))
+    store.insert_record(rec(held(store, 9), peer=Q))
     store.insert_record(rec(mid(8), kind=REQUEST, group=UNKNOWN_GROUP))
-    assert [r.message_id for r in store.new_records(P, G1, 10)] == [mid(1), mid(3), mid(5)]
-    assert [r.message_id for r in store.new_records(P, G1, 2)] == [mid(1), mid(3)]
-    assert [r.message_id for r in store.new_records(P, G2, 10)] == [mid(0), mid(2), mid(4)]
+    assert [r.message_id for r in store.new_records(P, G1, 10)] == [ids[1], ids[5], ids[3]]
+    assert [r.message_id for r in store.new_records(P, G1, 2)] == [ids[1], ids[5]]
+    assert [r.message_id for r in store.new_records(P, G2, 10)] == [ids[0], ids[2], ids[4]]
     assert store.new_records(P, G1, 0) == [] and store.new_records(R, G1, 5) == []
     assert sorted(store.groups_with_new_records(P)) == sorted([G1, G2])
     assert store.groups_with_new_records(R) == []
@@ -246,16 +273,20 @@ def test_new_records_are_fifo_per_peer_and_group(store):
 
 
 def test_updating_a_new_record_moves_it_to_the_back(store):
-    for n in range(3):
-        store.insert_record(rec(mid(n), kind=OFFER))
-    first = store.get_record(mid(0), P)
+    ids = [held(store, n) for n in range(3)]
+    for i in ids:
+        store.insert_record(rec(i, kind=OFFER))
+    first = store.get_record(ids[0], P)
     first.kind = MESSAGE  # a REQUEST turned the OFFER into a MESSAGE, not yet sent
     store.update_record(first)
-    assert [r.message_id for r in store.new_records(P, G1, 10)] == [mid(1), mid(2), mid(0)]
-    assert store.get_record(mid(0), P).kind is MESSAGE
+    assert [r.message_id for r in store.new_records(P, G1, 10)] == [ids[1], ids[2], ids[0]]
+    assert store.get_record(ids[0], P).kind is MESSAGE
 
 
 def test_in_flight_records_wait_for_their_epoch(store):
+    def mid(n: int) -> bytes:  # noqa: F811 - records name held messages here
+        return held(store, n)
+
     for n, epoch in [(1, 5), (2, 3), (3, 5), (4, 9)]:
         store.insert_record(rec(mid(n)))
         r = store.get_record(mid(n), P)
@@ -278,7 +309,7 @@ def test_in_flight_records_wait_for_their_epoch(store):
 
 def test_requests_are_not_windowed(store):
     store.insert_record(rec(mid(1), kind=REQUEST, group=UNKNOWN_GROUP))
-    store.insert_record(rec(mid(2)))
+    store.insert_record(rec(held(store, 2)))
     for r in store.new_requests(P, 5) + store.new_records(P, G1, 5):
         r.send_count, r.send_epoch = 1, 2
         store.update_record(r)
@@ -288,6 +319,9 @@ def test_requests_are_not_windowed(store):
 
 
 def test_pull_forward(store):
+    def mid(n: int) -> bytes:  # noqa: F811 - records name held messages here
+        return held(store, n)
+
     for n, epoch in [(1, 3), (2, 10), (3, 50)]:
         store.insert_record(rec(mid(n)))
         r = store.get_record(mid(n), P)
@@ -297,7 +331,7 @@ def test_pull_forward(store):
     assert store.pull_forward(P, 8, 2) == 2
     assert store.pull_forward(Q, 0, 0) == 0
     assert store.next_due_epoch(P) == 2
-    assert sorted(r.message_id for r in store.due_records(P, 2)) == [mid(2), mid(3)]
+    assert sorted(r.message_id for r in store.due_records(P, 2)) == sorted([mid(2), mid(3)])
     assert store.get_record(mid(1), P).send_epoch == 3
     assert store.get_record(mid(4), P).send_count == 0
 
@@ -308,16 +342,33 @@ def test_delete_requests_for_a_message(store):
     sent = store.get_record(mid(1), Q)
     sent.send_count, sent.send_epoch = 1, 1
     store.update_record(sent)
-    store.insert_record(rec(mid(1), peer=R))  # a MESSAGE record: not a request
+    mine = held(store, 3)
+    store.insert_record(rec(mine, peer=R))  # a MESSAGE record: not a request
     store.insert_record(rec(mid(2), peer=P, kind=REQUEST, group=UNKNOWN_GROUP))
     assert store.delete_requests_for(mid(1)) == 2
     assert store.delete_requests_for(mid(1)) == 0
+    assert store.delete_requests_for(mine) == 0
     assert store.get_record(mid(1), P) is None and store.get_record(mid(1), Q) is None
-    assert store.get_record(mid(1), R) is not None and store.get_record(mid(2), P) is not None
+    assert store.get_record(mine, R) is not None and store.get_record(mid(2), P) is not None
     assert store.record_count() == 2
 
 
+def test_a_request_settled_by_its_message_can_become_a_message_record(store):
+    """The message arrives: the REQUEST for it goes, and a MESSAGE record to
+    relay it to the same peer may follow at once (they live apart on disk)."""
+    m = msg(b"requested")
+    store.insert_record(rec(m.id, peer=Q, kind=REQUEST, group=UNKNOWN_GROUP))
+    add(store, m)
+    assert store.delete_requests_for(m.id) == 1
+    store.insert_record(rec(m.id, peer=Q, kind=MESSAGE))
+    assert store.get_record(m.id, Q).kind is MESSAGE
+    assert store.record_stats() == {(Q, MESSAGE): 1}
+
+
 def test_delete_group_records(store):
+    def mid(n: int) -> bytes:  # noqa: F811 - records name held messages here
+        return held(store, n, G2 if n == 3 else G1)
+
     store.insert_record(rec(mid(1), group=G1))
     store.insert_record(rec(mid(2), group=G1))
     store.insert_record(rec(mid(3), group=G2))
@@ -335,26 +386,29 @@ def test_delete_group_records(store):
 def test_record_counts_and_stats(store):
     assert store.record_count() == 0 and store.record_stats() == {}
     assert store.peers_with_records() == []
-    store.insert_record(rec(mid(1), kind=OFFER))
-    store.insert_record(rec(mid(2), kind=OFFER))
-    store.insert_record(rec(mid(3), kind=REQUEST, group=UNKNOWN_GROUP, peer=Q))
-    store.insert_record(rec(mid(4), peer=Q))
-    r = store.get_record(mid(4), Q)
+    ids = {n: held(store, n) for n in (1, 2, 4)}
+    ids[3] = mid(3)
+    store.insert_record(rec(ids[1], kind=OFFER))
+    store.insert_record(rec(ids[2], kind=OFFER))
+    store.insert_record(rec(ids[3], kind=REQUEST, group=UNKNOWN_GROUP, peer=Q))
+    store.insert_record(rec(ids[4], peer=Q))
+    r = store.get_record(ids[4], Q)
     r.send_count = 1
     store.update_record(r)
     assert store.record_count() == 4
     assert store.record_stats() == {(P, OFFER): 2, (Q, REQUEST): 1, (Q, MESSAGE): 1}
     assert store.peers_with_records() == sorted([P, Q])
     for n, peer in [(1, P), (2, P), (3, Q), (4, Q)]:
-        store.delete_record(mid(n), peer)
+        store.delete_record(ids[n], peer)
     assert store.record_count() == 0 and store.record_stats() == {}
     assert store.peers_with_records() == []
 
 
 def test_a_returned_record_can_be_deleted_then_reinserted(store):
-    store.insert_record(rec(mid(1), kind=OFFER))
+    one = held(store, 1)
+    store.insert_record(rec(one, kind=OFFER))
     (r,) = store.new_records(P, G1, 5)
     store.delete_record(r.message_id, r.peer)
     assert store.new_records(P, G1, 5) == [] and not store.has_new_records(P)
-    store.insert_record(rec(mid(1), kind=MESSAGE))
+    store.insert_record(rec(one, kind=MESSAGE))
     assert [x.kind for x in store.new_records(P, G1, 5)] == [MESSAGE]

@@ -3,6 +3,8 @@
 Every command module exposes ``register(subparsers)`` which adds its parser
 and sets ``func``.  Errors a user can cause raise :class:`CliError`; ``main``
 prints them as one line on stderr and exits non-zero, never a traceback.
+Usage errors (a missing argument, a bad option value) are one line too:
+``mvds send: error: ... (see mvds send --help)``, exit status 2.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Sequence
+from typing import Any, NoReturn, Sequence
 
 from mvds.cli.errors import CliError
 
@@ -32,10 +34,43 @@ COMMANDS: dict[str, str] = {
 """Command name -> module under mvds.cli that registers it, in help order."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the CLI's rules: a usage error is ONE line on stderr
+    (PRODUCT.md: bad input of any kind gets one clear line), and a parser made
+    with ``intermixed=True`` accepts options after an optional positional
+    (``mvds send DIR GROUP --ephemeral TEXT``), which plain argparse rejects
+    because it fills ``TEXT`` with nothing as soon as it meets an option.
+
+    Sub-parsers are made with the class of their parent, so every command
+    gets these rules.
+    """
+
+    def __init__(self, *args: Any, intermixed: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.intermixed = intermixed
+        self._intermixing = False
+        # The innermost parser that ran sets this last, so main() can blame
+        # unrecognized arguments on the command they were given to.
+        self.set_defaults(_parser=self)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if self.intermixed and not self._intermixing:
+            # parse_known_intermixed_args calls back into parse_known_args.
+            self._intermixing = True
+            try:
+                return self.parse_known_intermixed_args(args, namespace)
+            finally:
+                self._intermixing = False
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; with ``command``, only that command's module is imported
     (a command line starts faster than one that imports every command)."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="mvds",
         description="Minimum Viable Data Synchronization: peer daemon, tools and simulator.",
     )
@@ -57,7 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command)
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        innermost = getattr(args, "_parser", parser)
+        innermost.error(f"unrecognized arguments: {' '.join(extras)}")
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
@@ -68,6 +106,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BaseExceptionGroup as group:
+        # trio wraps a Ctrl-C that lands inside a nursery in a group.
+        rest = group.split(KeyboardInterrupt)[1]
+        if rest is None:
+            return 130
+        if os.environ.get("MVDS_DEBUG"):
+            raise
+        first = _first_leaf(rest)
+        print(
+            f"mvds: unexpected error: {type(first).__name__}: {first} "
+            "(set MVDS_DEBUG=1 for a traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return 1
     except BrokenPipeError:
         # `mvds tail | head` closes the pipe: not an error worth a traceback.
         return 0
@@ -80,6 +132,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -59,9 +59,18 @@ def call(client: ControlClient, op: str, **fields: Any) -> dict[str, Any]:
         raise CliError(str(exc)) from None
 
 
+def group_arg(group: str) -> bytes:
+    """A GROUP argument's id, or a one-line error for one that cannot be a
+    group (the empty name); checked before anything else is done."""
+    try:
+        return parse_group(group)
+    except ValueError as exc:
+        raise CliError(f"bad group {group!r}: {exc}") from None
+
+
 def check_group(config: NodeConfig, group: str) -> bytes:
     """The group's id; an unknown group is an error that says how to add it."""
-    group_id = parse_group(group)
+    group_id = group_arg(group)
     known = {parse_group(g) for g in config.all_groups()}
     if group_id not in known:
         names = ", ".join(config.all_groups()) or "none yet"

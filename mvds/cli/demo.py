@@ -6,11 +6,24 @@ D one in batch mode.  Links: A-B, A-C, B-D, C-D; every link shares the group
 "demo" both ways, so messages route around offline devices.  Each node
 appends messages; a live table shows who holds what; at the end a summary of
 delivery times.  Ctrl-C stops everything and leaves no process behind.
+
+Exit status: 0 once every message reached every node; 1 if --timeout passed
+first or a node failed (the summary still shows what was delivered);
+128 + N when stopped by signal N (130 for Ctrl-C, 143 for SIGTERM, 129 for
+SIGHUP), after the summary of what was delivered so far.
+
+Leaving nothing behind: SIGINT, SIGTERM and SIGHUP all stop the four
+daemons (SIGTERM, then SIGKILL after 5 s) before the demo exits.  The
+daemons run in process groups of their own, so a terminal's Ctrl-C reaches
+only the demo, which then stops them in order; and on Linux the kernel
+sends each of them SIGTERM if the demo itself dies without cleaning up
+(SIGKILL), so even then no daemon outlives it.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import signal
 import statistics
@@ -20,12 +33,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from mvds.cli.errors import CliError
 from mvds.daemon.config import PeerConfig, load_config, save_config
 from mvds.daemon.control_client import ControlError
-from mvds.daemon.setup import init_node_dir
+from mvds.daemon.setup import SetupError, init_node_dir
 
 GROUP = "demo"
 LINKS = [("A", "B"), ("A", "C"), ("B", "D"), ("C", "D")]
@@ -35,12 +48,21 @@ ROLES = {
     "C": {"role": "desktop", "mode": "interactive", "schedule": ""},
     "D": {"role": "desktop", "mode": "batch", "schedule": ""},
 }
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""Signals that stop the demo in order: daemons stopped, summary printed."""
+START_TIMEOUT = 30.0
+"""Seconds the four daemons get to answer on their control sockets."""
+STOP_GRACE = 5.0
+"""Seconds a daemon gets to exit after SIGTERM before it is SIGKILLed."""
+PR_SET_PDEATHSIG = 1
+"""prctl(2) option: the signal the kernel sends a process when its parent dies."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo", help="run a live local four-node network",
         description=__doc__.split("\n\n")[1].replace("\n", " ") if __doc__ else None,
+        epilog=" ".join(__doc__.split("\n\n")[2].split()) if __doc__ else None,
     )
     parser.add_argument("--messages", type=int, default=5, metavar="N",
                         help="messages each node appends (default 5)")
@@ -49,7 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--loss", type=float, default=0.2, metavar="P",
                         help="loss on the mobile devices A and B (default 0.2)")
     parser.add_argument("--timeout", type=float, default=60.0, metavar="S",
-                        help="give up waiting for full delivery after this long (default 60)")
+                        help="give up waiting for full delivery after this long and exit 1 "
+                        "(default 60)")
     parser.add_argument("--dir", metavar="DIR",
                         help="keep the nodes in DIR (default: a temporary folder, removed after)")
     parser.add_argument("--no-live", action="store_true", help="no live table, just the summary")
@@ -67,9 +90,27 @@ class DemoNode:
     status: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class Progress:
+    """What the demo did so far: the summary is printed from this however it ends."""
+
+    appended: dict[str, tuple[str, float]] = field(default_factory=dict)
+    """message id (hex) -> (author, monotonic time of the append)"""
+    started: float = field(default_factory=time.monotonic)
+    done_appending: bool = False
+    delivered: bool = False
+    timed_out: bool = False
+    signal: int | None = None
+    lost: dict[str, str] = field(default_factory=dict)
+    """node name -> why the demo lost contact with it"""
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.messages < 0 or args.interval < 0 or not 0 <= args.loss < 1:
-        raise CliError("--messages and --interval must not be negative; --loss is in [0, 1)")
+    if args.messages < 0 or args.interval < 0 or not 0 <= args.loss < 1 or not args.timeout > 0:
+        raise CliError(
+            "--messages and --interval must not be negative, --timeout must be positive "
+            "and --loss is in [0, 1)"
+        )
     if args.dir:
         base = Path(args.dir).expanduser().absolute()
         if base.exists() and any(base.iterdir()):
@@ -80,31 +121,94 @@ def run(args: argparse.Namespace) -> int:
         base = Path(tempfile.mkdtemp(prefix="mvds-demo-"))
         keep = False
     nodes = {name: DemoNode(name, base / name) for name in ROLES}
-    try:
-        setup(nodes, args)
-        start(nodes)
-        import trio  # not at the top: the other commands start faster without it
+    progress = Progress()
+    import trio  # not at the top: the other commands start faster without it
 
+    try:
         try:
-            trio.run(live, nodes, args)
+            trio.run(main, nodes, args, progress)
         except KeyboardInterrupt:
-            print("\ninterrupted: stopping the nodes", file=sys.stderr)
-            return 130
-        except ControlError as exc:
-            raise CliError(f"lost contact with a node: {exc}") from None
+            # Ctrl-C in the instant before the signal receiver was installed
+            # or after it was removed: no daemon runs at those moments.
+            progress.signal = signal.SIGINT
+        except BaseExceptionGroup as group:
+            inner = _single(group)
+            if isinstance(inner, (CliError, KeyboardInterrupt)):
+                if isinstance(inner, KeyboardInterrupt):
+                    progress.signal = signal.SIGINT
+                else:
+                    raise inner from None
+            else:
+                raise
     finally:
-        stop(nodes)
         if not keep:
             shutil.rmtree(base, ignore_errors=True)
-        else:
-            print(f"nodes kept in {base}", file=sys.stderr)
+    return report(nodes, args, progress, base if keep else None)
+
+
+def _single(exc: BaseException) -> BaseException:
+    """The one exception inside (possibly nested) single-member groups."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def report(
+    nodes: dict[str, DemoNode], args: argparse.Namespace, progress: Progress, kept: Path | None
+) -> int:
+    """Final table, delivery summary, then one line on stderr unless all went well."""
+    if not args.no_live and any(node.status for node in nodes.values()):
+        render(nodes, progress.appended, time.monotonic() - progress.started, clear=sys.stdout.isatty())
+    summary(nodes, progress.appended)
+    if kept is not None:
+        print(f"nodes kept in {kept}")
+    sys.stdout.flush()
+    if progress.signal is not None:
+        name = signal.Signals(progress.signal).name
+        raise CliError(
+            f"demo interrupted by {name}: nodes stopped; the summary shows what was delivered so far",
+            exit_code=128 + progress.signal,
+        )
+    if progress.lost:
+        name, why = sorted(progress.lost.items())[0]
+        raise CliError(f"lost contact with node {name}: {why}")
+    if progress.timed_out:
+        raise CliError(f"timeout: not every message was delivered within {args.timeout:g} s")
     return 0
+
+
+async def main(nodes: dict[str, DemoNode], args: argparse.Namespace, progress: Progress) -> None:
+    """Set up, start, watch and stop the nodes; a stop signal cancels it all
+    except the stopping, which always runs to the end."""
+    import trio
+
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def on_signal() -> None:
+                async for signum in signals:
+                    progress.signal = signum
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(on_signal)
+            try:
+                setup(nodes, args)
+                await start(nodes)
+                await live(nodes, args, progress)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await stop(nodes)
+            nursery.cancel_scope.cancel()
 
 
 def setup(nodes: dict[str, DemoNode], args: argparse.Namespace) -> None:
     ids = {}
     for name, node in nodes.items():
-        _, identity = init_node_dir(node.path)
+        try:
+            _, identity = init_node_dir(node.path)
+        except SetupError as exc:
+            raise CliError(str(exc)) from None
         ids[name] = identity.peer_id_hex
     for name, node in nodes.items():
         config = load_config(node.path / "mvds.toml")
@@ -123,21 +227,60 @@ def setup(nodes: dict[str, DemoNode], args: argparse.Namespace) -> None:
         save_config(node.path / "mvds.toml", config)
 
 
-def start(nodes: dict[str, DemoNode]) -> None:
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the kernel SIGTERM the child when the demo
+    dies, however it dies (Linux's PR_SET_PDEATHSIG); None elsewhere.
+
+    SIGTERM rather than SIGKILL: a daemon commits and exits cleanly on it.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before fork
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the demo died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
+async def start(nodes: dict[str, DemoNode]) -> None:
+    """Start the daemons, each in its own process group, and wait until each
+    answers a ping on its control socket."""
+    import trio
+
+    from mvds.daemon.async_client import AsyncControlClient
+
+    preexec = die_with_parent()
     for node in nodes.values():
         node.log = open(node.path / "daemon.log", "ab")
         node.process = subprocess.Popen(
             [sys.executable, "-m", "mvds", "run", str(node.path)],
             stdout=node.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            process_group=0, preexec_fn=preexec,
         )
-    deadline = time.monotonic() + 15
+    deadline = trio.current_time() + START_TIMEOUT
     for node in nodes.values():
-        while not (node.path / "mvds.sock").exists():
+        assert node.process is not None
+        while True:
             if node.process.poll() is not None:
                 raise CliError(f"node {node.name} failed to start: {last_log_line(node)}")
-            if time.monotonic() > deadline:
-                raise CliError(f"node {node.name} did not start within 15 s")
-            time.sleep(0.05)
+            try:
+                async with await AsyncControlClient.connect(node.path / "mvds.sock") as client:
+                    await client.request("ping")
+                break
+            except (ControlError, OSError, trio.BrokenResourceError):
+                pass
+            if trio.current_time() > deadline:
+                raise CliError(f"node {node.name} did not start within {START_TIMEOUT:g} s")
+            await trio.sleep(0.05)
 
 
 def last_log_line(node: DemoNode) -> str:
@@ -148,64 +291,76 @@ def last_log_line(node: DemoNode) -> str:
         return "no log"
 
 
-def stop(nodes: dict[str, DemoNode]) -> None:
-    """SIGTERM everyone, then SIGKILL whoever does not exit in 5 s."""
-    running = [n for n in nodes.values() if n.process is not None and n.process.poll() is None]
-    for node in running:
-        node.process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 5
-    for node in running:
+async def stop(nodes: dict[str, DemoNode]) -> None:
+    """SIGTERM everyone, then SIGKILL whoever does not exit within STOP_GRACE."""
+    import trio
+
+    running = [n.process for n in nodes.values() if n.process is not None and n.process.poll() is None]
+    for process in running:
         try:
-            node.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            node.process.kill()
-            node.process.wait()
+            process.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = trio.current_time() + STOP_GRACE
+    while any(p.poll() is None for p in running) and trio.current_time() < deadline:
+        await trio.sleep(0.05)
+    for process in running:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
     for node in nodes.values():
         if node.log is not None:
             node.log.close()
+            node.log = None
 
 
-async def live(nodes: dict[str, DemoNode], args: argparse.Namespace) -> None:
+async def live(nodes: dict[str, DemoNode], args: argparse.Namespace, progress: Progress) -> None:
+    """Append, watch and show until every message is everywhere, the timeout
+    passes, or a node is lost."""
     import trio
 
     from mvds.daemon.async_client import AsyncControlClient
 
-    appended: dict[str, tuple[str, float]] = {}
-    started = time.monotonic()
-    done_appending = trio.Event()
+    lost_errors = (ControlError, OSError, ValueError, trio.BrokenResourceError, trio.ClosedResourceError)
+    appended = progress.appended
+    progress.started = time.monotonic()
 
     async def watch(node: DemoNode) -> None:
-        async with await AsyncControlClient.connect(node.path / "mvds.sock") as client:
-            async for event in client.subscribe(0, follow=True):
-                if event.get("event") == "message":
-                    node.arrivals.setdefault(event["message"]["id"], time.monotonic())
+        try:
+            async with await AsyncControlClient.connect(node.path / "mvds.sock") as client:
+                async for event in client.subscribe(0, follow=True):
+                    if event.get("event") == "message":
+                        node.arrivals.setdefault(event["message"]["id"], time.monotonic())
+        except lost_errors as exc:
+            progress.lost.setdefault(node.name, str(exc) or type(exc).__name__)
 
     async def poll(node: DemoNode) -> None:
-        async with await AsyncControlClient.connect(node.path / "mvds.sock") as client:
-            while True:
-                node.status = (await client.request("status"))["status"]
-                await trio.sleep(0.25)
+        try:
+            async with await AsyncControlClient.connect(node.path / "mvds.sock") as client:
+                while True:
+                    node.status = (await client.request("status"))["status"]
+                    await trio.sleep(0.25)
+        except lost_errors as exc:
+            progress.lost.setdefault(node.name, str(exc) or type(exc).__name__)
 
     async def append_all() -> None:
-        clients = {
-            name: await AsyncControlClient.connect(node.path / "mvds.sock")
-            for name, node in nodes.items()
-        }
+        name = ""
         try:
             for index in range(args.messages):
-                for name in nodes:
-                    reply = await clients[name].request(
-                        "append", group=GROUP, text=f"hello #{index + 1} from {name}"
-                    )
+                for name, node in nodes.items():
+                    async with await AsyncControlClient.connect(node.path / "mvds.sock") as client:
+                        reply = await client.request(
+                            "append", group=GROUP, text=f"hello #{index + 1} from {name}"
+                        )
                     appended[reply["message_id"]] = (name, time.monotonic())
                     await trio.sleep(args.interval / len(nodes))
-        finally:
-            for client in clients.values():
-                await client.aclose()
-        done_appending.set()
+        except lost_errors as exc:
+            progress.lost.setdefault(name, str(exc) or type(exc).__name__)
+            return
+        progress.done_appending = True
 
     def delivered_everywhere() -> bool:
-        return done_appending.is_set() and all(
+        return progress.done_appending and all(
             mid in node.arrivals for mid, (author, _) in appended.items()
             for node in nodes.values() if node.name != author
         )
@@ -221,18 +376,18 @@ async def live(nodes: dict[str, DemoNode], args: argparse.Namespace) -> None:
             if not args.no_live:
                 tty = sys.stdout.isatty()
                 if tty or now - last_print >= 2.0:
-                    render(nodes, appended, now - started, clear=tty)
+                    render(nodes, appended, now - progress.started, clear=tty)
                     last_print = now
             if delivered_everywhere():
+                progress.delivered = True
                 break
-            if now - started > args.timeout:
-                print(f"timeout: not every message was delivered within {args.timeout:g} s")
+            if progress.lost:
                 break
-            await trio.sleep(0.5)
+            if now - progress.started > args.timeout:
+                progress.timed_out = True
+                break
+            await trio.sleep(0.25)
         nursery.cancel_scope.cancel()
-    if not args.no_live:
-        render(nodes, appended, time.monotonic() - started, clear=sys.stdout.isatty())
-    summary(nodes, appended)
 
 
 def render(nodes: dict[str, DemoNode], appended: dict[str, tuple[str, float]], elapsed: float, *, clear: bool) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mvds.cli.common import add_dir_argument, call, connect, daemon_running, load, node_dir
+from mvds.cli.common import add_dir_argument, call, connect, daemon_running, group_arg, load, node_dir
 from mvds.cli.errors import CliError
 from mvds.daemon.config import save_config
 from mvds.ids import parse_group
@@ -32,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_share(args: argparse.Namespace) -> int:
+    group_id = group_arg(args.group)
     nodedir = node_dir(args.dir)
     if daemon_running(nodedir):
         with connect(nodedir) as client:
@@ -41,7 +42,6 @@ def run_share(args: argparse.Namespace) -> int:
     peer = config.peer_named(args.peer)
     if peer is None:
         raise CliError(f"no peer named {args.peer!r} (add it with: mvds peer add)")
-    group_id = parse_group(args.group)
     if args.add:
         if all(parse_group(g) != group_id for g in peer.groups):
             peer.groups.append(args.group)
@@ -54,6 +54,7 @@ def run_share(args: argparse.Namespace) -> int:
 
 
 def run_join(args: argparse.Namespace) -> int:
+    group_arg(args.group)
     nodedir = node_dir(args.dir)
     if daemon_running(nodedir):
         with connect(nodedir) as client:

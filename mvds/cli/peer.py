@@ -10,7 +10,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from mvds.cli.common import add_dir_argument, call, connect, daemon_running, load, node_dir, print_json
+from mvds.cli.common import (
+    add_dir_argument,
+    call,
+    connect,
+    daemon_running,
+    group_arg,
+    load,
+    node_dir,
+    print_json,
+)
 from mvds.cli.errors import CliError
 from mvds.daemon.config import ConfigError, PeerConfig, parse_address, save_config
 from mvds.ids import parse_peer_id
@@ -48,6 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_add(args: argparse.Namespace) -> int:
+    for group in args.group:
+        group_arg(group)
     nodedir = node_dir(args.dir)
     try:
         peer_id = parse_peer_id(args.peer_id)

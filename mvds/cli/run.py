@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import signal
 
 from mvds.cli.common import add_dir_argument, load, node_dir
@@ -38,6 +39,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+SOCKET_PATH_MAX = 104
+"""Longest Unix socket path the control server accepts (macOS's sun_path;
+Linux allows 108): checked before the node starts, so a too-deep DIR is one
+error line instead of a node that logs its start and stop first."""
+
 OVERRIDES = {
     "listen": "listen",
     "loss": "loss",
@@ -54,6 +60,11 @@ OVERRIDES = {
 
 def run(args: argparse.Namespace) -> int:
     nodedir = node_dir(args.dir)
+    if len(os.fsencode(nodedir.socket)) >= SOCKET_PATH_MAX:
+        raise CliError(
+            f"{nodedir.path} is too long a path for the control socket (DIR/mvds.sock must be "
+            f"under {SOCKET_PATH_MAX} bytes): use a shorter directory"
+        )
     config = load(nodedir)
     changes = {
         field: getattr(args, option)

@@ -21,11 +21,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "send", help="append a message to a group; prints its id",
         description="Append a message to GROUP through the running daemon and print the "
         "message id once it is stored durably.",
+        # Options may follow TEXT or precede it: `send DIR GROUP --ephemeral TEXT`.
+        intermixed=True,
     )
     add_dir_argument(parser)
     parser.add_argument("group", metavar="GROUP", help="group name or 64 hex characters")
+    # TEXT stays out of the mutually exclusive group: argparse cannot parse
+    # intermixed with a positional in one; run() checks the exclusion.
+    parser.add_argument("text", metavar="TEXT", nargs="?", help="the message text")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("text", metavar="TEXT", nargs="?", help="the message text")
     source.add_argument("--file", "-f", metavar="F", help="send the contents of file F (any bytes)")
     source.add_argument("--lines", action="store_true",
                         help="send each line of stdin as one message, printing one id per line")
@@ -35,6 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.text is not None and (args.file is not None or args.lines):
+        raise CliError("give the message as TEXT, --file F or --lines, not several")
     nodedir = node_dir(args.dir)
     check_group(load(nodedir), args.group)
     if args.lines:

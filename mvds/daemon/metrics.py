@@ -56,7 +56,11 @@ def render_metrics(status: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def serve_metrics(node: "Node", address: str) -> None:
+async def serve_metrics(node: "Node", address: str, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve GET /metrics on ``address``; started once the port is bound, so
+    a port that is taken fails the start, naming the address."""
+    from mvds.daemon.node import NodeError
+
     host, port = parse_address(address)
 
     async def handle(stream: trio.SocketStream) -> None:
@@ -83,4 +87,8 @@ async def serve_metrics(node: "Node", address: str) -> None:
         finally:
             await stream.aclose()
 
-    await trio.serve_tcp(handle, port, host=host)
+    try:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        raise NodeError(f"cannot serve metrics on {address}: {exc.strerror or exc}") from None
+    await trio.serve_listeners(handle, listeners, task_status=task_status)

@@ -73,8 +73,11 @@ class NodeError(Exception):
 
 
 def _parse_group(group: str) -> bytes:
-    """A group name or 64-hex id from a caller; NodeError (not ValueError) if
-    it is unusable, so the control API answers it as a bad request."""
+    """A GROUP argument's id; a user's bad group (empty) is a NodeError, not
+    the ValueError of mvds.ids, so every caller (embedding, control API)
+    reports it in one line instead of as an internal error."""
+    if not isinstance(group, str):
+        raise NodeError(f"a group is a name or 64 hex characters, not {type(group).__name__}")
     try:
         return parse_group(group)
     except ValueError as exc:
@@ -219,6 +222,7 @@ class Node:
         self._ephemeral_listeners: list[list[ReceivedMessage]] = []
         self._started = time.time()
         self._closing = False
+        self._running = False
         self._fatal: str | None = None
         self.transport: UdpTransport | None = None
         self.engine = Engine(store, self.engine_config, now=time.time())
@@ -244,19 +248,34 @@ class Node:
         ``listen`` overrides the configured address (``"127.0.0.1:0"`` picks
         a free port; see :attr:`address`).
         """
-        from mvds.daemon.setup import open_parts
+        from mvds.daemon.config import ConfigError
+        from mvds.daemon.setup import SetupError, open_parts
 
-        parts = open_parts(directory, config=config, identity=identity)
         if listen is not None:
-            parts.config.listen = listen
-            parts.config.validate("listen")
-        node = cls(
-            config=parts.config,
-            store=parts.store,
-            identity=parts.identity,
-            nonces=parts.nonces,
-            nodedir=parts.nodedir,
-        )
+            try:
+                parse_address(listen)
+            except ValueError as exc:
+                raise NodeError(f"listen: {exc}") from None
+        try:
+            parts = open_parts(directory, config=config, identity=identity)
+        except (SetupError, ConfigError) as exc:
+            raise NodeError(str(exc)) from None
+        try:
+            if listen is not None:
+                parts.config = dataclasses.replace(parts.config, listen=listen)
+            node = cls(
+                config=parts.config,
+                store=parts.store,
+                identity=parts.identity,
+                nonces=parts.nonces,
+                nodedir=parts.nodedir,
+            )
+        except StoreError as exc:
+            parts.release()
+            raise NodeError(str(exc)) from None
+        except BaseException:
+            parts.release()
+            raise
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(node._run)
@@ -265,10 +284,14 @@ class Node:
                 finally:
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            # Trio groups what the block raised with the node's tasks; a
-            # caller expects its own exception back, not a group around it.
-            if len(group.exceptions) == 1:
-                raise group.exceptions[0] from None
+            # Trio groups what the block raised with the node's tasks (a
+            # startup error of a task inside _run: twice); a caller expects
+            # its own exception back, or the NodeError, not groups around it.
+            inner: BaseException = group
+            while isinstance(inner, BaseExceptionGroup) and len(inner.exceptions) == 1:
+                inner = inner.exceptions[0]
+            if inner is not group:
+                raise inner from None
             raise
         finally:
             node._close()
@@ -276,31 +299,37 @@ class Node:
 
     async def _run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         host, port = parse_address(self.config.listen)
-        self.transport = UdpTransport(host, port, loss=self.config.loss, rng=self._rng)
+        try:
+            self.transport = UdpTransport(host, port, loss=self.config.loss, rng=self._rng)
+        except OSError as exc:  # the port is taken, the host is not ours, ...
+            raise NodeError(exc.strerror or str(exc)) from None
         try:
             await self._resolve_peers()
-            self.log.info(
-                "node.started",
-                peer_id=self.identity.peer_id_hex,
-                listen=format_address(*self.address),
-                mode=self.config.mode,
-                peers=len(self.peers),
-                receive_buffer=self.transport.receive_buffer,
-            )
-            now = time.time()
-            for peer_id in self.peers:
-                self.engine.announce(peer_id, now)
             async with trio.open_nursery() as nursery:
+                if self.config.metrics:
+                    from mvds.daemon.metrics import serve_metrics
+
+                    # Started (bound) before node.started: a taken metrics
+                    # port is a startup error, not a crash of a running node.
+                    await nursery.start(serve_metrics, self, self.config.metrics)
+                self.log.info(
+                    "node.started",
+                    peer_id=self.identity.peer_id_hex,
+                    listen=format_address(*self.address),
+                    mode=self.config.mode,
+                    peers=len(self.peers),
+                    receive_buffer=self.transport.receive_buffer,
+                )
+                self._running = True
+                now = time.time()
+                for peer_id in self.peers:
+                    self.engine.announce(peer_id, now)
                 nursery.start_soon(self._receive_loop)
                 nursery.start_soon(self._pump_loop)
                 nursery.start_soon(self.transport.run_sender)
                 nursery.start_soon(self._resolve_loop)
                 if self._schedule is not None:
                     nursery.start_soon(self._schedule_loop)
-                if self.config.metrics:
-                    from mvds.daemon.metrics import serve_metrics
-
-                    nursery.start_soon(serve_metrics, self, self.config.metrics)
                 task_status.started()
         finally:
             self.transport.close()
@@ -311,7 +340,8 @@ class Node:
             pending.error = NodeError("the node is shutting down")
             pending.done.set()
         self._queue.clear()
-        self.log.info("node.stopped")
+        if self._running:  # a node that never started has nothing to report stopping
+            self.log.info("node.stopped")
 
     # -- configuration into the store --------------------------------------------
     def _apply_config_to_store(self) -> None:

@@ -18,12 +18,27 @@ from typing import Callable
 from mvds.daemon.config import ConfigError, NodeConfig, load_config, parse_address, save_config
 from mvds.daemon.nodedir import AlreadyRunning, InstanceLock, NodeDir
 from mvds.secure import Identity, NonceCounter
+from mvds.secure.identity import IdentityError
+from mvds.secure.nonces import NonceCounterError
 from mvds.store.base import Store
+from mvds.store.errors import StoreError
 from mvds.store.memory import MemoryStore
 
 
 class SetupError(Exception):
-    """A node directory that cannot be created or opened; one line says why."""
+    """A node directory that cannot be created or opened; one line says why.
+
+    ``Node.open`` turns it into :class:`mvds.NodeError` (the one error type
+    of the embedding API); the CLI prints it as its one line.
+    """
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for an error met while opening a node directory."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror}"
+    return str(exc) or type(exc).__name__
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
@@ -80,16 +95,17 @@ def open_parts(
 ) -> Parts:
     """Everything a Node needs, from a directory or in memory."""
     if directory is None:
+        config = config or NodeConfig(listen="127.0.0.1:0")
+        config.validate("config")  # before the temporary folder exists: nothing to clean up
         tmp = tempfile.mkdtemp(prefix="mvds-memory-")
         parts = Parts(
-            config=config or NodeConfig(listen="127.0.0.1:0"),
+            config=config,
             store=MemoryStore(),
             identity=identity or Identity.load_or_create(Path(tmp) / "identity.key"),
             nonces=NonceCounter(Path(tmp) / "nonce"),
             nodedir=None,
         )
         parts._cleanups.append(lambda: shutil.rmtree(tmp, ignore_errors=True))
-        parts.config.validate("config")
         return parts
 
     from mvds.store.sqlite import SQLiteStore
@@ -104,6 +120,8 @@ def open_parts(
         lock.acquire()
     except AlreadyRunning as exc:
         raise SetupError(str(exc)) from None
+    except OSError as exc:
+        raise SetupError(f"cannot lock {nodedir.lock}: {exc.strerror or exc}") from None
     cleanups: list[Callable[[], None]] = [lock.release]
     try:
         loaded = config or load_config(nodedir.config)
@@ -113,9 +131,11 @@ def open_parts(
         nonces = NonceCounter(nodedir.nonce)
         store = SQLiteStore(nodedir.db, durability=loaded.durability)
         cleanups.append(store.close)
-    except BaseException:
+    except BaseException as exc:
         for cleanup in reversed(cleanups):
             cleanup()
+        if isinstance(exc, (ConfigError, IdentityError, NonceCounterError, StoreError, OSError)):
+            raise SetupError(_describe(exc)) from None
         raise
     parts = Parts(loaded, store, ident, nonces, nodedir)
     parts._cleanups = cleanups

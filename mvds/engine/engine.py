@@ -22,7 +22,6 @@ peer); new records go out as soon as the caller asks for payloads after
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 from collections import Counter, OrderedDict, deque
@@ -44,6 +43,7 @@ if TYPE_CHECKING:  # the store imports engine.records: avoid the cycle at run ti
     from mvds.store.base import Store
 
 _SENT_AT_LIMIT = 1 << 16
+_BUMPED_LIMIT = 4096
 
 _OFFER = RecordType.OFFER
 _REQUEST = RecordType.REQUEST
@@ -67,10 +67,10 @@ class Engine:
         self._last_heard: dict[bytes, float] = {}
         self._pulled_epoch: dict[bytes, int] = {}
         self._ephemeral_seen: OrderedDict[bytes, None] = OrderedDict()
-        self._next_free: OrderedDict[tuple[bytes, bytes], int] = OrderedDict()
-        """(group, body digest) -> the timestamp after the last one an append
-        of that content took, so repeated identical appends do not rescan
-        every timestamp taken before (bounded like _ephemeral_seen)."""
+        self._bumped: OrderedDict[bytes, int] = OrderedDict()
+        """Last timestamp given to a repeated body, by the id it would have had
+        at its natural timestamp, so the N-th identical append starts where
+        the previous one ended instead of walking past N-1 taken ids."""
         self._next_due: float | None = None
         self._next_due_stale = True
         """The earliest send time of any in-flight record, kept between the
@@ -116,7 +116,11 @@ class Engine:
         collapse into one message; with an explicit timestamp an identical
         message is returned as it is (appends are idempotent then).
 
-        ``mode`` overrides the node's mode for this message; ``max_sends``
+        ``mode`` overrides the node's mode for this message towards the
+        peers it is shared with now (the override is not stored: a peer the
+        group is shared with later, and relays by other nodes, get it in
+        their sender's mode, which is how the receiver is served anyway);
+        ``max_sends``
         and ``ttl`` (seconds) bound its retransmission to each peer.
         Ephemeral messages are sent once to the peers sharing the group and
         are neither stored, acknowledged, retransmitted nor relayed.
@@ -141,19 +145,7 @@ class Engine:
         if store.has_message(message.id):
             if timestamp is not None:
                 return store.get_message(message.id) or message
-            # Same content in the same second: the next free second.  Start
-            # after the last one taken for this content; scanning from
-            # floor(now) each time made N identical appends cost O(N^2).
-            key = (group_id, hashlib.sha256(body).digest())
-            start = max(message.timestamp + 1, self._next_free.get(key, 0))
-            message = Message(group_id, start, body, parents, ephemeral)
-            while store.has_message(message.id):
-                message = Message(group_id, message.timestamp + 1, body, parents, ephemeral)
-            next_free = self._next_free
-            next_free[key] = message.timestamp + 1
-            next_free.move_to_end(key)
-            if len(next_free) > self.config.ephemeral_memory:
-                next_free.popitem(last=False)
+            message = self._next_free(message)
         self.stats["appended"] += 1
         peers = store.shared_peers(group_id)
         if ephemeral:
@@ -171,6 +163,33 @@ class Engine:
                 Record(message.id, peer, group_id, kind, 0, epoch, max_sends, expires_at)
             )
             self._schedule_flush(peer, now)
+        return message
+
+    def _next_free(self, message: Message) -> Message:
+        """The same message at the first later timestamp whose id is not taken.
+
+        The id does not cover parents, so appending an identical body twice in
+        one second would collapse two messages into one; each repeat moves a
+        second ahead.  Remembering where the last repeat of this body ended
+        keeps a long run of identical appends linear instead of quadratic.
+        """
+        natural = message.id
+        timestamp = message.timestamp
+        last = self._bumped.get(natural)
+        if last is not None and last >= timestamp:
+            timestamp = last
+        store = self.store
+        group_id, body, parents = message.group_id, message.body, message.parents
+        while True:
+            timestamp += 1
+            message = Message(group_id, timestamp, body, parents, message.ephemeral)
+            if not store.has_message(message.id):
+                break
+        bumped = self._bumped
+        bumped[natural] = timestamp
+        bumped.move_to_end(natural)
+        if len(bumped) > _BUMPED_LIMIT:
+            bumped.popitem(last=False)
         return message
 
     def _parents_for(self, group_id: bytes) -> tuple[bytes, ...]:
@@ -416,9 +435,19 @@ class Engine:
             seen.popitem(last=False)
 
     def _on_offers(self, peer: bytes, offers: list[bytes], epoch: int, now: float) -> None:
+        """OFFERs: ACK what we hold, REQUEST what we lack — within shared groups.
+
+        An offer names only an id.  We answer for a message we hold only if
+        its group is shared with the offerer (an ACK would tell a stranger
+        which messages of other groups we hold), and request unknown ids only
+        from a peer that shares some group with us (nothing it could send
+        would be accepted otherwise).
+        """
         store = self.store
-        self.stats["offers_in"] += len(offers)
+        stats = self.stats
+        stats["offers_in"] += len(offers)
         acks = self._acks.get(peer)
+        may_request: bool | None = None
         for message_id in offers:
             record = store.get_record(message_id, peer)
             if record is not None and record.kind is not _REQUEST:
@@ -426,12 +455,10 @@ class Engine:
                 store.delete_record(message_id, peer)
                 self._events.append(MessageAcknowledged(message_id, peer))
                 record = None
-            if store.has_message(message_id):
-                held = store.get_message(message_id)
-                if held is not None and not self._accepts(held.group_id, peer):
-                    # An ACK would tell the peer we hold a message of a group
-                    # not shared with it (as a REQUEST for it would).
-                    self.stats["offers_refused"] += 1
+            message = store.get_message(message_id) if store.has_message(message_id) else None
+            if message is not None:
+                if not self._accepts(message.group_id, peer):
+                    stats["offers_refused"] += 1
                     continue
                 # Tell the offerer we hold it, or it offers forever.
                 if acks is None:
@@ -439,7 +466,19 @@ class Engine:
                 acks.append(message_id)
                 self._schedule_flush(peer, now)
             elif record is None:
+                if may_request is None:
+                    may_request = self._shares_any(peer)
+                if not may_request:
+                    stats["offers_refused"] += 1
+                    continue
                 self._request(message_id, peer, UNKNOWN_GROUP, epoch, now)
+
+    def _shares_any(self, peer: bytes) -> bool:
+        """Whether ``peer`` may send us messages of some group."""
+        store = self.store
+        if self.config.accept_unshared:
+            return True
+        return any(store.is_shared(group_id, peer) for group_id in store.groups())
 
     def _on_requests(self, peer: bytes, requests: list[bytes], epoch: int, now: float) -> None:
         store = self.store

@@ -17,6 +17,11 @@ Recently committed messages stay in memory for a while (:class:`RecentCache`,
 bounded by count): a busy node sends what it just stored and its readers ask
 for what it just delivered, and both would otherwise read back and re-decode
 rows that were in memory moments ago.
+
+Ids are found without a per-row random index write: the ids of the newest
+rows (``rid > indexed_upto``, at most ``INDEX_BATCH`` of them) are held in
+memory, and every ``INDEX_BATCH`` messages they go into ``message_ids`` in
+one sorted pass (schema version 2 explains why).
 """
 
 from __future__ import annotations
@@ -35,6 +40,14 @@ PAGE = 1000
 
 RECENT_MESSAGES = 8192
 """Committed messages kept in memory (about 4 MB at 256-byte bodies)."""
+
+INDEX_BATCH = 16384
+"""Ids held in memory before they are written into ``message_ids`` in one
+sorted pass (about 2 MB of memory; the pass takes tens of milliseconds on a
+million-message store, once per this many messages)."""
+
+RID_CACHE = 16384
+"""Row numbers of older messages looked up recently (records name rows)."""
 
 
 def decode_stored(encoded: bytes, mid: bytes | None = None) -> Message:
@@ -170,6 +183,13 @@ class MessageLog:
         self._leaves_removed: set[tuple[int, bytes]] = set()
         self._dangling: int = db.one("SELECT count(*) FROM dangling")[0]
         self._waiting: int = db.one("SELECT count(*) FROM waiting")[0]
+        row = db.one("SELECT value FROM internal WHERE key = 'indexed_upto'")
+        self.indexed_upto: int = row[0] if row else 0
+        self._unindexed: dict[bytes, int] = dict(
+            db.all("SELECT id, rid FROM messages WHERE rid > ?", (self.indexed_upto,))
+        )
+        """Id -> row of every written row not yet in ``message_ids``."""
+        self._rids: OrderedDict[bytes, int] = OrderedDict()
 
     # -- writing back ---------------------------------------------------------
     def flush(self) -> None:
@@ -195,7 +215,12 @@ class MessageLog:
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
+            unindexed = self._unindexed
+            for mid, u in self._unwritten.items():
+                unindexed[mid] = u.rid
             self._unwritten.clear()
+            if len(unindexed) >= INDEX_BATCH:
+                self._index_ids()
         if self._leaves_removed:
             db.many("DELETE FROM leaves WHERE gid = ? AND id = ?", self._leaves_removed)
             self._leaves_removed.clear()
@@ -203,16 +228,59 @@ class MessageLog:
             db.many("INSERT INTO leaves (gid, id) VALUES (?, ?)", self._leaves_added)
             self._leaves_added.clear()
 
+    def _index_ids(self) -> None:
+        """Move the in-memory ids into ``message_ids``, sorted (one write per
+        index page touched, not one per id), within the open transaction.  A
+        rollback reloads ``indexed_upto`` and the ids from the file."""
+        db = self._db
+        db.many(
+            "INSERT INTO message_ids (id, rid) VALUES (?, ?)", sorted(self._unindexed.items())
+        )
+        self.indexed_upto = self.count
+        db.run(
+            "INSERT OR REPLACE INTO internal (key, value) VALUES ('indexed_upto', ?)",
+            (self.indexed_upto,),
+        )
+        self._unindexed = {}
+
+    def rid_of(self, mid: bytes) -> int | None:
+        """The row number of a stored message (None if it is not stored)."""
+        u = self._unwritten.get(mid)
+        if u is not None:
+            return u.rid
+        rid = self._unindexed.get(mid)
+        if rid is not None:
+            return rid
+        rids = self._rids
+        rid = rids.get(mid)
+        if rid is not None:
+            return rid
+        if not self._filter.may_contain(mid):
+            return None
+        row = self._db.one("SELECT rid FROM message_ids WHERE id = ?", (mid,))
+        if row is None:
+            return None
+        self._remember_rid(mid, row[0])
+        return row[0]
+
+    def _remember_rid(self, mid: bytes, rid: int) -> None:
+        rids = self._rids
+        rids[mid] = rid
+        if len(rids) > RID_CACHE:
+            rids.popitem(last=False)
+
     def after_commit(self) -> None:
         """Committed: what was written joins the recent cache."""
         self.recent.promote()
         self._prefetched.clear()
 
-    def prefetch(self, mid: bytes, encoded: bytes) -> None:
+    def prefetch(self, mid: bytes, rid: int, encoded: bytes) -> None:
         """A row read along with something else (a record about to be sent):
         keep it for :meth:`get_message` until the transaction ends."""
         if mid not in self._prefetched:
             self._prefetched[mid] = decode_stored(encoded, mid)
+            if rid <= self.indexed_upto:
+                self._remember_rid(mid, rid)
 
     # -- messages -------------------------------------------------------------
     def is_unwritten(self, mid: bytes) -> bool:
@@ -220,20 +288,23 @@ class MessageLog:
         return mid in self._unwritten
 
     def has_message(self, mid: bytes) -> bool:
-        if mid in self._unwritten:
+        if mid in self._unwritten or mid in self._unindexed:
             return True
         if not self._filter.may_contain(mid):
             self._absent = mid
             return False
-        if self._db.one("SELECT 1 FROM messages WHERE id = ?", (mid,)) is None:
+        if mid in self._rids:
+            return True
+        if self._db.one("SELECT 1 FROM message_ids WHERE id = ?", (mid,)) is None:
             self._absent = mid
             return False
         return True
 
     def _row(self, mid: bytes) -> tuple | None:
-        return self._db.one(
-            "SELECT encoded, ready, seq, src FROM messages WHERE id = ?", (mid,)
-        )
+        rid = self.rid_of(mid)
+        if rid is None:
+            return None
+        return self._db.one("SELECT encoded, ready, seq, src FROM messages WHERE rid = ?", (rid,))
 
     def get_message(self, mid: bytes) -> Message | None:
         unwritten = self._unwritten.get(mid)
@@ -242,7 +313,10 @@ class MessageLog:
         recent = self.recent.by_id.get(mid) or self._prefetched.get(mid)
         if recent is not None:
             return recent
-        row = self._db.one("SELECT encoded FROM messages WHERE id = ?", (mid,))
+        rid = self.rid_of(mid)
+        if rid is None:
+            return None
+        row = self._db.one("SELECT encoded FROM messages WHERE rid = ?", (rid,))
         return None if row is None else decode_stored(row[0], mid)
 
     def get_stored(self, mid: bytes) -> StoredMessage | None:
@@ -290,10 +364,11 @@ class MessageLog:
                 self.last_seq += 1
                 u.seq = self.last_seq
             return u.seq
-        row = self._db.one("SELECT rid, seq FROM messages WHERE id = ?", (mid,))
+        rid = self.rid_of(mid)
+        row = None if rid is None else self._db.one("SELECT seq FROM messages WHERE rid = ?", (rid,))
         if row is None:
             raise KeyError(f"message {mid.hex()} is not stored")
-        rid, seq = row
+        (seq,) = row
         if deliver and seq is None:
             self.last_seq += 1
             seq = self.last_seq
@@ -305,7 +380,10 @@ class MessageLog:
         u = self._unwritten.get(mid)
         if u is not None:
             return u.ready
-        row = self._db.one("SELECT ready FROM messages WHERE id = ?", (mid,))
+        rid = self.rid_of(mid)
+        if rid is None:
+            return False
+        row = self._db.one("SELECT ready FROM messages WHERE rid = ?", (rid,))
         return row is not None and bool(row[0])
 
     def group_message_ids(self, group_id: bytes) -> Iterator[bytes]:

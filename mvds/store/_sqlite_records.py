@@ -16,11 +16,19 @@ So records are split in two:
   say where cold records exist, so the hot path asks SQLite nothing when
   there are none.
 
-Changes are remembered per key (``_dirty``) and written at commit with one
-``executemany`` DELETE and one INSERT OR REPLACE: a record inserted and sent
-in the same wake-up is written once.  At commit, new records leave memory
-(they become cold).  After a rollback everything is rebuilt from the table,
-so no undo log is needed.
+Changes are remembered per key (``_dirty``, with the table the committed
+row is in, if any) and written at commit with a few ``executemany`` DELETEs
+and INSERT OR REPLACEs, sorted by key: a record inserted and sent in the
+same wake-up is written once.  At commit, new records leave memory (they
+become cold).  After a rollback everything is rebuilt from the tables, so
+no undo log is needed.
+
+On disk, OFFER and MESSAGE records (whose message is stored) are keyed by
+the message's row number ``rid`` (table ``records``): records for a burst
+of new messages land at the end of the table instead of on random pages.
+REQUEST records name a message this node does not hold, so they are keyed
+by its id (table ``requests``).  In memory every record is keyed by
+(message id, peer) as the engine sees it; ``rid_of`` maps ids to rows.
 
 ``qseq`` numbers every placement (insert or update), giving new records their
 FIFO order and in-flight records their tie-break, as the memory store's
@@ -44,8 +52,18 @@ _NEW = 0  # FIFO in _new[peer][group]          (OFFER/MESSAGE, never sent)
 _NEW_REQUEST = 1  # FIFO in _new_requests[peer] (REQUEST, never sent)
 _FLIGHT = 2  # in _inflight[peer] and the peer's heap; group None for REQUESTs
 
-_COLUMNS = "pid, mid, gid, kind, send_count, send_epoch, max_sends, expires_at, qseq"
+_RECORD_COLUMNS = "pid, rid, gid, kind, send_count, send_epoch, max_sends, expires_at, qseq"
+_REQUEST_COLUMNS = "mid, pid, gid, send_count, send_epoch, max_sends, expires_at, qseq"
 _Key = tuple[bytes, bytes]
+
+# Where a key's committed row is (the value of ``_dirty``).
+_NO_ROW = 0
+_IN_RECORDS = 1
+_IN_REQUESTS = 2
+
+
+def _table_of(kind: RecordType) -> int:
+    return _IN_REQUESTS if kind is _REQUEST else _IN_RECORDS
 
 
 class RecordBook:
@@ -55,12 +73,15 @@ class RecordBook:
         self,
         db: Database,
         names: Names,
+        rid_of: Callable[[bytes], int | None],
         fresh: Callable[[bytes], bool] | None = None,
-        prefetch: Callable[[bytes, bytes], None] | None = None,
+        prefetch: Callable[[bytes, int, bytes], None] | None = None,
     ) -> None:
         self._db = db
         self._names = names
-        self._prefetch = prefetch or (lambda mid, encoded: None)
+        self._rid_of = rid_of
+        """A stored message's row number (None if it is not stored)."""
+        self._prefetch = prefetch or (lambda mid, rid, encoded: None)
         """Hands over a message row read with a MESSAGE record that is about
         to be sent, so sending it costs no second query."""
         self._fresh = fresh or (lambda mid: False)
@@ -74,7 +95,7 @@ class RecordBook:
         """(Re)build from committed state: at open and after a rollback."""
         self._hot: dict[_Key, Record] = {}
         self._placement: dict[_Key, tuple[int, bytes | None, int]] = {}
-        self._dirty: dict[_Key, bool] = {}  # key -> a row existed before this txn
+        self._dirty: dict[_Key, int] = {}  # key -> where its committed row is
         self._seen_cold: dict[_Key, tuple[bytes, RecordType]] = {}
         self._new: dict[bytes, dict[bytes, dict[bytes, None]]] = defaultdict(dict)
         self._new_requests: dict[bytes, dict[bytes, None]] = defaultdict(dict)
@@ -91,29 +112,37 @@ class RecordBook:
         self._cold_total = 0
 
         db, names = self._db, self._names
-        row = db.one("SELECT value FROM internal WHERE key = 'next_qseq'")
-        next_qseq = row[0] if row else 1
         peer_of, group_of = names.peer, names.group
-        for pid, mid, gid, kind, count, epoch, max_sends, expires, qseq in db.all(
-            f"SELECT {_COLUMNS} FROM records WHERE send_count > 0 ORDER BY qseq"
-        ):
+        next_qseq = 1
+        in_flight = db.all(
+            "SELECT r.pid, m.id, r.gid, r.kind, r.send_count, r.send_epoch, r.max_sends, "
+            "r.expires_at, r.qseq FROM records AS r JOIN messages AS m ON m.rid = r.rid "
+            "WHERE r.send_count > 0 "
+            f"UNION ALL SELECT pid, mid, gid, {int(_REQUEST)}, send_count, send_epoch, "
+            "max_sends, expires_at, qseq FROM requests WHERE send_count > 0 "
+            "ORDER BY 9"
+        )
+        for pid, mid, gid, kind, count, epoch, max_sends, expires, qseq in in_flight:
             record = Record(
                 mid, peer_of[pid], group_of[gid], RecordType(kind), count, epoch, max_sends, expires
             )
             self._hot[record.key] = record
             self._place(record, qseq)
             next_qseq = max(next_qseq, qseq + 1)
-        for pid, gid, kind, n in db.all(
-            "SELECT pid, gid, kind, count(*) FROM records "
-            "WHERE send_count = 0 AND kind != 2 GROUP BY pid, gid, kind"
+        # New records keep their FIFO order by qseq, so the counter resumes
+        # above every one of them (read from the same index pass).
+        for pid, gid, kind, n, top in db.all(
+            "SELECT pid, gid, kind, count(*), max(qseq) FROM records "
+            "WHERE send_count = 0 GROUP BY pid, gid, kind"
         ):
             self._count_cold(peer_of[pid], group_of[gid], RecordType(kind), n)
-        for pid, n in db.all(
-            "SELECT pid, count(*) FROM records WHERE send_count = 0 AND kind = 2 GROUP BY pid"
+            next_qseq = max(next_qseq, top + 1)
+        for pid, n, top in db.all(
+            "SELECT pid, count(*), max(qseq) FROM requests WHERE send_count = 0 GROUP BY pid"
         ):
             self._count_cold(peer_of[pid], b"", _REQUEST, n)
+            next_qseq = max(next_qseq, top + 1)
         self._qseq = itertools.count(next_qseq)
-        self._next_qseq = next_qseq
 
     def _count_cold(self, peer: bytes, group: bytes, kind: RecordType, delta: int) -> None:
         if kind is _REQUEST:
@@ -207,18 +236,37 @@ class RecordBook:
         pid = self._names.pid.get(peer)
         if pid is None:
             return None
-        row = self._db.one(
-            "SELECT gid, kind, send_count, send_epoch, max_sends, expires_at "
-            "FROM records WHERE pid = ? AND mid = ?",
-            (pid, mid),
-        )
-        if row is None:
-            return None
-        gid, kind, count, epoch, max_sends, expires = row
-        record = Record(
-            mid, peer, self._names.group[gid], RecordType(kind), count, epoch, max_sends, expires
-        )
-        self._seen_cold[key] = (record.group_id, record.kind)
+        db = self._db
+        record = None
+        cold_requests = self._cold_requests.get(peer, 0)
+        if cold_requests:
+            row = db.one(
+                "SELECT gid, send_count, send_epoch, max_sends, expires_at "
+                "FROM requests WHERE mid = ? AND pid = ?",
+                (mid, pid),
+            )
+            if row is not None:
+                gid, count, epoch, max_sends, expires = row
+                record = Record(
+                    mid, peer, self._names.group[gid], _REQUEST, count, epoch, max_sends, expires
+                )
+        if record is None and self._cold_peer.get(peer, 0) > cold_requests:
+            rid = self._rid_of(mid)
+            if rid is None:
+                return None
+            row = db.one(
+                "SELECT gid, kind, send_count, send_epoch, max_sends, expires_at "
+                "FROM records WHERE pid = ? AND rid = ?",
+                (pid, rid),
+            )
+            if row is not None:
+                gid, kind, count, epoch, max_sends, expires = row
+                record = Record(
+                    mid, peer, self._names.group[gid], RecordType(kind), count, epoch, max_sends,
+                    expires,
+                )
+        if record is not None:
+            self._seen_cold[key] = (record.group_id, record.kind)
         return record
 
     def _claim_cold(self, key: _Key) -> bool:
@@ -233,7 +281,7 @@ class RecordBook:
                 return False
             old = (record.group_id, record.kind)
         self._count_cold(key[1], old[0], old[1], -1)
-        self._dirty[key] = True
+        self._dirty[key] = _table_of(old[1])
         return True
 
     # -- the Store interface -------------------------------------------------------
@@ -256,15 +304,19 @@ class RecordBook:
             raise ValueError("a record for this message and peer exists already")
         self._hot[key] = record
         if key not in self._dirty:
-            self._dirty[key] = False
+            self._dirty[key] = _NO_ROW
         self._place(record)
 
     def update_record(self, record: Record) -> None:
         key = (record.message_id, record.peer)
         if key in self._hot:
-            self._unplace(key)
             if key not in self._dirty:
-                self._dirty[key] = True  # committed in flight: its row exists
+                # Committed in flight: its row exists, in the table its
+                # placement says (the caller may have changed ``kind``).
+                where, group, _ = self._placement[key]
+                was_request = where == _NEW_REQUEST or (where == _FLIGHT and group is None)
+                self._dirty[key] = _IN_REQUESTS if was_request else _IN_RECORDS
+            self._unplace(key)
         elif key in self._dirty or not self._claim_cold(key):
             raise KeyError("update of a record that is not stored")
         self._hot[key] = record
@@ -276,7 +328,7 @@ class RecordBook:
         if record is not None:
             self._unplace(key)
             if key not in self._dirty:
-                self._dirty[key] = True
+                self._dirty[key] = _table_of(record.kind)
             return record
         if key in self._dirty or not self._cold_peer.get(peer):
             return None
@@ -295,12 +347,12 @@ class RecordBook:
         if any(self._cold_requests.values()):
             peer_of = self._names.peer
             for (pid,) in self._db.all(
-                "SELECT pid FROM records WHERE send_count = 0 AND kind = 2 AND mid = ?", (mid,)
+                "SELECT pid FROM requests WHERE mid = ? AND send_count = 0", (mid,)
             ):
                 key = (mid, peer_of[pid])
                 if key not in self._hot and key not in self._dirty:
                     self._count_cold(key[1], b"", _REQUEST, -1)
-                    self._dirty[key] = True
+                    self._dirty[key] = _IN_REQUESTS
                     deleted += 1
         return deleted
 
@@ -316,10 +368,10 @@ class RecordBook:
                 cold,
                 # The message rows come along: MESSAGE records are paged to
                 # be sent, and sending needs the encoded message.
-                "SELECT r.mid, r.kind, r.send_epoch, r.max_sends, r.expires_at, r.qseq, "
-                f"CASE WHEN r.kind = {int(RecordType.MESSAGE)} THEN m.encoded END "
-                "FROM records AS r LEFT JOIN messages AS m ON m.id = r.mid "
-                "WHERE r.pid = ? AND r.gid = ? AND r.send_count = 0 AND r.kind != 2 "
+                "SELECT m.id, r.kind, r.send_epoch, r.max_sends, r.expires_at, r.qseq, "
+                f"CASE WHEN r.kind = {int(RecordType.MESSAGE)} THEN m.encoded END, r.rid "
+                "FROM records AS r JOIN messages AS m ON m.rid = r.rid "
+                "WHERE r.pid = ? AND r.gid = ? AND r.send_count = 0 "
                 "AND r.qseq > ? ORDER BY r.qseq LIMIT ?",
                 (self._names.pid[peer], self._names.gid[group_id]),
                 peer,
@@ -341,8 +393,8 @@ class RecordBook:
                 out,
                 limit,
                 cold,
-                "SELECT mid, kind, send_epoch, max_sends, expires_at, qseq, gid FROM records "
-                "WHERE pid = ? AND send_count = 0 AND kind = 2 AND qseq > ? "
+                f"SELECT mid, {int(_REQUEST)}, send_epoch, max_sends, expires_at, qseq, gid "
+                "FROM requests WHERE pid = ? AND send_count = 0 AND qseq > ? "
                 "ORDER BY qseq LIMIT ?",
                 (self._names.pid[peer],),
                 peer,
@@ -384,7 +436,7 @@ class RecordBook:
                 else:
                     group = group_id
                     if row[6] is not None:
-                        prefetch(mid, row[6])
+                        prefetch(mid, row[7], row[6])
                 record = Record(mid, peer, group, RecordType(kind), 0, epoch, max_sends, expires)
                 seen[key] = (group, record.kind)
                 out.append(record)
@@ -469,14 +521,22 @@ class RecordBook:
         deleted = len(doomed)
         pid, gid = self._names.pid.get(peer), self._names.gid.get(group_id)
         if self._cold_peer.get(peer) and pid is not None and gid is not None:
-            for mid, kind in self._db.all(
-                "SELECT mid, kind FROM records WHERE pid = ? AND gid = ? AND send_count = 0",
+            rows = self._db.all(
+                "SELECT m.id, r.kind FROM records AS r JOIN messages AS m ON m.rid = r.rid "
+                "WHERE r.pid = ? AND r.gid = ? AND r.send_count = 0",
                 (pid, gid),
-            ):
+            )
+            rows += self._db.all(
+                f"SELECT mid, {int(_REQUEST)} FROM requests "
+                "WHERE pid = ? AND gid = ? AND send_count = 0",
+                (pid, gid),
+            )
+            for mid, kind in rows:
                 key = (mid, peer)
                 if key not in self._hot and key not in self._dirty:
-                    self._count_cold(peer, group_id, RecordType(kind), -1)
-                    self._dirty[key] = True
+                    kind = RecordType(kind)
+                    self._count_cold(peer, group_id, kind, -1)
+                    self._dirty[key] = _table_of(kind)
                     deleted += 1
         return deleted
 
@@ -499,38 +559,79 @@ class RecordBook:
             return
         hot = self._hot
         pid_for, gid_for = self._names.pid_for, self._names.gid_for
+        rid_of = self._rid_of
         placement = self._placement
-        deletes = []
-        upserts = []
-        for key, existed in self._dirty.items():
+        record_deletes: list[tuple[int, int]] = []
+        request_deletes: list[tuple[bytes, int]] = []
+        record_rows = []
+        request_rows = []
+        for key, origin in self._dirty.items():
+            mid, peer = key
             record = hot.get(key)
+            table = _NO_ROW if record is None else _table_of(record.kind)
+            if origin != table:
+                # The committed row goes: deleted, or moving to the other
+                # table (a REQUEST settled by the message, then a MESSAGE
+                # record to relay it, in one transaction).
+                if origin == _IN_RECORDS:
+                    rid = rid_of(mid)
+                    if rid is not None:
+                        record_deletes.append((pid_for(peer), rid))
+                elif origin == _IN_REQUESTS:
+                    request_deletes.append((mid, pid_for(peer)))
             if record is None:
-                if existed:
-                    deletes.append((pid_for(key[1]), key[0]))
                 continue
-            upserts.append(
-                (
-                    pid_for(record.peer),
-                    record.message_id,
-                    gid_for(record.group_id),
-                    int(record.kind),
-                    record.send_count,
-                    record.send_epoch,
-                    record.max_sends,
-                    record.expires_at,
-                    placement[key][2],
+            qseq = placement[key][2]
+            if table == _IN_REQUESTS:
+                request_rows.append(
+                    (
+                        mid,
+                        pid_for(peer),
+                        gid_for(record.group_id),
+                        record.send_count,
+                        record.send_epoch,
+                        record.max_sends,
+                        record.expires_at,
+                        qseq,
+                    )
                 )
-            )
+            else:
+                rid = rid_of(mid)
+                if rid is None:  # pragma: no cover - the engine stores first
+                    raise ValueError(f"record for message {mid.hex()} that is not stored")
+                record_rows.append(
+                    (
+                        pid_for(peer),
+                        rid,
+                        gid_for(record.group_id),
+                        int(record.kind),
+                        record.send_count,
+                        record.send_epoch,
+                        record.max_sends,
+                        record.expires_at,
+                        qseq,
+                    )
+                )
         db = self._db
-        if deletes:
-            db.many("DELETE FROM records WHERE pid = ? AND mid = ?", deletes)
-        if upserts:
-            db.many(f"INSERT OR REPLACE INTO records ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", upserts)
-        next_qseq = next(self._qseq)
-        self._qseq = itertools.count(next_qseq)
-        if next_qseq != self._next_qseq:
-            db.run("INSERT OR REPLACE INTO internal (key, value) VALUES ('next_qseq', ?)", (next_qseq,))
-            self._next_qseq = next_qseq
+        # Key order: neighbouring rows share B-tree pages.
+        if record_deletes:
+            record_deletes.sort()
+            db.many("DELETE FROM records WHERE pid = ? AND rid = ?", record_deletes)
+        if request_deletes:
+            request_deletes.sort()
+            db.many("DELETE FROM requests WHERE mid = ? AND pid = ?", request_deletes)
+        if record_rows:
+            record_rows.sort()
+            db.many(
+                f"INSERT OR REPLACE INTO records ({_RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                record_rows,
+            )
+        if request_rows:
+            request_rows.sort()
+            db.many(
+                f"INSERT OR REPLACE INTO requests ({_REQUEST_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
+                request_rows,
+            )
 
     def after_commit(self) -> None:
         """Committed: new records leave memory and become cold."""

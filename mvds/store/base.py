@@ -22,6 +22,10 @@ same checks on each store):
   increasing, never reused, committed with the transaction that assigned them.
 * A record returned by ``due_records`` or ``new_records`` must afterwards be
   passed to ``update_record`` or ``delete_record`` by the caller.
+* OFFER and MESSAGE records name stored messages (the engine stores a
+  message before it makes records to send it); REQUEST records name
+  messages that are not stored, and ``delete_requests_for`` runs before the
+  message is added.  A record's kind changes only from OFFER to MESSAGE.
 * ``send_count == 0`` means new: OFFER/MESSAGE records wait FIFO per
   (peer, group) for room in that window, REQUESTs FIFO per peer (never
   windowed: they settle the peer's records, so holding them back could

@@ -104,7 +104,79 @@ _V1 = [
         WHERE send_count = 0 AND kind = 2""",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1]
+_V2 = [
+    # Message ids are SHA-256 outputs: a UNIQUE index on them puts every new
+    # row on a random index page, and a transaction that writes N messages
+    # then rewrites about N index pages (4 KiB each) into the WAL: most of
+    # the store's cost on a busy node.  From version 2 the newest ids are
+    # found through memory (rows with rid > internal 'indexed_upto') and
+    # ``message_ids`` gets them in bulk, sorted, so each of its pages is
+    # written once per batch instead of once per message.
+    """CREATE TABLE messages_v2 (
+        rid INTEGER PRIMARY KEY,
+        id BLOB NOT NULL,
+        gid INTEGER NOT NULL,
+        encoded BLOB NOT NULL,
+        ready INTEGER NOT NULL,
+        seq INTEGER,
+        src INTEGER
+    )""",
+    "INSERT INTO messages_v2 SELECT rid, id, gid, encoded, ready, seq, src FROM messages",
+    """CREATE TABLE message_ids (
+        id BLOB PRIMARY KEY,
+        rid INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    "INSERT INTO message_ids (id, rid) SELECT id, rid FROM messages ORDER BY id",
+    # OFFER and MESSAGE records name a stored message by its row number, so
+    # a burst of records for new messages is written at the end of the
+    # table, not on random pages; REQUEST records name a message we do not
+    # have (no row number), so they live apart, keyed by id.
+    """CREATE TABLE records_v2 (
+        pid INTEGER NOT NULL,
+        rid INTEGER NOT NULL,
+        gid INTEGER NOT NULL,
+        kind INTEGER NOT NULL,
+        send_count INTEGER NOT NULL,
+        send_epoch INTEGER NOT NULL,
+        max_sends INTEGER,
+        expires_at REAL,
+        qseq INTEGER NOT NULL,
+        PRIMARY KEY (pid, rid)
+    ) WITHOUT ROWID""",
+    """INSERT INTO records_v2
+        SELECT r.pid, m.rid, r.gid, r.kind, r.send_count, r.send_epoch,
+               r.max_sends, r.expires_at, r.qseq
+        FROM records AS r JOIN messages AS m ON m.id = r.mid
+        WHERE r.kind != 2""",
+    """CREATE TABLE requests (
+        mid BLOB NOT NULL,
+        pid INTEGER NOT NULL,
+        gid INTEGER NOT NULL,
+        send_count INTEGER NOT NULL,
+        send_epoch INTEGER NOT NULL,
+        max_sends INTEGER,
+        expires_at REAL,
+        qseq INTEGER NOT NULL,
+        PRIMARY KEY (mid, pid)
+    ) WITHOUT ROWID""",
+    """INSERT INTO requests
+        SELECT mid, pid, gid, send_count, send_epoch, max_sends, expires_at, qseq
+        FROM records WHERE kind = 2""",
+    "DROP TABLE records",
+    "DROP TABLE messages",
+    "ALTER TABLE messages_v2 RENAME TO messages",
+    "ALTER TABLE records_v2 RENAME TO records",
+    "CREATE INDEX messages_by_group ON messages (gid)",
+    "CREATE UNIQUE INDEX messages_by_seq ON messages (seq) WHERE seq IS NOT NULL",
+    # New (never sent) records in FIFO order per peer (and group); sent ones
+    # are few (bounded by the in-flight window) and kept in memory.
+    "CREATE INDEX records_new ON records (pid, gid, qseq) WHERE send_count = 0",
+    "CREATE INDEX requests_new ON requests (pid, qseq) WHERE send_count = 0",
+    """INSERT OR REPLACE INTO internal (key, value)
+        SELECT 'indexed_upto', coalesce(max(rid), 0) FROM messages""",
+]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2]
 """``MIGRATIONS[n]`` upgrades a version-``n`` database to version ``n + 1``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -100,7 +100,11 @@ class SQLiteStore:
             self._names = Names(db)
             self._messages = MessageLog(db, self._names)
             self._records = RecordBook(
-                db, self._names, fresh=self._messages.is_unwritten, prefetch=self._messages.prefetch
+                db,
+                self._names,
+                self._messages.rid_of,
+                fresh=self._messages.is_unwritten,
+                prefetch=self._messages.prefetch,
             )
             self._load_sharing()
         except BaseException:
@@ -456,12 +460,20 @@ class SQLiteReader:
     def message_count(self) -> int:
         return self._db.one("SELECT max(rid) FROM messages")[0] or 0
 
+    # The writer keeps the newest ids in memory (rows above 'indexed_upto');
+    # a reader finds those by scanning that short tail of the table.
+    _BY_ID = (
+        "SELECT {columns} FROM messages WHERE rid = (SELECT rid FROM message_ids WHERE id = ?1) "
+        "UNION ALL SELECT {columns} FROM messages WHERE rid > coalesce("
+        "(SELECT value FROM internal WHERE key = 'indexed_upto'), 0) AND id = ?1 LIMIT 1"
+    )
+
     def has_message(self, message_id: bytes) -> bool:
-        return self._db.one("SELECT 1 FROM messages WHERE id = ?", (message_id,)) is not None
+        return self._db.one(self._BY_ID.format(columns="1"), (message_id,)) is not None
 
     def get_stored(self, message_id: bytes) -> StoredMessage | None:
         row = self._db.one(
-            "SELECT encoded, ready, seq, src FROM messages WHERE id = ?", (message_id,)
+            self._BY_ID.format(columns="encoded, ready, seq, src"), (message_id,)
         )
         return None if row is None else self._stored(row)
 
@@ -491,12 +503,17 @@ class SQLiteReader:
         return set(self.sharing())
 
     def record_count(self) -> int:
-        return self._db.one("SELECT count(*) FROM records")[0]
+        return self._db.one(
+            "SELECT (SELECT count(*) FROM records) + (SELECT count(*) FROM requests)"
+        )[0]
 
     def record_stats(self) -> dict[tuple[bytes, RecordType], int]:
         stats: dict[tuple[bytes, RecordType], int] = defaultdict(int)
         with self._snapshot():
-            rows = self._db.all("SELECT pid, kind, count(*) FROM records GROUP BY pid, kind")
+            rows = self._db.all(
+                "SELECT pid, kind, count(*) FROM records GROUP BY pid, kind "
+                f"UNION ALL SELECT pid, {int(RecordType.REQUEST)}, count(*) FROM requests GROUP BY pid"
+            )
             for pid, kind, n in rows:
                 stats[(self._peer(pid), RecordType(kind))] += n
         return dict(stats)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 
 import pytest
@@ -46,6 +47,14 @@ def test_init_creates_identity_and_config(tmp_path):
         (["run", "{node}", "--loss", "1.5"], "loss"),
         (["run", "{node}", "--schedule", "sometimes"], "schedule"),
         (["send", "{node}", "chat", "--file", "{missing}"], None),
+        (["send", "{node}", "chat", "hi", "--lines"], "not several"),
+        # An empty group name is bad input, not an internal error.
+        (["send", "{node}", "", "hi"], "bad group ''"),
+        (["share", "{node}", "", "bob"], "bad group ''"),
+        (["unshare", "{node}", "", "bob"], "bad group ''"),
+        (["join", "{node}", ""], "bad group ''"),
+        (["tail", "{node}", "--group", ""], "bad group ''"),
+        (["peer", "add", "{node}", "bob", "ab" * 32, "127.0.0.1:1", "--group", ""], "bad group ''"),
     ],
 )
 def test_bad_input_gets_one_clear_line(tmp_path, args, fragment):
@@ -55,6 +64,46 @@ def test_bad_input_gets_one_clear_line(tmp_path, args, fragment):
     line = one_line_error(cli(*filled))
     if fragment:
         assert fragment in line
+
+
+@pytest.mark.parametrize(
+    "args, command, fragment",
+    [
+        (["send"], "mvds send", "required: DIR, GROUP"),
+        (["send", "{node}", "chat", "hi", "there"], "mvds send", "unrecognized arguments: there"),
+        (["run", "{node}", "--loss", "lots"], "mvds run", "invalid float value: 'lots'"),
+        (["run", "{node}", "--mode", "turbo"], "mvds run", "invalid choice: 'turbo'"),
+        (["peer", "add", "{node}"], "mvds peer add", "required: NAME"),
+        (["id", "{node}", "extra"], "mvds id", "unrecognized arguments: extra"),
+        (["frobnicate"], "mvds", "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_usage_errors_are_one_line_too(tmp_path, args, command, fragment):
+    node = tmp_path / "n"
+    cli("init", str(node), check=True)
+    result = cli(*[a.format(node=node) for a in args])
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"{command}: error: ") and fragment in lines[0]
+    assert lines[0].endswith(f"(see {command} --help)")
+
+
+def test_ports_in_use_are_one_line_naming_the_address(tmp_path):
+    node = tmp_path / "n"
+    cli("init", str(node), check=True)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        taken = "127.0.0.1:%d" % udp.getsockname()[1]
+        line = one_line_error(cli("run", str(node), "--listen", taken))
+        assert line == f"mvds: cannot listen on {taken}: Address already in use"
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+        tcp.bind(("127.0.0.1", 0))
+        tcp.listen()
+        taken = "127.0.0.1:%d" % tcp.getsockname()[1]
+        line = one_line_error(cli("run", str(node), "--listen", "127.0.0.1:0", "--metrics", taken))
+        assert line == f"mvds: cannot serve metrics on {taken}: Address already in use"
+    assert not (node / "mvds.sock").exists()
 
 
 def test_malformed_config_is_reported_in_one_line(tmp_path):
@@ -137,3 +186,32 @@ def test_peer_add_while_running_takes_effect_at_once(tmp_path):
         assert "b" in listing and id_b in listing
     finally:
         stop_all([a, b])
+
+
+def test_a_directory_too_deep_for_the_control_socket_is_one_line(tmp_path):
+    node = tmp_path / ("n" * 110)
+    cli("init", str(node), check=True)
+    line = one_line_error(cli("run", str(node)))
+    assert "too long a path for the control socket" in line
+
+
+def test_main_turns_an_interrupt_inside_an_exception_group_into_130(monkeypatch, tmp_path, capsys):
+    """trio wraps a Ctrl-C that lands inside a nursery in a group; main must
+    not print it as a traceback (the demo's bug)."""
+    import mvds.cli
+    import mvds.cli.id
+
+    def interrupted(args):
+        raise BaseExceptionGroup("nursery", [KeyboardInterrupt()])
+
+    monkeypatch.setattr(mvds.cli.id, "run", interrupted)
+    assert mvds.cli.main(["id", str(tmp_path)]) == 130
+    assert capsys.readouterr().err == ""
+
+    def broken(args):
+        raise BaseExceptionGroup("nursery", [ValueError("boom")])
+
+    monkeypatch.setattr(mvds.cli.id, "run", broken)
+    assert mvds.cli.main(["id", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mvds: unexpected error: ValueError: boom")

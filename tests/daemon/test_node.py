@@ -216,3 +216,65 @@ async def test_metrics_are_served_in_prometheus_format():
         text = render_metrics(a.status())
         assert "# TYPE mvds_datagrams_out_total counter" in text
         assert 'mvds_peer_pending_records{type="message",peer="b"}' in text
+
+
+async def test_every_user_error_of_open_node_is_a_one_line_node_error(tmp_path):
+    """README: errors a user can cause raise mvds.NodeError with a one-line message."""
+    from mvds.daemon.setup import init_node_dir
+
+    init_node_dir(tmp_path / "a")
+
+    async def fails(*args, **kwargs) -> str:
+        with pytest.raises(mvds.NodeError) as caught:
+            async with mvds.open_node(*args, **kwargs):
+                pass
+        assert type(caught.value) is mvds.NodeError
+        message = str(caught.value)
+        assert message and "\n" not in message
+        return message
+
+    assert "not a node directory" in await fails(tmp_path / "nowhere")
+    assert "bad address 'bogus'" in await fails(listen="bogus")
+    assert "bad address" in await fails(config=NodeConfig(listen="nonsense"))
+    async with mvds.open_node(tmp_path / "a", listen="127.0.0.1:0") as a:
+        assert "already running" in await fails(tmp_path / "a")
+        taken = addr(a)
+        assert await fails(listen=taken) == f"cannot listen on {taken}: Address already in use"
+        with socket.socket() as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            tcp.listen()
+            busy = "127.0.0.1:%d" % tcp.getsockname()[1]
+            message = await fails(config=NodeConfig(listen="127.0.0.1:0", metrics=busy))
+            assert message == f"cannot serve metrics on {busy}: Address already in use"
+        for call in (a.share("", "b"), a.unshare("", "b"), a.join(""), a.append("", b"x")):
+            with pytest.raises(mvds.NodeError, match="a group name must not be empty"):
+                await call
+    (tmp_path / "a" / "mvds.toml").write_text("listen = [broken\n")
+    assert "invalid TOML" in await fails(tmp_path / "a")
+    (tmp_path / "a" / "mvds.toml").write_text('listen = "127.0.0.1:0"\n')
+    (tmp_path / "a" / "identity.key").write_bytes(b"short")
+    assert "identity key file" in await fails(tmp_path / "a")
+
+
+async def test_a_node_directory_keeps_its_identity_messages_and_peers(tmp_path):
+    """open_node(DIR): the SQLite store, the identity and the config persist."""
+    from mvds.daemon.config import load_config
+    from mvds.daemon.setup import init_node_dir
+
+    _, identity = init_node_dir(tmp_path / "a")
+    async with mvds.open_node(tmp_path / "a", listen="127.0.0.1:0") as a, mvds.open_node() as b:
+        assert a.peer_id == identity.peer_id
+        await pair(a, b)
+        ids = await a.append_many("chat", [b"one", b"two"])
+        await b.append("chat", b"three")
+        (got,) = await collect(a, 1)
+        assert got.body == b"three" and got.seq == 1
+        assert [m.id for m in await collect(b, 2)] == ids
+    assert (tmp_path / "a" / "mvds.db").exists()
+    assert [p.name for p in load_config(tmp_path / "a" / "mvds.toml").peers] == ["b"]
+    async with mvds.open_node(tmp_path / "a", listen="127.0.0.1:0") as again:
+        assert again.peer_id == identity.peer_id
+        assert again.store.message_count() == 3
+        history = [m async for m in again.messages(0, follow=False)]
+        assert [(m.seq, m.body) for m in history] == [(1, b"three")]
+        await again.append("chat", b"after a restart")  # still a member of "chat"

@@ -5,7 +5,7 @@
     python -m fuzz control --replay crash-1a2b...   # re-run one saved input
     python -m fuzz --list
 
-Needs ``pip install atheris`` (not a test dependency: CI runs the same
+Needs atheris, ``pip install -e '.[fuzz]'`` (not a test dependency: CI runs the same
 targets under hypothesis, tests/test_fuzz.py).  Crashing inputs are saved
 as ``crash-<sha1>`` in the current directory; the corpus of interesting
 inputs goes to ``fuzz/corpus/NAME/`` (not committed).  The mvds package is

@@ -179,6 +179,26 @@ def test_identical_appends_cost_linear_time():
     assert stamps == list(range(100, 3100))
 
 
+def test_identical_appends_stay_linear_as_the_clock_moves():
+    """A heartbeat appending the same body ten times a second runs ahead of
+    the clock; each new second must not rescan every timestamp taken so far
+    (keyed by the natural id, each second started a fresh scan: ~450,000
+    lookups here)."""
+
+    class CountingStore(MemoryStore):
+        lookups = 0
+
+        def has_message(self, message_id: bytes) -> bool:
+            CountingStore.lookups += 1
+            return super().has_message(message_id)
+
+    store = CountingStore()
+    engine = Engine(store, EngineConfig(), now=0.0)
+    ids = {engine.append(GROUP, b"beat", 100.0 + i / 10).id for i in range(3000)}
+    assert len(ids) == 3000
+    assert CountingStore.lookups < 4 * 3000, CountingStore.lookups
+
+
 def test_default_max_body_is_the_protocol_limit():
     from mvds.secure.limits import MAX_BODY_SIZE
 

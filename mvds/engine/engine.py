@@ -22,6 +22,7 @@ peer); new records go out as soon as the caller asks for payloads after
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections import Counter, OrderedDict, deque
@@ -67,10 +68,11 @@ class Engine:
         self._last_heard: dict[bytes, float] = {}
         self._pulled_epoch: dict[bytes, int] = {}
         self._ephemeral_seen: OrderedDict[bytes, None] = OrderedDict()
-        self._bumped: OrderedDict[bytes, int] = OrderedDict()
-        """Last timestamp given to a repeated body, by the id it would have had
-        at its natural timestamp, so the N-th identical append starts where
-        the previous one ended instead of walking past N-1 taken ids."""
+        self._bumped: OrderedDict[tuple[bytes, bytes], int] = OrderedDict()
+        """Last timestamp given to a repeated body, by (group, body digest),
+        so the N-th identical append starts where the previous one ended
+        instead of walking past N-1 taken ids -- also once the clock moved
+        on to a second whose natural timestamp is taken too."""
         self._next_due: float | None = None
         self._next_due_stale = True
         """The earliest send time of any in-flight record, kept between the
@@ -173,7 +175,10 @@ class Engine:
         second ahead.  Remembering where the last repeat of this body ended
         keeps a long run of identical appends linear instead of quadratic.
         """
-        natural = message.id
+        # Keyed by content, not by the id at the natural timestamp: identical
+        # appends faster than one a second run ahead of the clock, and each
+        # new second would otherwise rescan every timestamp taken so far.
+        natural = (message.group_id, hashlib.sha256(message.body).digest())
         timestamp = message.timestamp
         last = self._bumped.get(natural)
         if last is not None and last >= timestamp:

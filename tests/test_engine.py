@@ -505,6 +505,22 @@ def test_appending_does_not_scan_the_history():
 
 
 
+
+def test_append_many_is_appending_one_by_one():
+    one, many = engine(), engine()
+    for e in (one, many):
+        e.share(GROUP, B, 0.0)
+        e.share(GROUP, C, 0.0)
+        e.append(GROUP, b"first", 0.0)
+    bodies = [b"a", b"b", b"a", b"c"]  # a repeat moves a second ahead
+    singles = [one.append(GROUP, body, 3.0) for body in bodies]
+    batch = many.append_many(GROUP, bodies, 3.0)
+    assert [(m.id, m.parents, m.timestamp) for m in batch] == [
+        (m.id, m.parents, m.timestamp) for m in singles
+    ]
+    assert many.pending() == one.pending()
+    assert sent_to(many, 3.0) == sent_to(one, 3.0)
+
 def test_repeating_a_body_stays_linear_and_keeps_every_message():
     """The id does not cover parents, so identical bodies appended in one
     second move a second ahead each; the N-th must not probe N-1 taken ids."""

@@ -176,3 +176,19 @@ def deliver_in_txn(store: SQLiteStore, bodies: list[bytes]) -> list[Message]:
         store.add_message(message, ready=True, received_from=None)
         out.append(message)
     return out
+
+
+def test_a_message_read_back_to_be_sent_parses_its_fields_only_when_asked():
+    from mvds.store._sqlite_messages import _LazyMessage
+    from mvds.wire import encode_message
+
+    m = Message(G1, 5, b"body", (b"p" * 32,))
+    lazy = _LazyMessage(m.id, encode_message(m))
+    assert encode_message(lazy) is encode_message(lazy)  # sent as stored, never re-encoded
+    assert encode_message(lazy) == encode_message(m)
+    assert (lazy.group_id, lazy.timestamp, lazy.body, lazy.parents, lazy.ephemeral) == (
+        G1, 5, b"body", (b"p" * 32,), False,
+    )
+    assert lazy == m and isinstance(lazy, Message)
+    with pytest.raises(AttributeError):
+        lazy.no_such_field

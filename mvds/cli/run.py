@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import os
 import signal
 
@@ -38,6 +39,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="serve Prometheus metrics over HTTP on this address")
     parser.set_defaults(func=run)
 
+
+GC_THRESHOLDS = (50_000, 20, 20)
+"""Cyclic garbage collector thresholds for the daemon process.
+
+The default (700, 10, 10) runs a collection every 700 container
+allocations; a busy node allocates a tuple or record per message and keeps
+hundreds of thousands of long-lived objects (caches, the in-flight set), so
+the collector spent about 15% of the sending daemon's CPU re-scanning them
+(measured with the benchmark's sender workload: 51.8 -> 43.2 us/message).
+The node creates almost no reference cycles (reference counting frees its
+garbage), so collecting 70 times less often costs little memory."""
 
 SOCKET_PATH_MAX = 104
 """Longest Unix socket path the control server accepts (macOS's sun_path;
@@ -79,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(config.log_format, config.log_level)
     import trio  # here, not at the top: the other commands start faster without it
 
+    gc.set_threshold(*GC_THRESHOLDS)
     try:
         trio.run(serve, nodedir.path, config)
     except BaseExceptionGroup as group:
@@ -106,6 +119,9 @@ async def serve(directory, config) -> None:
 
     log = get_logger(component="run")
     async with Node.open(directory, config=config) as node:
+        # What exists now (modules, the store's caches) lives as long as the
+        # process: keep it out of every later collection.
+        gc.freeze()
         server = ControlServer(node, node.nodedir.socket)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:

@@ -441,7 +441,7 @@ class Node:
         checked = [self._check_body(body) for body in bodies]
 
         def apply(now: float) -> list[bytes]:
-            return [self.engine.append(group_id, body, now).id for body in checked]
+            return [message.id for message in self.engine.append_many(group_id, checked, now)]
 
         return await self._submit(apply)
 

@@ -26,7 +26,7 @@ import hashlib
 import math
 import random
 from collections import Counter, OrderedDict, deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 from mvds.engine.config import EngineConfig
 from mvds.engine.events import (
     Event,
@@ -133,15 +133,52 @@ class Engine:
             raise ValueError("max_sends must be at least 1")
         if ttl is not None and ttl <= 0:
             raise ValueError("ttl must be positive")
-        store = self.store
         self._next_due_stale = True
-        store.join(group_id)
-        parents = self._parents_for(group_id)
+        self.store.join(group_id)
+        peers = self.store.shared_peers(group_id)
+        kind = _OFFER if (mode or self.config.mode) is Mode.INTERACTIVE else _MESSAGE
+        expires_at = now + ttl if ttl is not None else None
+        message = self._append_one(
+            group_id, body, now, timestamp, ephemeral, peers, kind, max_sends, expires_at
+        )
+        for peer in peers:
+            self._schedule_flush(peer, now)
+        return message
+
+    def append_many(self, group_id: bytes, bodies: Iterable[bytes], now: float) -> list[Message]:
+        """Append several messages to a group, as :meth:`append` would one by
+        one (each the parent of the next), with the per-call work done once."""
+        if len(group_id) != ID_SIZE:
+            raise ValueError(f"group id must be {ID_SIZE} bytes")
+        self._next_due_stale = True
+        self.store.join(group_id)
+        peers = self.store.shared_peers(group_id)
+        kind = _OFFER if self.config.mode is Mode.INTERACTIVE else _MESSAGE
+        append = self._append_one
+        out = [append(group_id, body, now, None, False, peers, kind, None, None) for body in bodies]
+        for peer in peers:
+            self._schedule_flush(peer, now)
+        return out
+
+    def _append_one(
+        self,
+        group_id: bytes,
+        body: bytes,
+        now: float,
+        timestamp: int | None,
+        ephemeral: bool,
+        peers: list[bytes],
+        kind: RecordType,
+        max_sends: int | None,
+        expires_at: float | None,
+    ) -> Message:
+        """One append, its arguments checked; the caller schedules the flush."""
+        store = self.store
         message = Message(
             group_id,
             math.floor(now) if timestamp is None else timestamp,
             body,
-            parents,
+            self._parents_for(group_id),
             ephemeral,
         )
         if store.has_message(message.id):
@@ -149,22 +186,17 @@ class Engine:
                 return store.get_message(message.id) or message
             message = self._next_free(message)
         self.stats["appended"] += 1
-        peers = store.shared_peers(group_id)
         if ephemeral:
             self._remember_ephemeral(message.id)
             for peer in peers:
                 self._direct.setdefault(peer, []).append(message)
-                self._schedule_flush(peer, now)
             return message
         store.add_message(message, ready=True, received_from=None)
-        kind = _OFFER if (mode or self.config.mode) is Mode.INTERACTIVE else _MESSAGE
-        expires_at = now + ttl if ttl is not None else None
-        epoch = self.epoch(now)
-        for peer in peers:
-            store.insert_record(
-                Record(message.id, peer, group_id, kind, 0, epoch, max_sends, expires_at)
-            )
-            self._schedule_flush(peer, now)
+        if peers:
+            epoch = math.floor(now / self._epoch_length)
+            insert, message_id = store.insert_record, message.id
+            for peer in peers:
+                insert(Record(message_id, peer, group_id, kind, 0, epoch, max_sends, expires_at))
         return message
 
     def _next_free(self, message: Message) -> Message:

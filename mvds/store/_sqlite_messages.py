@@ -60,10 +60,37 @@ def decode_stored(encoded: bytes, mid: bytes | None = None) -> Message:
     return Message._from_wire(pm.group_id, pm.timestamp, pm.body, parents, False, encoded, mid)
 
 
-class _Unwritten:
-    """A message added in the current transaction, not yet INSERTed."""
+_FIELDS = frozenset(("group_id", "timestamp", "body", "parents", "ephemeral"))
 
-    __slots__ = ("rid", "message", "gid", "ready", "seq", "src")
+
+class _LazyMessage(Message):
+    """A stored message read back to be sent: sending needs only its id and
+    its encoding, so the fields are parsed on first use (most never are)."""
+
+    __slots__ = ()
+
+    def __init__(self, mid: bytes, encoded: bytes) -> None:  # noqa: D107 - no super(): lazy
+        self.id = mid
+        self._encoded = encoded
+
+    def __getattr__(self, name: str) -> object:
+        if name not in _FIELDS:
+            raise AttributeError(name)
+        full = decode_stored(self._encoded, self.id)
+        for field in _FIELDS:
+            setattr(self, field, getattr(full, field))
+        return getattr(self, name)
+
+
+class _Unwritten(StoredMessage):
+    """A message added in the current transaction, not yet INSERTed.
+
+    It is the :class:`StoredMessage` readers get once committed (the recent
+    cache hands out this very object), so committing builds nothing new.
+    Nothing changes it after its transaction committed.
+    """
+
+    __slots__ = ("rid", "gid")
 
     def __init__(
         self, rid: int, message: Message, gid: int, ready: bool, src: bytes | None
@@ -72,8 +99,8 @@ class _Unwritten:
         self.message = message
         self.gid = gid
         self.ready = ready
-        self.seq: int | None = None
-        self.src = src
+        self.seq = None
+        self.received_from = src
 
 
 class RecentCache:
@@ -109,7 +136,7 @@ class RecentCache:
                 by_seq.clear()  # not contiguous: start the range afresh
             if not by_seq:
                 self.low = u.seq  # type: ignore[assignment]
-            by_seq[u.seq] = StoredMessage(u.message, True, u.seq, u.src)  # type: ignore[index]
+            by_seq[u.seq] = u  # type: ignore[index]
         while len(by_id) > self.size:
             by_id.popitem(last=False)
         while len(by_seq) > self.size:
@@ -205,7 +232,7 @@ class MessageLog:
                     encode_message(u.message),
                     u.ready,
                     u.seq,
-                    None if u.src is None else pid_for(u.src),
+                    None if u.received_from is None else pid_for(u.received_from),
                 )
                 for mid, u in self._unwritten.items()
             ]
@@ -278,7 +305,7 @@ class MessageLog:
         """A row read along with something else (a record about to be sent):
         keep it for :meth:`get_message` until the transaction ends."""
         if mid not in self._prefetched:
-            self._prefetched[mid] = decode_stored(encoded, mid)
+            self._prefetched[mid] = _LazyMessage(mid, encoded)
             if rid <= self.indexed_upto:
                 self._remember_rid(mid, rid)
 
@@ -322,7 +349,7 @@ class MessageLog:
     def get_stored(self, mid: bytes) -> StoredMessage | None:
         u = self._unwritten.get(mid)
         if u is not None:
-            return StoredMessage(u.message, u.ready, u.seq, u.src)
+            return StoredMessage(u.message, u.ready, u.seq, u.received_from)
         row = self._row(mid)
         return None if row is None else self._stored(row)
 

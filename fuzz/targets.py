@@ -29,7 +29,8 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import math
+import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from mvds.daemon.config import ConfigError, NodeConfig, parse_config, render_config
-from mvds.engine import Engine, EngineConfig, Mode
+from mvds.engine import Engine, EngineConfig
 from mvds.engine.records import RecordType
 from mvds.ids import INT64_MAX, INT64_MIN, group_id_for_name
 from mvds.secure import EnvelopeCodec, EnvelopeError, Identity
@@ -89,6 +90,23 @@ class Input:
 
     def flag(self) -> bool:
         return bool(self.byte() & 1)
+
+
+def _scratch(kind: str) -> tempfile.TemporaryDirectory:
+    """A temporary directory for a target's node or store, on tmpfs where
+    there is one (config saves and commits fsync: a million inputs should
+    measure the parsing, not the disk).
+
+    libFuzzer ends the process with exit(), so Python never removes it;
+    directories left by fuzzing processes that are gone are removed here
+    (their names carry the pid), so tmpfs does not fill up run after run.
+    """
+    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+    for old in base.glob("mvds-fuzz-*-*"):
+        pid = old.name.split("-")[2]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(old, ignore_errors=True)
+    return tempfile.TemporaryDirectory(prefix=f"mvds-fuzz-{os.getpid()}-{kind}-", dir=base)
 
 
 def _identity(seed: int) -> Identity:
@@ -211,8 +229,7 @@ class PayloadTarget:
         self.shared = group_id_for_name("shared")
         self.private = group_id_for_name("private")  # member, not shared with peer
         self.config = EngineConfig(max_requests=64, max_inflight=16, max_parents=32)
-        shm = "/dev/shm" if Path("/dev/shm").is_dir() else None  # see ControlTarget
-        self._tmp = tempfile.TemporaryDirectory(prefix="mvds-fuzz-", dir=shm)
+        self._tmp = _scratch("payload")
         self._round = 0
         self.now = 1_700_000_000.0
         self._calls = 0
@@ -395,10 +412,7 @@ class ControlTarget:
     name = "control"
 
     def __init__(self) -> None:
-        # On tmpfs where there is one: config saves and commits fsync, and a
-        # million inputs should measure the parsing, not the disk.
-        shm = "/dev/shm" if Path("/dev/shm").is_dir() else None
-        self._tmp = tempfile.TemporaryDirectory(prefix="mvds-fuzz-ctl-", dir=shm)
+        self._tmp = _scratch("control")
         self.path = Path(self._tmp.name) / "mvds.sock"
         self._ready = threading.Event()
         self._error: BaseException | None = None

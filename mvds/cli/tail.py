@@ -26,6 +26,7 @@ from mvds.cli.common import (
 )
 from mvds.cli.errors import CliError
 from mvds.daemon.control_client import ControlError
+from mvds.ids import INT64_MAX
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,8 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     nodedir = node_dir(args.dir)
     config = load(nodedir)
-    if args.since < 0:
-        raise CliError("--since must not be negative")
+    if not 0 <= args.since <= INT64_MAX:
+        raise CliError(f"--since must be between 0 and {INT64_MAX}")
     if args.group is not None:
         check_group(config, args.group)
     printer = _printer(args.json, group_names(config), peer_names(config))

@@ -19,7 +19,7 @@ from typing import Any
 
 from mvds.daemon.schedule import Schedule
 from mvds.ids import parse_peer_id
-from mvds.secure.limits import MAX_BODY_SIZE, MAX_DATAGRAM_SIZE
+from mvds.secure.limits import MAX_BODY_SIZE, MAX_DATAGRAM_SIZE, MAX_PARENTS_ON_WIRE
 
 MAX_UDP_PAYLOAD = MAX_DATAGRAM_SIZE
 
@@ -88,6 +88,16 @@ class NodeConfig:
     """Largest message body accepted at append (a message travels whole in one datagram)."""
     max_inflight: int = 1024
     """Unacknowledged messages per peer and group before new ones wait."""
+    max_parents: int = MAX_PARENTS_ON_WIRE
+    """Most parents put on an appended message and accepted on a received one (more: dropped, counted)."""
+    max_requests: int = 4096
+    """Most REQUEST records kept towards one peer; beyond it OFFERs are not requested (counted)."""
+    control_max_clients: int = 32
+    """Most control API connections served at once; more are refused with an error."""
+    control_max_line: int = 16 * 1024 * 1024
+    """Longest control API request line in bytes; a longer one gets an error and is closed."""
+    drop_log_interval_s: float = 10.0
+    """Dropped datagrams are all counted but logged at most once per reason per this many seconds."""
     flush_ms: float = 0.0
     """How long new records may wait to be coalesced into one payload."""
     backoff_max_epochs: int = 64
@@ -138,12 +148,22 @@ class NodeConfig:
             fail("max_datagram", f"must be between 256 and {MAX_UDP_PAYLOAD}")
         if not 1 <= self.max_body <= MAX_BODY_SIZE:
             fail("max_body", f"must be between 1 and {MAX_BODY_SIZE} (a message travels whole in one datagram)")
-        if self.max_inflight < 1:
-            fail("max_inflight", "must be at least 1")
-        if self.flush_ms < 0:
-            fail("flush_ms", "must not be negative")
-        if self.backoff_max_epochs < 1:
-            fail("backoff_max_epochs", "must be at least 1")
+        if not 1 <= self.max_inflight <= 1_000_000:
+            fail("max_inflight", "must be between 1 and 1000000")
+        if not 1 <= self.max_parents <= MAX_PARENTS_ON_WIRE:
+            fail("max_parents", f"must be between 1 and {MAX_PARENTS_ON_WIRE} (the protocol's limit)")
+        if not 0 <= self.drop_log_interval_s <= 86_400:
+            fail("drop_log_interval_s", "must be between 0 and 86400")
+        if not 1 <= self.max_requests <= 1_000_000:
+            fail("max_requests", "must be between 1 and 1000000")
+        if not 1 <= self.control_max_clients <= 10_000:
+            fail("control_max_clients", "must be between 1 and 10000")
+        if not 1024 <= self.control_max_line <= 256 * 1024 * 1024:
+            fail("control_max_line", f"must be between 1024 and {256 * 1024 * 1024}")
+        if not 0 <= self.flush_ms <= 60_000:  # also refuses nan (TOML has it)
+            fail("flush_ms", "must be between 0 and 60000")
+        if not 1 <= self.backoff_max_epochs <= 1_000_000:
+            fail("backoff_max_epochs", "must be between 1 and 1000000")
         if not 0.0 <= self.loss < 1.0:
             fail("loss", "must be at least 0 and below 1")
         if self.schedule:
@@ -269,13 +289,32 @@ def load_config(path: Path) -> NodeConfig:
         ) from None
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    return parse_config(raw, str(path))
+
+
+def parse_config(raw: bytes, where: str = "config") -> NodeConfig:
+    """Parse and validate the bytes of a config file (``where`` names it in errors).
+
+    Separate from :func:`load_config` so the fuzzer (fuzz/targets.py) can
+    feed it millions of inputs without touching the file system; any input
+    either gives a NodeConfig or raises :class:`ConfigError`, nothing else.
+    """
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
+        raise ConfigError(f"{where}: not UTF-8 text") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    return config_from_dict(data, str(path))
+        raise ConfigError(f"{where}: invalid TOML: {_one_line(str(exc))}") from None
+    except RecursionError:  # deeply nested arrays or tables
+        raise ConfigError(f"{where}: invalid TOML: nested too deeply") from None
+    return config_from_dict(data, where)
+
+
+def _one_line(text: str) -> str:
+    """An error message on one line (the CLI prints exactly one)."""
+    return " ".join(text.split())
 
 
 # -- writing ------------------------------------------------------------------

@@ -17,6 +17,7 @@ import binascii
 import json
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -25,9 +26,15 @@ import trio
 from mvds import __version__
 from mvds.daemon.logs import get_logger
 from mvds.daemon.node import Node, NodeError
+from mvds.ids import INT64_MAX
 
 MAX_LINE = 16 * 1024 * 1024
-"""Longest request line (an append_many of many bodies, base64)."""
+"""Default longest request line (an append_many of many bodies, base64);
+the setting ``control_max_line``."""
+
+MAX_CLIENTS = 32
+"""Default most connections served at once; the setting ``control_max_clients``.
+With the line limit it bounds what clients can make the daemon buffer."""
 
 MAX_BATCH = 100_000
 """Most bodies in one append_many."""
@@ -94,6 +101,9 @@ class ControlServer:
         self.node = node
         self.path = path
         self.log = get_logger(component="control")
+        self.max_line = node.config.control_max_line
+        self.max_clients = node.config.control_max_clients
+        self._clients = 0
         self._ops: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
             "ping": self._ping,
             "status": self._status,
@@ -138,14 +148,46 @@ class ControlServer:
                 pass
 
     async def _handle(self, stream: trio.SocketStream) -> None:
+        if self._clients >= self.max_clients:
+            # Refused, not queued: an idle or stuck client must not be able
+            # to make the daemon hold unbounded connections and buffers.
+            self._refuse("too_many_clients")
+            try:
+                async with stream:
+                    await self._send(stream, {
+                        "ok": False,
+                        "error": f"too many control connections (control_max_clients = {self.max_clients})",
+                    })
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            return
+        self._clients += 1
+        try:
+            await self._serve_client(stream)
+        finally:
+            self._clients -= 1
+
+    def _refuse(self, reason: str) -> None:
+        counters = self.node.counters
+        counters[f"control_refused_{reason}"] += 1
+        if self.node._warnings.drop(f"control/{reason}", time.monotonic()) is not None:
+            self.log.warning("control.refused", reason=reason,
+                             count=counters[f"control_refused_{reason}"])
+
+    async def _serve_client(self, stream: trio.SocketStream) -> None:
         buffer = bytearray()
+        limit = self.max_line
         try:
             async with stream:
                 while True:
                     newline = buffer.find(b"\n")
                     if newline < 0:
-                        if len(buffer) > MAX_LINE:
-                            await self._send(stream, {"ok": False, "error": f"request line over {MAX_LINE} bytes"})
+                        if len(buffer) > limit:
+                            self._refuse("line_too_long")
+                            await self._send(stream, {
+                                "ok": False,
+                                "error": f"request line over {limit} bytes (control_max_line)",
+                            })
                             return
                         chunk = await stream.receive_some(65536)
                         if not chunk:
@@ -168,6 +210,10 @@ class ControlServer:
             try:
                 request = json.loads(line)
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise RequestError(f"not JSON: {exc}") from None
+            except RecursionError:
+                raise RequestError("not JSON: nested too deeply") from None
+            except ValueError as exc:  # e.g. an integer of more than 4300 digits
                 raise RequestError(f"not JSON: {exc}") from None
             if not isinstance(request, dict):
                 raise RequestError("a request is a JSON object")
@@ -260,8 +306,8 @@ class ControlServer:
         self, stream: trio.SocketStream, request: dict[str, Any], request_id: Any
     ) -> None:
         since = _field(request, "since", int, 0)
-        if since < 0:
-            raise RequestError("'since' must not be negative")
+        if not 0 <= since <= INT64_MAX:
+            raise RequestError(f"'since' must be between 0 and {INT64_MAX}")
         group = _field(request, "group", str, None)
         follow = _field(request, "follow", bool, False)
         node = self.node

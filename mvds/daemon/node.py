@@ -199,6 +199,8 @@ def engine_config(config: NodeConfig) -> EngineConfig:
         flush_delay=config.flush_ms / 1000.0,
         policy=ExponentialBackoff(max_delay=config.backoff_max_epochs),
         max_inflight=config.max_inflight,
+        max_requests=config.max_requests,
+        max_parents=config.max_parents,
         seed=config.seed or 0,
     )
 
@@ -225,7 +227,7 @@ class Node:
         self._rng = random.Random(config.seed)
         self._schedule = Schedule.parse(config.schedule) if config.schedule else None
         self.peers: dict[bytes, PeerState] = {}
-        self._drops = DropLog()
+        self._drops = DropLog(interval=config.drop_log_interval_s)
         """Datagrams dropped before the engine, by reason (rate-limited logging)."""
         self._warnings = DropLog(interval=60.0)
         self.counters: Counter[str] = Counter()
@@ -901,6 +903,7 @@ class Node:
                     "retransmissions": engine_counts["retransmissions"],
                     "payloads_in": engine_counts["payloads_in"],
                     "payloads_out": engine_counts["payloads_out"],
+                    "requests_capped": engine_counts["requests_capped"],
                 }
             )
         transport = self.transport

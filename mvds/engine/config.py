@@ -67,6 +67,21 @@ class EngineConfig:
     """Most parents put on an appended message, and most accepted on a
     received one (a received message with more is dropped, unacknowledged)."""
 
+    max_body: int = 64_000
+    """Largest body accepted on a received message (the protocol's limit,
+    docs/PROTOCOL.md section 9); a larger one is dropped, unacknowledged,
+    and counted (``dropped_oversized_body``).  Every stored message then
+    fits one datagram when this node relays it."""
+
+    max_requests: int = 4096
+    """Most REQUEST records this node keeps towards one peer (new and in
+    flight).  A peer's OFFERs of unknown ids and its messages' unknown
+    parents each make a REQUEST; without a cap a peer that floods OFFERs
+    for messages that do not exist grows this node's sync state without
+    bound.  Beyond the cap further REQUESTs are not made and are counted
+    (``requests_capped``); an honest peer keeps offering, so what was not
+    requested now is requested once earlier REQUESTs settle."""
+
     request_max_sends: int | None = 32
     """A REQUEST gives up after this many sends.  Safe: the peer that offered
     the message keeps offering it, and every offer requests it again."""
@@ -96,3 +111,7 @@ class EngineConfig:
             raise ValueError("max_rto must not be negative")
         if self.max_parents < 0:
             raise ValueError("max_parents must not be negative")
+        if self.max_body < 0:
+            raise ValueError("max_body must not be negative")
+        if self.max_requests < 1:
+            raise ValueError("max_requests must be at least 1")

@@ -22,6 +22,7 @@ peer); new records go out as soon as the caller asks for payloads after
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections import Counter, OrderedDict, deque
@@ -67,10 +68,11 @@ class Engine:
         self._last_heard: dict[bytes, float] = {}
         self._pulled_epoch: dict[bytes, int] = {}
         self._ephemeral_seen: OrderedDict[bytes, None] = OrderedDict()
-        self._bumped: OrderedDict[bytes, int] = OrderedDict()
-        """Last timestamp given to a repeated body, by the id it would have had
-        at its natural timestamp, so the N-th identical append starts where
-        the previous one ended instead of walking past N-1 taken ids."""
+        self._bumped: OrderedDict[tuple[bytes, bytes], int] = OrderedDict()
+        """Last timestamp given to a repeated body, by (group, body digest),
+        so the N-th identical append starts where the previous one ended
+        instead of walking past N-1 taken ids -- also once the clock moved
+        on to a second whose natural timestamp is taken too."""
         self._next_due: float | None = None
         self._next_due_stale = True
         """The earliest send time of any in-flight record, kept between the
@@ -205,7 +207,10 @@ class Engine:
         second ahead.  Remembering where the last repeat of this body ended
         keeps a long run of identical appends linear instead of quadratic.
         """
-        natural = message.id
+        # Keyed by content, not by the id at the natural timestamp: identical
+        # appends faster than one a second run ahead of the clock, and each
+        # new second would otherwise rescan every timestamp taken so far.
+        natural = (message.group_id, hashlib.sha256(message.body).digest())
         timestamp = message.timestamp
         last = self._bumped.get(natural)
         if last is not None and last >= timestamp:
@@ -339,6 +344,9 @@ class Engine:
             if len(message.parents) > config.max_parents:
                 stats["dropped_too_many_parents"] += 1
                 continue
+            if len(message.body) > config.max_body:
+                stats["dropped_oversized_body"] += 1
+                continue
             message_id = message.id
             if message_id in message.parents:
                 # Ids do not cover metadata, so a hostile peer can name a
@@ -426,8 +434,15 @@ class Engine:
     def _request(
         self, message_id: bytes, peer: bytes, group_id: bytes, epoch: int, now: float
     ) -> None:
-        if self.store.get_record(message_id, peer) is None:
-            self.store.insert_record(
+        store = self.store
+        if store.get_record(message_id, peer) is None:
+            if store.request_count(peer) >= self.config.max_requests:
+                # A peer cannot make us hold unbounded sync state (an OFFER
+                # flood of ids that do not exist); honest peers re-offer.
+                self.stats["requests_capped"] += 1
+                self._peer_counter(peer)["requests_capped"] += 1
+                return
+            store.insert_record(
                 Record(
                     message_id,
                     peer,

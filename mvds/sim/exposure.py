@@ -42,7 +42,8 @@ class Exposure:
         seen = self.seen[node]
         authors_seen = self.authors_seen[node]
         relationships = self.relationships[node]
-        for ids in (payload.acks, payload.offers):
+        # ACK and OFFER: the sender holds the message.
+        for ids in (payload.acks, payload.offers) if payload.acks or payload.offers else ():
             for mid in ids:
                 seen.add(mid)
                 author = author_of.get(mid)
@@ -50,11 +51,13 @@ class Exposure:
                     authors_seen.add(author)
                     if author != sender and author != node:
                         relationships.add((sender, author))
+        # REQUEST: the sender wants it.
         for mid in payload.requests:
             seen.add(mid)
             author = author_of.get(mid)
             if author is not None:
                 authors_seen.add(author)
+        # MESSAGE: the content itself.
         if payload.messages:
             held = self.held[node]
             authors_held = self.authors_held[node]

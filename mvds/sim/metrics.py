@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from mvds.wire import Message, Payload
 
@@ -31,8 +32,7 @@ class MessageInfo:
     parents: tuple[bytes, ...]
 
 
-@dataclass(frozen=True)
-class Delivery:
+class Delivery(NamedTuple):
     """``node`` handed ``message`` to its application at ``time``, from ``via``."""
 
     time: float
@@ -63,6 +63,7 @@ class Recorder:
         self.records = Counter({kind: 0 for kind in RECORD_TYPES})
         self.message_bytes = 0
         self._sent: tuple[set, set, set] = (set(), set(), set())
+        """(sender, receiver, id) sent as OFFER, as REQUEST, as MESSAGE."""
         self.resent = Counter({kind: 0 for kind in ("offer", "request", "message")})
         self.datagrams_with = Counter({kind: 0 for kind in RECORD_TYPES})
         self.wire = Counter(
@@ -107,11 +108,21 @@ class Recorder:
         wire["datagrams"] += datagrams
         wire["bytes"] += size
         ids = 0
-        for kind, items in (("ack", payload.acks), ("offer", payload.offers), ("request", payload.requests)):
-            if items:
-                records[kind] += len(items)
-                with_kind[kind] += 1
-                ids += len(items)
+        items = payload.acks
+        if items:
+            records["ack"] += len(items)
+            with_kind["ack"] += 1
+            ids += len(items)
+        items = payload.offers
+        if items:
+            records["offer"] += len(items)
+            with_kind["offer"] += 1
+            ids += len(items)
+        items = payload.requests
+        if items:
+            records["request"] += len(items)
+            with_kind["request"] += 1
+            ids += len(items)
         if payload.messages:
             records["message"] += len(payload.messages)
             with_kind["message"] += 1
@@ -129,18 +140,27 @@ class Recorder:
         """
         offers, requests, messages = self._sent
         resent = self.resent
-        message_ids = [m.id for m in payload.messages] if payload.messages else ()
-        for kind, ids, sent in (
-            ("message", message_ids, messages),
-            ("offer", payload.offers, offers),
-            ("request", payload.requests, requests),
-        ):
-            for mid in ids:
-                key = (src, dst, mid)
-                if key in sent:
-                    resent[kind] += 1
+        if payload.messages:
+            for message in payload.messages:
+                key = (src, dst, message.id)
+                if key in messages:
+                    resent["message"] += 1
                 else:
-                    sent.add(key)
+                    messages.add(key)
+        if payload.offers:
+            for mid in payload.offers:
+                key = (src, dst, mid)
+                if key in offers:
+                    resent["offer"] += 1
+                else:
+                    offers.add(key)
+        if payload.requests:
+            for mid in payload.requests:
+                key = (src, dst, mid)
+                if key in requests:
+                    resent["request"] += 1
+                else:
+                    requests.add(key)
 
     def on_sync_state(self, time: float, total: int) -> None:
         if total > self.peak_sync_state:

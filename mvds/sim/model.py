@@ -13,13 +13,61 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from mvds.engine import Delivery, Mode
+from mvds.engine import Delivery, EngineConfig, Mode, policy_by_name
 from mvds.ids import group_id_for_name
 from mvds.sim.schedules import ALWAYS_ON, Schedule
 
 EPOCH_LENGTH = 1.0
 """Engine seconds per tick: one tick is exactly one epoch, so retransmission
 waits (counted in epochs by the policies) read directly as ticks."""
+
+RULES = ("auto", "engine", "spec")
+"""How a node's retransmission policy is applied (:attr:`NodeSpec.rules`):
+
+``engine``
+    the engine's defaults on top of the policy: while the peer was heard
+    within ``offline_after`` a record waits at most ``online_backoff``
+    epochs; it never waits less than the peer's measured retransmission
+    timeout (RFC 6298, at most ``max_rto``); and hearing from a peer makes
+    its records backed off beyond ``reachability_backoff`` epochs due at once.
+``spec``
+    the policy's schedule as its authors specified it, nothing else: the
+    three rules above are switched off through the engine's own settings
+    (:data:`SPEC_RULES`), so a record sent for the n-th time at epoch e is
+    due again at ``e + policy.delay(n)`` (one epoch later when it was sent
+    mid-epoch: waits count from the next epoch boundary).
+``auto``
+    ``engine`` for ours (``exponential``), ``spec`` for the reference
+    implementation's ``linear`` and the research sketch's ``quadratic``.
+"""
+
+UNBOUNDED_EPOCHS = 1 << 40
+"""An epoch count no run reaches (about 35,000 years of 1-second epochs)."""
+
+SPEC_RULES = {
+    # No cap on the wait while the peer is online.
+    "online_backoff": UNBOUNDED_EPOCHS,
+    # No floor at the peer's round-trip timeout (a ceiling of 0 s).
+    "max_rto": 0.0,
+    # Hearing from a peer never pulls its records forward.
+    "reachability_backoff": UNBOUNDED_EPOCHS,
+}
+"""EngineConfig settings that run a policy "as specified" (rules ``spec``)."""
+
+
+def resolve_rules(policy: str, rules: str) -> str:
+    """``engine`` or ``spec`` for a policy name and a :data:`RULES` value."""
+    if rules not in RULES:
+        raise ValueError(f"unknown policy rules {rules!r} (known: {', '.join(RULES)})")
+    if rules == "auto":
+        return "engine" if policy == "exponential" else "spec"
+    return rules
+
+
+def policy_label(policy: str, rules: str) -> str:
+    """How reports name a policy: ``"linear (as specified)"``, ``"exponential (engine)"``."""
+    resolved = resolve_rules(policy, rules)
+    return f"{policy} ({'as specified' if resolved == 'spec' else 'engine'})"
 
 
 def peer_id_for(name: str) -> bytes:
@@ -44,6 +92,22 @@ class NodeSpec:
     """Groups the node is a member of from the start (sharing adds more)."""
     delivery: Delivery = Delivery.CAUSAL
     """Hand messages over after their parents (causal) or on arrival."""
+    rules: str = "auto"
+    """How the policy is applied: see :data:`RULES`."""
+
+    def engine_config(self, seed: int) -> EngineConfig:
+        """The engine settings this node runs with."""
+        extra = SPEC_RULES if resolve_rules(self.policy, self.rules) == "spec" else {}
+        return EngineConfig(
+            mode=self.mode,
+            delivery=self.delivery,
+            epoch_length=EPOCH_LENGTH,
+            policy=policy_by_name(self.policy),
+            # The research scenarios share one-way (X syncs to Y only).
+            accept_unshared=True,
+            seed=seed,
+            **extra,
+        )
 
 
 @dataclass(frozen=True)
@@ -132,6 +196,9 @@ class Setup:
             raise ValueError("a simulation needs at least one node")
         if len(set(names)) != len(names):
             raise ValueError("node names must be unique")
+        for node in self.nodes:
+            policy_by_name(node.policy)
+            resolve_rules(node.policy, node.rules)
         known = set(names)
         pairs = set()
         for link in self.links:

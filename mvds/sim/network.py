@@ -7,14 +7,19 @@ woken at the time its ``next_timer`` asks for, and a node coming back online
 announces itself to its neighbours.
 
 Virtual time only moves from one event to the next, and only what is due is
-touched: an event heap holds datagram arrivals, engine wake-ups, appends,
-shares and availability switches; after all events of one instant, each node
-that received input is flushed once (sorted by index).  Nothing iterates
-over all nodes per tick, so the cost of a run is proportional to the work
-the protocol does, not to nodes x ticks.
+touched.  Events (datagram arrivals, engine wake-ups, appends, shares and
+availability switches) are kept per instant: a heap holds the distinct
+instants that have events, and each instant one list per event kind, in
+the order the events were scheduled.  Many events share an instant (every
+datagram sent at one instant over equal links arrives at one instant;
+wake-ups fall on epoch boundaries), so the heap stays small and scheduling
+an event is an append.  After all events of one instant, each node that
+received input is flushed once (sorted by index).  Nothing iterates over
+all nodes per tick, so the cost of a run is proportional to the work the
+protocol does, not to nodes x ticks.
 
 Determinism: one ``random.Random(seed)`` draws every loss, duplication and
-delay, in an order fixed by the heap's (time, kind, sequence) keys; engines
+delay, in an order fixed by (instant, event kind, scheduling order); engines
 get seeds derived from the run seed; availability draws come from per-node
 generators seeded by the run seed and the node's name.  Same setup and seed
 give the same run, bit for bit.
@@ -34,7 +39,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
-from mvds.engine import Engine, EngineConfig, MessageReceived, policy_by_name
+from mvds.engine import Engine, MessageReceived
 from mvds.sim.exposure import Exposure
 from mvds.sim.model import EPOCH_LENGTH, Setup, group_id_for, peer_id_for
 from mvds.sim.metrics import Recorder
@@ -45,6 +50,7 @@ from mvds.wire import Payload, decode_payload, encode_payload, split_payload
 # Event kinds, in the order they are handled within one instant: a node
 # switches on before datagrams arriving at that instant are judged.
 _AVAIL, _SHARE, _APPEND, _ARRIVE, _WAKE = range(5)
+_KINDS = 5
 
 
 @dataclass
@@ -56,6 +62,11 @@ class _Link:
     loss: float
     duplicate: float
     drop_acks: int
+
+    @property
+    def exact(self) -> bool:
+        """Every datagram arrives once, after exactly ``latency``: no draws."""
+        return not (self.loss or self.duplicate or self.jitter)
 
 
 @dataclass
@@ -136,8 +147,10 @@ class Simulation:
         self.recorder = Recorder(self.names)
         self.exposure = Exposure(self.names) if setup.exposure else None
         self.trace: list[TraceEntry] = []
-        self._heap: list[tuple] = []
-        self._seq = 0
+        self._instants: list[float] = []
+        """Heap of the instants that have events scheduled."""
+        self._events: dict[float, tuple[list, ...]] = {}
+        """Instant -> one list of events per kind, in scheduling order."""
         self._limit_tick = math.ceil(setup.duration)
         # Hot-path copies of setup fields.
         self._tracing = setup.trace
@@ -153,14 +166,7 @@ class Simulation:
         self.engines: list[Engine] = []
         self.schedules = []
         for i, node in enumerate(setup.nodes):
-            config = EngineConfig(
-                mode=node.mode,
-                delivery=node.delivery,
-                epoch_length=EPOCH_LENGTH,
-                policy=policy_by_name(node.policy),
-                accept_unshared=True,
-                seed=self.seed * 1_000_003 + i,
-            )
+            config = node.engine_config(self.seed * 1_000_003 + i)
             engine = Engine(MemoryStore(), config, now=0.0)
             for group in node.groups:
                 engine.join(group_id_for(group))
@@ -183,12 +189,13 @@ class Simulation:
     def _build_links(self) -> None:
         self.links: dict[tuple[int, int], _Link] = {}
         self.neighbours: list[list[int]] = [[] for _ in self.names]
+        self._links_from: list[dict[int, _Link]] = [{} for _ in self.names]
         for spec in self.setup.links:
             a, b = self.index[spec.a], self.index[spec.b]
             for src, dst in ((a, b), (b, a)):
-                self.links[(src, dst)] = _Link(
-                    spec.latency, spec.jitter, spec.loss, spec.duplicate, spec.drop_acks
-                )
+                link = _Link(spec.latency, spec.jitter, spec.loss, spec.duplicate, spec.drop_acks)
+                self.links[(src, dst)] = link
+                self._links_from[src][dst] = link
                 self.neighbours[src].append(dst)
         for neighbours in self.neighbours:
             neighbours.sort()
@@ -237,8 +244,12 @@ class Simulation:
         return reach
 
     def _push(self, time: float, kind: int, a: object, b: object, c: object) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (time, kind, self._seq, a, b, c))
+        """Schedule an event; it must lie after the instant being handled."""
+        lists = self._events.get(time)
+        if lists is None:
+            lists = self._events[time] = tuple([] for _ in range(_KINDS))
+            heapq.heappush(self._instants, time)
+        lists[kind].append((a, b, c))
 
     # -- running ------------------------------------------------------------
     def run(self) -> SimResult:
@@ -252,48 +263,80 @@ class Simulation:
             return self._run()
         finally:
             if collecting:
+                if gc.get_freeze_count() == 0:
+                    # What the run allocated is long-lived (the result holds
+                    # it).  Left in the young generation, it would all be
+                    # walked by the first collection after re-enabling (about
+                    # a second for 100,000 messages); freeze + unfreeze moves
+                    # every tracked object to the oldest generation without
+                    # walking any, where full collections still see it.
+                    gc.freeze()
+                    gc.unfreeze()
                 gc.enable()
 
     def _run(self) -> SimResult:
-        heap = self._heap
+        instants = self._instants
+        scheduled = self._events
         pop = heapq.heappop
         duration = self.setup.duration
+        wake_at = self.wake_at
+        engines = self.engines
+        peer_ids = self.peer_ids
+        recorder = self.recorder
+        online = self.online
+        exposure = self.exposure
+        author_of = recorder.author_of
+        flush = self._flush
         dirty: set[int] = set()
         events = 0
         now = 0.0
         next_report = 0.0
         report_step = duration / 100
         stop_when_settled = self.setup.stop_when_settled
-        while heap:
-            now = heap[0][0]
+        while instants:
+            now = instants[0]
             if now > duration:
                 now = duration
                 break
-            while heap and heap[0][0] == now:
-                _, kind, _, a, b, c = pop(heap)
-                events += 1
-                if kind == _ARRIVE:
-                    self._pending_arrivals -= 1
-                    self._arrive(now, a, b, c, dirty)
-                elif kind == _WAKE:
-                    if self.wake_at[a] == now:
-                        self.wake_at[a] = None
-                        dirty.add(a)
-                elif kind == _APPEND:
-                    self._pending_inputs -= 1
-                    self._append(now, a, b, c)
-                    dirty.add(a)
-                elif kind == _SHARE:
-                    self._pending_inputs -= 1
-                    self.engines[a].share(group_id_for(b), self.peer_ids[c], now)
-                    dirty.add(a)
-                else:
-                    self._switch(now, a, dirty)
+            pop(instants)
+            # Handlers only schedule events after ``now`` (links have a
+            # positive latency, wake-ups and switches lie ahead), so this
+            # instant's lists are complete once taken out.
+            switches, shares, appends, arrivals, wakes = scheduled.pop(now)
+            events += len(switches) + len(shares) + len(appends) + len(arrivals) + len(wakes)
+            for node, _, _ in switches:
+                self._switch(now, node, dirty)
+            for node, group, peer in shares:
+                self._pending_inputs -= 1
+                engines[node].share(group_id_for(group), peer_ids[peer], now)
+                dirty.add(node)
+            for node, group, body in appends:
+                self._pending_inputs -= 1
+                self._append(now, node, group, body)
+                dirty.add(node)
+            if arrivals:
+                self._pending_arrivals -= len(arrivals)
+                for dst, src, data, trace_index in arrivals:
+                    if not online[dst]:
+                        self._dropped_at_receiver(now, trace_index)
+                        continue
+                    payload = data if type(data) is Payload else decode_payload(data)
+                    if trace_index >= 0:
+                        entry = self.trace[trace_index]
+                        entry.arrived, entry.fate = now, "delivered"
+                    if exposure is not None:
+                        exposure.observe(dst, src, payload, author_of)
+                    engines[dst].receive(peer_ids[src], payload, now)
+                    dirty.add(dst)
+            for node, _, _ in wakes:
+                if wake_at[node] == now:
+                    wake_at[node] = None
+                    dirty.add(node)
             if dirty:
                 for node in sorted(dirty):
-                    self._flush(node, now)
+                    flush(node, now)
                 dirty.clear()
-                self.recorder.on_sync_state(now, self.sync_total)
+                recorder.on_sync_state(now, self.sync_total)
             if self.progress is not None and now >= next_report:
                 self.progress(min(1.0, now / duration))
                 next_report = now + report_step
@@ -343,39 +386,24 @@ class Simulation:
         if change is not None:
             self._push(float(change), _AVAIL, node, None, None)
 
-    def _arrive(
-        self, now: float, dst: int, src: int, item: tuple[bytes | Payload, int], dirty: set[int]
-    ) -> None:
-        data, trace_index = item
-        if not self.online[dst]:
-            self.recorder.wire["dropped_receiver_offline"] += 1
-            if trace_index >= 0:
-                entry = self.trace[trace_index]
-                entry.arrived, entry.fate = now, "dropped: receiver offline"
-            return
-        payload = data if type(data) is Payload else decode_payload(data)
+    def _dropped_at_receiver(self, now: float, trace_index: int) -> None:
+        self.recorder.wire["dropped_receiver_offline"] += 1
         if trace_index >= 0:
             entry = self.trace[trace_index]
-            entry.arrived, entry.fate = now, "delivered"
-        if self.exposure is not None:
-            self.exposure.observe(dst, src, payload, self.recorder.author_of)
-        self.engines[dst].receive(self.peer_ids[src], payload, now)
-        dirty.add(dst)
+            entry.arrived, entry.fate = now, "dropped: receiver offline"
 
     def _flush(self, node: int, now: float) -> None:
         """Send what the engine has due, collect its events, set its wake-up.
 
-        ``next_timer()`` is when ``payloads_to_send`` next has work, so a
-        node whose timer lies ahead (typically one that just took in ACKs)
-        is not asked to build payloads at all: same result, less work.
+        ``payloads_to_send`` is asked every time: it finds out what is due
+        in the same pass that ``next_timer()`` would make to say whether
+        anything is, and leaves ``next_timer()`` nothing to recompute.
         """
         engine = self.engines[node]
         by_peer_id = self.by_peer_id
+        for peer_id, payload in engine.payloads_to_send(now):
+            self._transmit(node, by_peer_id[peer_id], payload, now)
         wake = engine.next_timer()
-        if wake is not None and wake <= now:
-            for peer_id, payload in engine.payloads_to_send(now):
-                self._transmit(node, by_peer_id[peer_id], payload, now)
-            wake = engine.next_timer()
         recorder = self.recorder
         for event in engine.events():
             if type(event) is MessageReceived and event.seq is not None:
@@ -410,26 +438,31 @@ class Simulation:
                     TraceEntry(now, src, dst, describe_records(payload), None, "dropped: sender offline")
                 )
             return
-        link = self.links.get((src, dst))
+        link = self._links_from[src].get(dst)
         if link is None:  # validated setups only send along links
             raise RuntimeError(f"{self.names[src]} sent to {self.names[dst]} without a link")
         data = encode_payload(payload)
-        if len(data) <= self._mtu:
-            chunks = [data]
-        else:
-            chunks = split_payload(payload, self._mtu)
-        recorder.on_payload(payload, len(chunks), len(data))
-        label = describe_records(payload) if tracing else ""
+        size = len(data)
+        chunks = [data] if size <= self._mtu else split_payload(payload, self._mtu)
+        recorder.on_payload(payload, len(chunks), size)
         if link.drop_acks and payload.acks:
             link.drop_acks -= 1
             recorder.wire["dropped_acks"] += len(chunks)
             if tracing:
-                self.trace.append(TraceEntry(now, src, dst, label, None, "dropped: ack loss"))
+                self.trace.append(TraceEntry(now, src, dst, describe_records(payload), None, "dropped: ack loss"))
             return
         if not self._decode and len(chunks) == 1:
             # Exact bytes were counted; hand over the payload itself rather
             # than decoding what encode_payload just produced.
             chunks = [payload]
+        if not tracing and link.exact:
+            # The common case: no random draws, one arrival instant.
+            self._pending_arrivals += len(chunks)
+            arrivals = self._arrivals_at(now, now + link.latency)
+            for chunk in chunks:
+                arrivals.append((dst, src, chunk, -1))
+            return
+        label = describe_records(payload) if tracing else ""
         rng = self.rng
         for chunk in chunks:
             copies = 1
@@ -450,5 +483,14 @@ class Simulation:
                     trace_index = len(self.trace)
                     self.trace.append(TraceEntry(now, src, dst, label))
                 self._pending_arrivals += 1
-                self._seq += 1
-                heapq.heappush(self._heap, (now + delay, _ARRIVE, self._seq, dst, src, (chunk, trace_index)))
+                self._arrivals_at(now, now + delay).append((dst, src, chunk, trace_index))
+
+    def _arrivals_at(self, now: float, at: float) -> list[tuple]:
+        """The list of datagrams arriving at ``at`` (after ``now``)."""
+        if at <= now:  # a delay below the float resolution at ``now``
+            at = math.nextafter(now, math.inf)
+        lists = self._events.get(at)
+        if lists is None:
+            lists = self._events[at] = tuple([] for _ in range(_KINDS))
+            heapq.heappush(self._instants, at)
+        return lists[_ARRIVE]

@@ -15,6 +15,20 @@ from mvds.sim.runner import Outcome, RunOutcome
 
 MAX_SEQUENCE_NODES = 6
 
+FIGURE_NAMES = (
+    "dag.dot",
+    "dag.png",
+    "delivery.png",
+    "sequence.png",
+    "delivery_cdf.png",
+    "bandwidth_vs_loss.png",
+    "bandwidth_vs_availability.png",
+)
+"""Every figure a run may write.  Those left from an earlier run into the same
+directory are removed first, so a directory never mixes figures of two runs
+(say, a new report beside the DAG picture of an old one when Graphviz is
+missing now)."""
+
 
 @dataclass
 class Written:
@@ -26,6 +40,8 @@ def write_outcome(outcome: Outcome, out: pathlib.Path, want_plots: bool = True) 
     """Write every output for ``outcome`` into directory ``out`` (created)."""
     out.mkdir(parents=True, exist_ok=True)
     written = Written()
+    for name in FIGURE_NAMES:
+        (out / name).unlink(missing_ok=True)
     figures: list[pathlib.Path] = []
     title = f"mvds sim {outcome.scenario.name} (seed {outcome.seed})"
     can_plot = want_plots and plots.available()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pathlib
 from typing import Any
 
+from mvds.sim.model import policy_label
 from mvds.sim.network import SimResult
 from mvds.sim.runner import SweepOutcome
 from mvds.sim.schedules import offline_intervals
@@ -120,8 +121,9 @@ def sequence_figure(result: SimResult, title: str, path: pathlib.Path) -> pathli
     return path
 
 
-def _label(point: dict[str, Any], varying: list[str]) -> str:
-    return ", ".join(str(point[key]) for key in varying) or "run"
+def _label(point: dict[str, Any], varying: list[str], rules: str) -> str:
+    parts = [policy_label(point[key], rules) if key == "policy" else str(point[key]) for key in varying]
+    return ", ".join(parts) or "run"
 
 
 def sweep_figures(outcome: SweepOutcome, out: pathlib.Path) -> list[pathlib.Path]:
@@ -133,7 +135,7 @@ def sweep_figures(outcome: SweepOutcome, out: pathlib.Path) -> list[pathlib.Path
     x_key = "loss" if len({p["loss"] for p in points}) > 1 else "availability"
     groups: dict[str, list[tuple[dict[str, Any], SimResult]]] = {}
     for point, result in outcome.points:
-        groups.setdefault(_label(point, varying), []).append((point, result))
+        groups.setdefault(_label(point, varying, outcome.params.get("rules", "auto")), []).append((point, result))
     files = []
 
     fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 4), squeeze=False)

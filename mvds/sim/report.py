@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from mvds.sim.metrics import RECORD_TYPES, percentile
+from mvds.sim.model import policy_label, resolve_rules
 from mvds.sim.network import SimResult
 from mvds.sim.runner import Outcome, RunOutcome, SweepOutcome
 from mvds.sim.schedules import online_fraction
@@ -77,6 +78,7 @@ def run_json(result: SimResult) -> dict[str, Any]:
             "schedule": result.schedules[i].describe(),
             "online_fraction": _r(online_fraction(result.schedules[i], result.end_time)),
             "policy": spec.policy,
+            "rules": resolve_rules(spec.policy, spec.rules),
             "messages_held": result.engines[i].store.message_count(),
             "peak_sync_state": result.peak_records[i],
             "sync_state_at_end": result.engines[i].store.record_count(),
@@ -127,9 +129,11 @@ def outcome_json(outcome: Outcome) -> dict[str, Any]:
     if isinstance(outcome, RunOutcome):
         doc.update(run_json(outcome.result))
     else:
+        rules = outcome.params.get("rules", "auto")
         doc["runs"] = [
             {
                 "point": point,
+                "rules": resolve_rules(point["policy"], rules),
                 "summary": result.summary(),
                 "events": result.events,
                 "latency_cdf": latency_cdf(result),
@@ -275,8 +279,9 @@ def sweep_rows(doc: dict[str, Any]) -> list[list[Any]]:
     rows = []
     for run in doc["runs"]:
         p, s = run["point"], run["summary"]
+        policy = policy_label(p["policy"], run.get("rules", "auto"))
         rows.append(
-            [p["loss"], p["availability"], p["mode"], p["policy"], s["delivery_ratio"], s["convergence_time"],
+            [p["loss"], p["availability"], p["mode"], policy, s["delivery_ratio"], s["convergence_time"],
              s["latency"].get("p50"), s["latency"].get("p90"), s["wire"]["datagrams"], s["wire"]["bytes"],
              s["wire"]["bytes_per_delivered"], s["retransmissions"], s["peak_sync_state"]]
         )

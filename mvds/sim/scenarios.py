@@ -3,8 +3,8 @@
 A scenario turns its parameters (see :mod:`mvds.sim.params`) and a seeded
 generator into a :class:`mvds.sim.model.Setup`; sweeps run one base setup
 over a grid of loss / availability / mode / policy values.  ``mvds sim
---list`` prints them with their questions; ``mvds sim NAME --help-params``
-(or the report) lists the parameters.
+--list`` prints them with their questions; ``mvds sim NAME --list`` (or the
+report) lists a scenario's parameters and defaults.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from mvds.engine import Delivery, Mode
 from mvds.engine.policy import POLICIES
-from mvds.sim.model import AppendSpec, LinkSpec, NodeSpec, Setup, ShareSpec, peer_id_for
+from mvds.sim.model import RULES, AppendSpec, LinkSpec, NodeSpec, Setup, ShareSpec, peer_id_for
 from mvds.sim.params import Param
 from mvds.sim.schedules import ALWAYS_ON, Periodic, RandomAvailability, Schedule
 
@@ -49,12 +49,27 @@ def _link_params(latency: float = 0.1, loss: float = 0.0) -> list[Param]:
     ]
 
 
+def _rules_param() -> Param:
+    return Param(
+        "rules", "auto",
+        "how the policy is applied: engine (the engine's online cap, RTO floor and "
+        "reachability rule on top), spec (the policy's schedule alone), auto (engine "
+        "for exponential, spec for linear and quadratic)",
+        kind="str", choices=RULES,
+    )
+
+
 def _run_params(duration: float, policy: str = "exponential") -> list[Param]:
     return [
         Param("duration", duration, "ticks to simulate at most", minimum=1.0),
         Param("policy", policy, "retransmission policy", kind="str", choices=POLICY_NAMES),
+        _rules_param(),
         Param("mtu", 1200, "largest datagram (bytes)", kind="int", minimum=64),
     ]
+
+
+def _node(name: str, mode: Mode, schedule: Schedule, p: dict[str, Any], **extra: Any) -> NodeSpec:
+    return NodeSpec(name, mode, schedule, p["policy"], rules=p["rules"], **extra)
 
 
 def _online_param(node: str, default: float) -> Param:
@@ -97,10 +112,10 @@ def _spread(rng: random.Random, count: int, start: float, stop: float) -> list[f
 def build_seed(p: dict[str, Any], rng: random.Random) -> Setup:
     on, off = p["mobile_on"], p["mobile_off"]
     nodes = [
-        NodeSpec("A", Mode.BATCH, Periodic(on, off, 0), p["policy"]),
-        NodeSpec("B", Mode.BATCH, Periodic(on, off, 1), p["policy"]),
-        NodeSpec("C", _mode(p["c_mode"]), ALWAYS_ON, p["policy"]),
-        NodeSpec("D", _mode(p["d_mode"]), ALWAYS_ON, p["policy"]),
+        _node("A", Mode.BATCH, Periodic(on, off, 0), p),
+        _node("B", Mode.BATCH, Periodic(on, off, 1), p),
+        _node("C", _mode(p["c_mode"]), ALWAYS_ON, p),
+        _node("D", _mode(p["d_mode"]), ALWAYS_ON, p),
     ]
     links = [_link(a, b, p) for a, b in ("AB", "AC", "BD", "CD")]
     shares = [ShareSpec(a, "seed", b) for a, b in ("AB", "BA", "BD", "CA", "CD", "DB", "DC")]
@@ -160,11 +175,11 @@ def build_network(p: dict[str, Any], rng: random.Random) -> Setup:
     names = [f"n{i:0{width}d}" for i in range(count)]
     schedule = _availability(p["availability"])
     nodes = [
-        NodeSpec(
+        _node(
             name,
             Mode.INTERACTIVE if i < p["interactive"] else Mode.BATCH,
             schedule,
-            p["policy"],
+            p,
             delivery=Delivery(p.get("delivery", "causal")),
         )
         for i, name in enumerate(names)
@@ -244,6 +259,7 @@ REFERENCE = Scenario(
         Param("delivery", "eventual", "hand messages over on arrival (eventual, as Go does) or "
               "after their parents (causal)", kind="str", choices=("eventual", "causal")),
         Param("policy", "linear", "retransmission policy", kind="str", choices=POLICY_NAMES),
+        _rules_param(),
         Param("mtu", 1200, "largest datagram (bytes)", kind="int", minimum=64),
         Param("decode", True, "decode every datagram (false: hand over payload objects)", kind="bool"),
         Param("exposure", True, "track what each node observes", kind="bool"),
@@ -257,9 +273,9 @@ REFERENCE = Scenario(
 
 def build_availability(p: dict[str, Any], rng: random.Random) -> Setup:
     nodes = [
-        NodeSpec("A", _mode(p["mode"]), _availability(p["a_availability"]), p["policy"]),
-        NodeSpec("B", _mode(p["mode"]), _availability(p["b_availability"]), p["policy"]),
-        NodeSpec("C", _mode(p["mode"]), _availability(p["c_availability"]), p["policy"]),
+        _node("A", _mode(p["mode"]), _availability(p["a_availability"]), p),
+        _node("B", _mode(p["mode"]), _availability(p["b_availability"]), p),
+        _node("C", _mode(p["mode"]), _availability(p["c_availability"]), p),
     ]
     pairs = ["AB", "AC", "BC"] if p["with_c"] else ["AB"]
     links = [_link(a, b, p) for a, b in pairs]
@@ -294,10 +310,10 @@ AVAILABILITY = Scenario(
 
 def build_relay(p: dict[str, Any], rng: random.Random) -> Setup:
     nodes = [
-        NodeSpec("A", _mode(p["mode"]), ALWAYS_ON, p["policy"]),
-        NodeSpec("B", _mode(p["mode"]), ALWAYS_ON, p["policy"]),
-        NodeSpec("C", _mode(p["mode"]), _availability(p["c_availability"]), p["policy"]),
-        NodeSpec("D", _mode(p["mode"]), _availability(p["d_availability"]), p["policy"]),
+        _node("A", _mode(p["mode"]), ALWAYS_ON, p),
+        _node("B", _mode(p["mode"]), ALWAYS_ON, p),
+        _node("C", _mode(p["mode"]), _availability(p["c_availability"]), p),
+        _node("D", _mode(p["mode"]), _availability(p["d_availability"]), p),
     ]
     pairs = ["AC", "CB", "AD", "DB"]
     links = [_link(a, b, p) for a, b in pairs]
@@ -331,8 +347,8 @@ RELAY = Scenario(
 
 def build_ack_loss(p: dict[str, Any], rng: random.Random) -> Setup:
     nodes = [
-        NodeSpec("A", _mode(p["mode"]), ALWAYS_ON, p["policy"]),
-        NodeSpec("B", _mode(p["mode"]), ALWAYS_ON, p["policy"]),
+        _node("A", _mode(p["mode"]), ALWAYS_ON, p),
+        _node("B", _mode(p["mode"]), ALWAYS_ON, p),
     ]
     links = [_link("A", "B", p, drop_acks=p["drop_acks"])]
     shares = [ShareSpec("A", "pair", "B"), ShareSpec("B", "pair", "A")]
@@ -358,7 +374,7 @@ ACK_LOSS = Scenario(
 
 
 def build_new_party(p: dict[str, Any], rng: random.Random) -> Setup:
-    nodes = [NodeSpec(name, Mode.BATCH, ALWAYS_ON, p["policy"]) for name in "ABC"]
+    nodes = [_node(name, Mode.BATCH, ALWAYS_ON, p) for name in "ABC"]
     links = [_link("A", "B", p), _link("B", "C", p)]
     join = p["join_at"]
     shares = [
@@ -411,6 +427,7 @@ def sweep_base_params(
         Param("availability", availability, "availabilities to run", kind="floats", minimum=0.05, maximum=1.0),
         Param("modes", modes, "modes to run", kind="strs", choices=SWEEP_MODES),
         Param("policies", policies, "retransmission policies to run", kind="strs", choices=POLICY_NAMES),
+        _rules_param(),
         *base,
         Param("latency", 0.1, "one-way link latency (ticks)", minimum=1e-6),
         Param("jitter", 0.0, "extra uniform delay up to this (ticks)", minimum=0.0),
@@ -449,8 +466,9 @@ SWEEP_LOSS = Scenario(
 )
 SWEEP_POLICY = Scenario(
     "sweep-policy",
-    "Retransmission policies (reference linear epoch+2*count, sketch count^2+1, "
-    "ours exponential) against loss.",
+    "Retransmission policies against loss: the reference's linear epoch+2*count and the "
+    "sketch's count^2+1 as specified, ours (exponential) with the engine's rules "
+    "(rules=spec or rules=engine runs every policy the same way).",
     sweep_base_params([0.0, 0.3, 0.5, 0.7, 0.9], [1.0], ["batch"], list(POLICY_NAMES)),
     axes=("loss", "availability", "modes", "policies"),
 )
@@ -492,6 +510,12 @@ ALL_RUNS: list[tuple[str, str, dict[str, str]]] = [
     # Variants docs/SIMULATION.md compares against the defaults.
     ("availability-alone", "availability", {"with_c": "false"}),
     ("reference-lossless", "reference", {"offline": "0"}),
+    ("reference-causal", "reference", {"delivery": "causal"}),
+    ("reference-engine-rules", "reference", {"rules": "engine"}),
+    # Every policy under the same rules: the policy's shape against the
+    # engine's rules.
+    ("sweep-policy-spec", "sweep-policy", {"rules": "spec"}),
+    ("sweep-policy-engine", "sweep-policy", {"rules": "engine"}),
 ]
 """What ``mvds sim all`` runs: (output directory, scenario, parameters)."""
 

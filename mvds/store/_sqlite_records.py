@@ -108,6 +108,7 @@ class RecordBook:
         self._new: dict[bytes, dict[bytes, dict[bytes, None]]] = defaultdict(dict)
         self._new_requests: dict[bytes, dict[bytes, None]] = defaultdict(dict)
         self._requests: dict[bytes, set[bytes]] = {}  # hot REQUEST records by message
+        self._hot_requests: dict[bytes, int] = defaultdict(int)  # hot REQUEST records by peer
         self._inflight: dict[bytes, set[bytes]] = defaultdict(set)
         self._heaps: dict[bytes, list[tuple[int, int, bytes]]] = defaultdict(list)
         self._window: dict[tuple[bytes, bytes], int] = defaultdict(int)
@@ -183,6 +184,7 @@ class RecordBook:
             if peers is None:
                 peers = self._requests[mid] = set()
             peers.add(peer)
+            self._hot_requests[peer] += 1
         if record.send_count == 0:
             if is_request:
                 self._new_requests[peer][mid] = None
@@ -212,6 +214,7 @@ class RecordBook:
             peers.discard(peer)
             if not peers:
                 del self._requests[mid]
+            self._hot_requests[peer] -= 1
         if where == _NEW:
             queues = self._new[peer]
             queue = queues[group]  # type: ignore[index]
@@ -494,6 +497,9 @@ class RecordBook:
 
     def inflight_count(self, peer: bytes, group_id: bytes) -> int:
         return self._window.get((peer, group_id), 0)
+
+    def request_count(self, peer: bytes) -> int:
+        return self._hot_requests.get(peer, 0) + self._cold_requests.get(peer, 0)
 
     def has_new_records(self, peer: bytes) -> bool:
         return (

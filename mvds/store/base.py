@@ -201,6 +201,12 @@ class Store(Protocol):
         """Any never-sent record (of any type) for ``peer``."""
         ...
 
+    def request_count(self, peer: bytes) -> int:
+        """REQUEST records towards ``peer``, new and in flight (cheap: the
+        engine asks before every REQUEST it adds, to cap what one peer's
+        OFFERs can make this node hold)."""
+        ...
+
     def peers_with_records(self) -> list[bytes]: ...
 
     def pull_forward(self, peer: bytes, beyond_epoch: int, to_epoch: int) -> int:

@@ -43,6 +43,7 @@ class MemoryStore:
         # or runs with the same inputs differ between processes.
         self._inflight: dict[bytes, dict[bytes, None]] = defaultdict(dict)
         self._requests_by_message: dict[bytes, set[bytes]] = {}
+        self._request_count: dict[bytes, int] = defaultdict(int)  # REQUEST records per peer
         self._heaps: dict[bytes, list[tuple[int, int, bytes]]] = defaultdict(list)
         self._versions: dict[tuple[bytes, bytes], int] = {}
         self._counter = itertools.count()
@@ -229,6 +230,8 @@ class MemoryStore:
         mid, peer = record.message_id, record.peer
         key = (mid, peer)
         is_request = record.kind is RecordType.REQUEST
+        if is_request:
+            self._request_count[peer] += 1
         if record.send_count == 0:
             if is_request:
                 self._new_requests[peer][mid] = None
@@ -252,6 +255,8 @@ class MemoryStore:
             return
         mid, peer = key
         where, group = placement
+        if where == "request" or (where == "inflight" and group is None):
+            self._request_count[peer] -= 1
         if where == "new":
             queues = self._new[peer]
             queue = queues[group]
@@ -326,6 +331,9 @@ class MemoryStore:
 
     def inflight_count(self, peer: bytes, group_id: bytes) -> int:
         return self._window.get((peer, group_id), 0)
+
+    def request_count(self, peer: bytes) -> int:
+        return self._request_count.get(peer, 0)
 
     def has_new_records(self, peer: bytes) -> bool:
         return bool(self._new.get(peer)) or bool(self._new_requests.get(peer))

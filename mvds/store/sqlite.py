@@ -357,6 +357,9 @@ class SQLiteStore:
     def inflight_count(self, peer: bytes, group_id: bytes) -> int:
         return self._records.inflight_count(peer, group_id)
 
+    def request_count(self, peer: bytes) -> int:
+        return self._records.request_count(peer)
+
     def has_new_records(self, peer: bytes) -> bool:
         return self._records.has_new_records(peer)
 

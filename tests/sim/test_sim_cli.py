@@ -114,3 +114,15 @@ def test_progress_bar_on_request(tmp_path):
     assert "sim availability [" in completed.stderr and "100%" in completed.stderr
     quiet = _mvds("availability", "messages=3", "--no-plots", "--out", str(tmp_path))
     assert quiet.stderr == ""  # not a terminal, not asked for
+
+
+def test_a_rerun_leaves_no_figure_of_the_previous_run(tmp_path, monkeypatch):
+    out = tmp_path / "seed"
+    stale = ["dag.png", "delivery.png", "sequence.png", "delivery_cdf.png"]
+    out.mkdir()
+    for name in stale:
+        (out / name).write_bytes(b"from an earlier run")
+    monkeypatch.setattr("shutil.which", lambda name: None)  # no Graphviz
+    assert main(["sim", "seed", "--out", str(out), "--no-plots"]) == 0
+    assert not any((out / name).exists() for name in stale)
+    assert (out / "dag.dot").exists() and (out / "report.json").exists()

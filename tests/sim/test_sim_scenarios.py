@@ -130,8 +130,11 @@ def test_retransmissions_count_resends_only():
 
 def test_causal_delivery_holds_what_eventual_hands_over():
     """Go's reference nodes hand messages over on arrival; causal mvds nodes
-    hold a message until its parents are there.  Same network, same losses."""
+    hold a message until its parents are there.  Same network; the traffic
+    differs (a causal node asks again for a held message's missing parents
+    whenever the message arrives again), so the losses do too."""
     eventual = _summary(run_scenario("reference", {"delivery": "eventual"}))
     causal = _summary(run_scenario("reference", {"delivery": "causal"}))
-    assert eventual["received"] == causal["received"] == eventual["delivered"]
+    assert eventual["received"] == eventual["delivered"]
+    assert causal["delivered"] < causal["received"]
     assert causal["delivered"] < eventual["delivered"]

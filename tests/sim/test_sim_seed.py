@@ -7,10 +7,11 @@ ticks 0-1, 4-5, ..., B in ticks 1-2, 5-6, ...):
   to D (1.2), D relays to C (1.3).  A shares only with B, so that is the one
   path.
 * B appends "hello!" at tick 2, when A is offline: A misses it, D gets it at
-  2.1 and C at 2.2.  C (interactive) offers it to A, also lost.  When A comes
-  back at tick 4 it announces itself; C's reachability rule re-offers at
-  once, A requests, and the message arrives at 4.3 along B -> D -> C -> A,
-  before B (offline in ticks 3-4) could retransmit it directly.
+  2.1 and C at 2.2.  C (interactive) offers it to A, also lost.  C's
+  retransmission of the offer falls due at tick 4 (a one-epoch wait,
+  counted from the next epoch boundary), just as A comes back online; A
+  requests, and the message arrives at 4.3 along B -> D -> C -> A, before
+  B (offline in ticks 3-4) could retransmit it directly.
 """
 
 from __future__ import annotations

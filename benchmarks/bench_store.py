@@ -61,16 +61,22 @@ def _scratch() -> str:
     return tempfile.mkdtemp(prefix="mvds-bench-store-")
 
 
+def _node(tmp: str, durability: str, peer: bytes) -> tuple[SQLiteStore, Engine]:
+    """A fresh store in ``tmp`` and an engine sharing GROUP with ``peer``."""
+    store = SQLiteStore(Path(tmp) / "s.db", durability=durability)
+    engine = Engine(store, EngineConfig(), now=NOW)
+    with store.transaction():
+        engine.share(GROUP, peer, NOW)
+    return store, engine
+
+
 # -- throughput -------------------------------------------------------------------------
 
 
 def append_rate(count: int, durability: str) -> dict[str, float]:
     tmp = _scratch()
     try:
-        store = SQLiteStore(Path(tmp) / "s.db", durability=durability)
-        engine = Engine(store, EngineConfig(), now=NOW)
-        with store.transaction():
-            engine.share(GROUP, RECEIVER, NOW)
+        store, engine = _node(tmp, durability, RECEIVER)
         bodies = [body(i) for i in range(count)]
         batches = []
         started, cpu = time.perf_counter(), time.process_time()
@@ -114,10 +120,7 @@ def receive_rate(count: int, durability: str) -> dict[str, float]:
     payloads = _incoming(count)
     tmp = _scratch()
     try:
-        store = SQLiteStore(Path(tmp) / "s.db", durability=durability)
-        engine = Engine(store, EngineConfig(), now=NOW)
-        with store.transaction():
-            engine.share(GROUP, SENDER, NOW)
+        store, engine = _node(tmp, durability, SENDER)
         delivered = acked = 0
         batches = []
         now = NOW
@@ -147,10 +150,7 @@ def receive_rate(count: int, durability: str) -> dict[str, float]:
 def commit_latency(count: int, durability: str) -> dict[str, float]:
     tmp = _scratch()
     try:
-        store = SQLiteStore(Path(tmp) / "s.db", durability=durability)
-        engine = Engine(store, EngineConfig(), now=NOW)
-        with store.transaction():
-            engine.share(GROUP, RECEIVER, NOW)
+        store, engine = _node(tmp, durability, RECEIVER)
         latencies = []
         for i in range(count):
             t0 = time.perf_counter()

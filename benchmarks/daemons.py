@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -103,7 +104,13 @@ def body(index: int, size: int = 256) -> str:
 
 
 class Subscriber:
-    """Counts deliveries on a node, recording each one's arrival time."""
+    """Counts deliveries on a node, recording each one's arrival time.
+
+    A thread of its own reads B's subscribe stream, as a real reader would
+    (an application's producer and consumer do not wait on each other), so
+    an arrival is timed when B hands the message over, not when the
+    benchmark has finished waiting for A's append reply.
+    """
 
     def __init__(self, daemon: BenchDaemon) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -113,21 +120,39 @@ class Subscriber:
         head = json.loads(self.file.readline())
         assert head.get("ok"), head
         self.arrivals: dict[str, float] = {}
+        self.error: BaseException | None = None
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for line in self.file:
+                now = time.perf_counter()
+                event = json.loads(line)
+                if event.get("event") == "message":
+                    with self._changed:
+                        self.arrivals.setdefault(event["message"]["id"], now)
+                        self._changed.notify_all()
+        except (OSError, ValueError) as exc:
+            self.error = exc
+        with self._changed:
+            self._changed.notify_all()  # the stream ended
 
     def wait_for(self, count: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        self.sock.settimeout(timeout)
-        while len(self.arrivals) < count:
-            if time.monotonic() > deadline:
+        with self._changed:
+            if not self._changed.wait_for(
+                lambda: len(self.arrivals) >= count or not self._thread.is_alive(), timeout
+            ):
                 raise TimeoutError(f"only {len(self.arrivals)}/{count} messages arrived")
-            line = self.file.readline()
-            if not line:
-                raise RuntimeError("the daemon closed the subscription")
-            now = time.perf_counter()
-            event = json.loads(line)
-            if event.get("event") == "message":
-                self.arrivals.setdefault(event["message"]["id"], now)
+            if len(self.arrivals) < count:
+                raise RuntimeError(f"the daemon closed the subscription ({self.error})")
 
     def close(self) -> None:
-        self.file.close()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()
+        self._thread.join(timeout=5)
+        self.file.close()

@@ -122,6 +122,7 @@ class Subscriber:
         self.arrivals: dict[str, float] = {}
         self.error: BaseException | None = None
         self._changed = threading.Condition()
+        self._target = 0
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
@@ -133,7 +134,11 @@ class Subscriber:
                 if event.get("event") == "message":
                     with self._changed:
                         self.arrivals.setdefault(event["message"]["id"], now)
-                        self._changed.notify_all()
+                        # Wake the waiter only when it has what it waits for:
+                        # a wake-up per message would cost the appender (in
+                        # the same process) the CPU it measures.
+                        if len(self.arrivals) >= self._target:
+                            self._changed.notify_all()
         except (OSError, ValueError) as exc:
             self.error = exc
         with self._changed:
@@ -141,6 +146,7 @@ class Subscriber:
 
     def wait_for(self, count: int, timeout: float) -> None:
         with self._changed:
+            self._target = count
             if not self._changed.wait_for(
                 lambda: len(self.arrivals) >= count or not self._thread.is_alive(), timeout
             ):

@@ -26,7 +26,9 @@ DEFAULT_OUT = pathlib.Path("sim-results")
 def build_parser() -> argparse.ArgumentParser:
     """The ``mvds sim`` options; parsed intermixed so that NAME=VALUE
     parameters may come before or after the options."""
-    parser = argparse.ArgumentParser(
+    from mvds.cli import Parser  # one-line usage errors, as every command
+
+    parser = Parser(
         prog="mvds sim",
         description="Run a scenario on the real engine over a virtual network; "
         "write report.json, summary.md and figures.",

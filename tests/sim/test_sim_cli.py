@@ -92,6 +92,13 @@ def test_bad_input_is_one_clear_line(args, message, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("mvds: ") and message in lines[0], completed.stderr
 
 
+
+def test_a_usage_error_is_one_line_too(tmp_path):
+    completed = _mvds("seed", "--bogus", cwd=tmp_path)
+    assert completed.returncode == 2 and completed.stdout == ""
+    lines = completed.stderr.strip().splitlines()
+    assert lines == ["mvds sim: error: unrecognized arguments: --bogus (see mvds sim --help)"]
+
 def test_malformed_toml_is_one_clear_line(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("scenario = \n")

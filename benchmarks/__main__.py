@@ -15,7 +15,7 @@ import pathlib
 import sys
 import time
 
-from benchmarks.common import Benchmark, Summary, machine_info
+from benchmarks.common import Benchmark, Summary, calibrate, machine_info
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         print("no benchmark matches", file=sys.stderr)
         return 2
 
+    calibration_before = calibrate()
     summaries: list[Summary] = []
     records = []
     for bench in selected:
@@ -105,10 +106,16 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
     print_table(summaries)
+    calibration = {"before_ms": calibration_before, "after_ms": calibrate()}
+    print(
+        f"\ninterpreter speed (fixed workload, lower is faster): "
+        f"{calibration['before_ms']} ms before, {calibration['after_ms']} ms after"
+    )
     document = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "quick": args.quick,
         "machine": machine_info(),
+        "calibration": calibration,
         "benchmarks": records,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

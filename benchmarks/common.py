@@ -86,6 +86,32 @@ def machine_info() -> dict[str, object]:
     return info
 
 
+def calibrate() -> float:
+    """Milliseconds a fixed pure-Python workload takes (best of 5).
+
+    This machine's speed drifts (a shared virtual machine: the same code ran
+    about a quarter slower an hour apart), so every result file records how
+    fast the interpreter was at its start and end; compare numbers from two
+    files only next to these.
+    """
+    import time
+
+    def work() -> int:
+        total = 0
+        table = {}
+        for i in range(200_000):
+            total += i * i % 7
+            table[i & 1023] = total
+        return total
+
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        work()
+        best = min(best, time.perf_counter() - started)
+    return round(best * 1000, 2)
+
+
 def percentile(values: list[float], q: float) -> float:
     """The q-th percentile (0-100) by nearest rank on sorted values."""
     if not values:

@@ -40,6 +40,8 @@ def test_every_benchmark_runs_quick_and_writes_json(tmp_path):
     document = json.loads(out.read_text())
     assert document["quick"] is True
     assert {"python", "cpus"} <= set(document["machine"])
+    calibration = document["calibration"]  # the interpreter's speed, before and after
+    assert all(math.isfinite(calibration[k]) and calibration[k] > 0 for k in ("before_ms", "after_ms"))
     assert [b["name"] for b in document["benchmarks"]] == names
     for bench in document["benchmarks"]:
         assert bench["results"], bench["name"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 from mvds.daemon.schedule import Schedule
 from mvds.ids import parse_peer_id
+from mvds.secure.durable import atomic_write
 from mvds.secure.limits import MAX_BODY_SIZE, MAX_DATAGRAM_SIZE, MAX_PARENTS_ON_WIRE
 
 MAX_UDP_PAYLOAD = MAX_DATAGRAM_SIZE
@@ -391,10 +391,7 @@ def render_config(config: NodeConfig) -> str:
 def save_config(path: Path, config: NodeConfig) -> None:
     """Write the config atomically (a crash never leaves half a file)."""
     config.validate(str(path))
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(render_config(config))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    # Owner-only, like everything in a node directory: peer addresses and the
+    # sharing graph are nobody else's business.
+    atomic_write(path, render_config(config).encode("utf-8"), mode=0o600)
 

@@ -9,6 +9,7 @@ swallowed the exception.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -44,6 +45,22 @@ CACHE_KIB = 16 * 1024
 of a million-message store, small enough for the memory budget."""
 
 
+def _create_private(path: Path) -> None:
+    """Create the database file owner-only (0600) if it does not exist yet.
+
+    SQLite would create it with the umask's mode (usually 0644); it gives
+    its -wal and -shm files the main file's mode, so creating the main file
+    first keeps the messages unreadable to other users on the machine.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError:
+        return  # let sqlite3.connect report it, with the store's error wording
+    os.close(fd)
+
+
 class Database:
     """A connection plus the file name to put into error messages."""
 
@@ -65,6 +82,8 @@ class Database:
     ) -> "Database":
         """Connect (creating the file unless ``readonly``); no transaction open."""
         mode = "ro" if readonly else "rwc"
+        if not readonly:
+            _create_private(path)
         uri = f"{path.resolve().as_uri()}?mode={mode}"
         kwargs: dict[str, Any] = {
             "uri": True,

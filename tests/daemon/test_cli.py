@@ -124,6 +124,9 @@ def test_send_tail_status_through_two_daemons(tmp_path):
         assert "already running" in one_line_error(cli("run", str(paths["a"])))
         sock = paths["a"] / "mvds.sock"
         assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+        # Nothing in a node directory is readable by other users, whatever the umask.
+        for name in ("identity.key", "mvds.toml", "mvds.db", "mvds.db-wal", "mvds.db-shm", "mvds.lock"):
+            assert stat.S_IMODE(os.stat(paths["a"] / name).st_mode) == 0o600, name
 
         first = cli("send", str(paths["a"]), "chat", "hello from a", check=True).stdout.strip()
         assert len(first) == 64

@@ -120,7 +120,7 @@ def test_constants_named_in_the_prose_match_the_code():
     assert f"| `0x{TYPE_SEALED:02x}` | sealed" in DOC
     assert f"| `0x{TYPE_PLAINTEXT:02x}` | plaintext" in DOC
     documented = set(re.findall(r"^\| `([a-z_]+)`\s+\|", DOC, re.M))
-    assert documented == set(REASONS) | {"malformed"}
+    assert documented == set(REASONS) | {"malformed", "rate_limited"}
 
 
 def _fields(proto_text: str) -> list[str]:

@@ -96,6 +96,8 @@ class NodeConfig:
     """Most control API connections served at once; more are refused with an error."""
     control_max_line: int = 16 * 1024 * 1024
     """Longest control API request line in bytes; a longer one gets an error and is closed."""
+    peer_max_bytes_per_s: int = 16 * 1024 * 1024
+    """Most bytes per second taken from one peer (authenticated datagrams, one second's burst); beyond it datagrams are dropped, counted. 0: no limit."""
     drop_log_interval_s: float = 10.0
     """Dropped datagrams are all counted but logged at most once per reason per this many seconds."""
     flush_ms: float = 0.0
@@ -152,6 +154,8 @@ class NodeConfig:
             fail("max_inflight", "must be between 1 and 1000000")
         if not 1 <= self.max_parents <= MAX_PARENTS_ON_WIRE:
             fail("max_parents", f"must be between 1 and {MAX_PARENTS_ON_WIRE} (the protocol's limit)")
+        if self.peer_max_bytes_per_s != 0 and not 1024 <= self.peer_max_bytes_per_s <= 1 << 40:
+            fail("peer_max_bytes_per_s", f"must be 0 (no limit) or between 1024 and {1 << 40}")
         if not 0 <= self.drop_log_interval_s <= 86_400:
             fail("drop_log_interval_s", "must be between 0 and 86400")
         if not 1 <= self.max_requests <= 1_000_000:

@@ -60,6 +60,7 @@ from mvds.engine import (
 from mvds.ids import ID_SIZE, parse_group, parse_peer_id, short
 from mvds.secure import EnvelopeCodec, EnvelopeError, Identity, NonceCounter
 from mvds.secure.drops import DropLog
+from mvds.secure.ratelimit import TokenBucket
 from mvds.store.base import Store, StoredMessage
 from mvds.store.errors import StoreError
 from mvds.wire import WireError, decode_payload, split_payload
@@ -189,6 +190,8 @@ class PeerState:
     peer_id: bytes
     address: Any = None  # resolved socket address, or None
     counters: Counter[str] = field(default_factory=Counter)
+    budget: TokenBucket | None = None
+    """Bytes this peer may still send (``peer_max_bytes_per_s``); None: no limit."""
 
 
 def engine_config(config: NodeConfig) -> EngineConfig:
@@ -363,6 +366,10 @@ class Node:
             self.log.info("node.stopped")
 
     # -- configuration into the store --------------------------------------------
+    def _budget(self) -> TokenBucket | None:
+        rate = self.config.peer_max_bytes_per_s
+        return TokenBucket(rate) if rate else None
+
     def _apply_config_to_store(self) -> None:
         """Make the store's sharing match the config (the config is the truth)."""
         now = time.time()
@@ -370,7 +377,7 @@ class Node:
             wanted: set[tuple[bytes, bytes]] = set()
             for peer in self.config.peers:
                 peer_id = peer.peer_id
-                self.peers[peer_id] = PeerState(peer, peer_id)
+                self.peers[peer_id] = PeerState(peer, peer_id, budget=self._budget())
                 self.codec.add_peer(peer_id, plaintext=peer.plaintext)
                 for group in peer.groups:
                     wanted.add((parse_group(group), peer_id))
@@ -511,7 +518,7 @@ class Node:
             self.config.peers = [p for p in self.config.peers if p.name != name] + [entry]
             state = self.peers.get(peer_bytes)
             if state is None:
-                state = self.peers[peer_bytes] = PeerState(entry, peer_bytes)
+                state = self.peers[peer_bytes] = PeerState(entry, peer_bytes, budget=self._budget())
             state.config = entry
             state.address = None
             self.codec.add_peer(peer_bytes, plaintext=plaintext)
@@ -732,10 +739,11 @@ class Node:
         outgoing: list[tuple[bytes, Any]] = []
         heard: set[bytes] = set()
         engine = self.engine
+        clock = time.monotonic()
         try:
             with self.store.transaction():
                 for data, addr in inbox:
-                    opened = self._open(data, addr)
+                    opened = self._open(data, addr, clock)
                     if opened is not None:
                         peer_id, payload = opened
                         engine.receive(peer_id, payload, now)
@@ -763,7 +771,7 @@ class Node:
             pending.done.set()
         self._dispatch(engine.events())
 
-    def _open(self, data: bytes, addr: Any) -> tuple[bytes, Any] | None:
+    def _open(self, data: bytes, addr: Any, clock: float) -> tuple[bytes, Any] | None:
         try:
             peer_id, plain = self.codec.open(data)
         except EnvelopeError as exc:
@@ -772,6 +780,11 @@ class Node:
         state = self.peers.get(peer_id)
         if state is None:  # removed while its datagram was queued
             self._drop("unknown_peer", addr)
+            return None
+        # Spent after authentication, so a forger cannot use up a peer's budget.
+        if state.budget is not None and not state.budget.allow(len(data), clock):
+            state.counters["rate_limited"] += 1
+            self._drop("rate_limited", addr)
             return None
         try:
             payload = decode_payload(plain)
@@ -904,6 +917,7 @@ class Node:
                     "payloads_in": engine_counts["payloads_in"],
                     "payloads_out": engine_counts["payloads_out"],
                     "requests_capped": engine_counts["requests_capped"],
+                    "rate_limited": state.counters["rate_limited"],
                 }
             )
         transport = self.transport

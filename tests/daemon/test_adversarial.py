@@ -11,7 +11,8 @@ so it can craft any datagram with a real key).  Each attack asserts:
 * that H and N keep syncing meanwhile (a message each way).
 
 N runs with small limits (max_requests 300, control_max_clients 4,
-control_max_line 64 KiB) so that the bounds are reached quickly.
+control_max_line 64 KiB, peer_max_bytes_per_s 1 MiB) so that the bounds
+are reached quickly.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ SECRET = docpeer.group_id("secret")
 MAX_REQUESTS = 300
 MAX_CLIENTS = 4
 MAX_LINE = 65536
+PEER_BUDGET = 1024 * 1024
 
 
 class Net:
@@ -64,6 +66,7 @@ class Net:
         n_config.max_requests = MAX_REQUESTS
         n_config.control_max_clients = MAX_CLIENTS
         n_config.control_max_line = MAX_LINE
+        n_config.peer_max_bytes_per_s = PEER_BUDGET
         n_config.peers = [
             PeerConfig("h", h_identity.peer_id_hex, h_config.listen, ["chat", "secret"]),
             PeerConfig("m", self.m.public.hex(), "%s:%d" % self.m_sock.address, ["chat"]),
@@ -487,6 +490,48 @@ def test_replays_are_refused_also_after_a_restart(net):
     assert [m["id"] for m in net.history(net.n)].count(message.id.hex()) == 1
     assert net.logged("datagram.dropped", reason="replay")
     net.assert_honest_sync()
+
+
+def test_a_trusted_peer_is_held_to_its_byte_budget(net):
+    time.sleep(1.0)  # M's budget refills after the earlier tests
+    before = net.counts()
+    peer_before = net.status()["peers"][_index(net, "m")]["rate_limited"]
+    rng = random.Random(13)
+    # Authentic datagrams that change no state: ACKs of ids N never sent.
+    datagrams = [
+        net.link.seal(docpeer.encode_payload(docpeer.DocPayload(acks=[rng.randbytes(32) for _ in range(33)])))
+        for _ in range(3400)
+    ]
+    size = len(datagrams[0])
+    started = time.monotonic()
+    for index, datagram in enumerate(datagrams):  # about 4 MiB/s for one second
+        net.m_raw(datagram)
+        if index % 50 == 49:
+            time.sleep(max(0.0, started + (index + 1) * size / (4 * PEER_BUDGET) - time.monotonic()))
+    elapsed = time.monotonic() - started
+
+    def settled():
+        first = net.counts()
+        time.sleep(0.3)
+        second = net.counts()
+        return second if first == second else None
+
+    after = wait_until(settled, 10, 0.0, what="N has read the flood")
+    passed = (after["acks_in"] - before.get("acks_in", 0)) // 33
+    limited = after.get("rate_limited", 0) - before.get("rate_limited", 0)
+    assert passed + limited <= len(datagrams)
+    # What N took: at most the burst (one second's budget) plus the refill.
+    assert passed * size <= PEER_BUDGET + PEER_BUDGET * (elapsed + 0.5), (passed, elapsed)
+    assert limited >= len(datagrams) // 4, (passed, limited)  # the rest arrived but was refused
+    assert net.status()["peers"][_index(net, "m")]["rate_limited"] - peer_before == limited
+    assert after["stored"] == before["stored"]
+    assert net.logged("datagram.dropped", reason="rate_limited")
+    net.assert_honest_sync()  # H has a budget of its own
+    # The budget refills: M gets through again.
+    time.sleep(0.5)
+    before = net.counts()
+    net.m_send(docpeer.DocPayload(acks=[rng.randbytes(32)]))
+    net.wait_counts(before, acks_in=1, rate_limited=0)
 
 
 # -- helpers --------------------------------------------------------------------------

@@ -107,12 +107,18 @@ def _list(scenario: str | None) -> int:
     return 0
 
 
-def _run_one(name: str, given: dict[str, Any], seed: int, out: pathlib.Path, args: argparse.Namespace) -> None:
+def _run_one(
+    name: str, given: dict[str, Any], seed: int, out: pathlib.Path, args: argparse.Namespace,
+    label: str | None = None,
+) -> None:
+    """Run one scenario and print its headline; ``label`` names the run in
+    output (``all`` runs some scenarios twice, with different parameters)."""
+    label = label or name
     from mvds.sim.output import write_outcome
     from mvds.sim.progress import ProgressBar
     from mvds.sim.runner import RunOutcome, run_scenario
 
-    bar = ProgressBar(f"sim {name}") if (args.progress or sys.stderr.isatty()) else None
+    bar = ProgressBar(f"sim {label}") if (args.progress or sys.stderr.isatty()) else None
     started = time.perf_counter()
     try:
         outcome = run_scenario(name, given, seed, bar)
@@ -132,12 +138,12 @@ def _run_one(name: str, given: dict[str, Any], seed: int, out: pathlib.Path, arg
         ratio = "-" if s["delivery_ratio"] is None else f"{s['delivery_ratio']:.1%}"
         conv = "never" if s["convergence_time"] is None else f"tick {s['convergence_time']:g}"
         print(
-            f"{name}: {s['delivered']:,}/{s['expected_deliveries']:,} deliveries ({ratio}), "
+            f"{label}: {s['delivered']:,}/{s['expected_deliveries']:,} deliveries ({ratio}), "
             f"converged {conv}, {s['wire']['datagrams']:,} datagrams, {s['wire']['bytes']:,} bytes"
         )
     else:
         results = [result for _, result in outcome.points]
-        print(f"{name}: {len(results)} runs")
+        print(f"{label}: {len(results)} runs")
     events = sum(result.events for result in results)
     rate = events / elapsed if elapsed > 0 else 0.0
     print(f"  {events:,} events in {elapsed:.2f} s ({rate:,.0f} events/s)")
@@ -145,6 +151,10 @@ def _run_one(name: str, given: dict[str, Any], seed: int, out: pathlib.Path, arg
         print(f"  wrote {path}")
     for note in written.notes:
         print(f"  {note}")
+
+
+def _describe(params: dict[str, Any]) -> str:
+    return " ".join(f"{key}={value}" for key, value in params.items()) or "defaults"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -172,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
             raise CliError("'all' runs every scenario with its defaults; parameters apply to one scenario")
         base = args.out or DEFAULT_OUT
         for directory, name, params in ALL_RUNS:
-            _run_one(name, params, seed, base / directory, args)
+            label = name if directory == name else f"{directory} ({name}, {_describe(params)})"
+            _run_one(name, params, seed, base / directory, args, label)
         return 0
     if scenario not in SCENARIOS:
         known = ", ".join(SCENARIOS)

@@ -28,6 +28,17 @@ def test_list_shows_scenarios_and_parameters(capsys):
     assert "offline" in params and "[default: 90.0]" in params
 
 
+def test_all_names_each_run_by_its_folder_and_parameters(tmp_path, capsys, monkeypatch):
+    import mvds.sim.scenarios as scenarios
+
+    monkeypatch.setattr(scenarios, "ALL_RUNS", [("seed", "seed", {}), ("seed-slow", "seed", {"latency": "0.3"})])
+    assert main(["sim", "all", "--out", str(tmp_path), "--no-plots"]) == 0
+    headlines = [line for line in capsys.readouterr().out.splitlines() if not line.startswith(" ")]
+    assert headlines[0].startswith("seed: 6/6 deliveries")
+    assert headlines[1].startswith("seed-slow (seed, latency=0.3): 6/6 deliveries")
+    assert json.loads((tmp_path / "seed-slow" / "report.json").read_text())["params"]["latency"] == 0.3
+
+
 def test_run_writes_report_summary_and_dag(tmp_path, capsys):
     out = tmp_path / "seed"
     assert main(["sim", "seed", "--out", str(out), "--no-plots", "latency=0.2"]) == 0

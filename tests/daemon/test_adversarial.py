@@ -500,14 +500,14 @@ def test_a_trusted_peer_is_held_to_its_byte_budget(net):
     # Authentic datagrams that change no state: ACKs of ids N never sent.
     datagrams = [
         net.link.seal(docpeer.encode_payload(docpeer.DocPayload(acks=[rng.randbytes(32) for _ in range(33)])))
-        for _ in range(3400)
+        for _ in range(5100)
     ]
     size = len(datagrams[0])
     started = time.monotonic()
-    for index, datagram in enumerate(datagrams):  # about 4 MiB/s for one second
+    for index, datagram in enumerate(datagrams):  # about 6 MiB/s for one second
         net.m_raw(datagram)
         if index % 50 == 49:
-            time.sleep(max(0.0, started + (index + 1) * size / (4 * PEER_BUDGET) - time.monotonic()))
+            time.sleep(max(0.0, started + (index + 1) * size / (6 * PEER_BUDGET) - time.monotonic()))
     elapsed = time.monotonic() - started
 
     def settled():
@@ -520,8 +520,9 @@ def test_a_trusted_peer_is_held_to_its_byte_budget(net):
     passed = (after["acks_in"] - before.get("acks_in", 0)) // 33
     limited = after.get("rate_limited", 0) - before.get("rate_limited", 0)
     assert passed + limited <= len(datagrams)
-    # What N took: at most the burst (one second's budget) plus the refill.
-    assert passed * size <= PEER_BUDGET + PEER_BUDGET * (elapsed + 0.5), (passed, elapsed)
+    # What N took: at most the burst (one second's budget) plus the refill
+    # (N may read the last datagrams up to 1.5 s after they were sent).
+    assert passed * size <= PEER_BUDGET + PEER_BUDGET * (elapsed + 1.5), (passed, elapsed)
     assert limited >= len(datagrams) // 4, (passed, limited)  # the rest arrived but was refused
     assert net.status()["peers"][_index(net, "m")]["rate_limited"] - peer_before == limited
     assert after["stored"] == before["stored"]

@@ -44,7 +44,7 @@ from mvds.daemon.config import NodeConfig, PeerConfig, format_address, parse_add
 from mvds.daemon.logs import get_logger
 from mvds.daemon.nodedir import InstanceLock, NodeDir
 from mvds.daemon.schedule import Schedule
-from mvds.daemon.transport import UdpTransport
+from mvds.daemon.transport import SMALL_BUFFER, UdpTransport
 from mvds.engine import (
     Delivery,
     Engine,
@@ -342,6 +342,14 @@ class Node:
                     peers=len(self.peers),
                     receive_buffer=self.transport.receive_buffer,
                 )
+                granted = self.transport.receive_buffer
+                if granted < SMALL_BUFFER:
+                    # Linux reports twice what it reserves for data.
+                    self.log.warning(
+                        "transport.small_receive_buffer", granted=granted,
+                        hint="bursts of datagrams will be dropped by the kernel and resent; "
+                        "raise the limit: sysctl -w net.core.rmem_max=4194304",
+                    )
                 self._running = True
                 now = time.time()
                 for peer_id in self.peers:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Iterable, NamedTuple
 
 from mvds.wire import Message, Payload
 
@@ -139,28 +139,24 @@ class Recorder:
         answer to a REQUEST (the REQUEST makes that record due at once).
         """
         offers, requests, messages = self._sent
-        resent = self.resent
         if payload.messages:
-            for message in payload.messages:
-                key = (src, dst, message.id)
-                if key in messages:
-                    resent["message"] += 1
-                else:
-                    messages.add(key)
+            self._count_resends("message", messages, src, dst, [m.id for m in payload.messages])
         if payload.offers:
-            for mid in payload.offers:
-                key = (src, dst, mid)
-                if key in offers:
-                    resent["offer"] += 1
-                else:
-                    offers.add(key)
+            self._count_resends("offer", offers, src, dst, payload.offers)
         if payload.requests:
-            for mid in payload.requests:
-                key = (src, dst, mid)
-                if key in requests:
-                    resent["request"] += 1
-                else:
-                    requests.add(key)
+            self._count_resends("request", requests, src, dst, payload.requests)
+
+    def _count_resends(
+        self, kind: str, sent: set[tuple[int, int, bytes]], src: int, dst: int, ids: Iterable[bytes]
+    ) -> None:
+        resent = 0
+        for mid in ids:
+            key = (src, dst, mid)
+            if key in sent:
+                resent += 1
+            else:
+                sent.add(key)
+        self.resent[kind] += resent
 
     def on_sync_state(self, time: float, total: int) -> None:
         if total > self.peak_sync_state:

@@ -35,14 +35,13 @@ import time
 from collections import Counter
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 import trio
 
 from mvds.daemon.config import NodeConfig, PeerConfig, format_address, parse_address, save_config
 from mvds.daemon.logs import get_logger
-from mvds.daemon.nodedir import InstanceLock, NodeDir
+from mvds.daemon.nodedir import NodeDir
 from mvds.daemon.schedule import Schedule
 from mvds.daemon.transport import SMALL_BUFFER, UdpTransport
 from mvds.engine import (

@@ -14,24 +14,7 @@ from mvds.daemon.node import NodeError
 from mvds.secure import EnvelopeCodec, Identity, NonceCounter
 from mvds.wire import Message, Payload, encode_payload
 
-
-def addr(node) -> str:
-    return "%s:%d" % node.address
-
-
-async def pair(a, b, groups=("chat",), **kwargs):
-    await a.add_peer("b", b.peer_id, addr(b), list(groups), **kwargs)
-    await b.add_peer("a", a.peer_id, addr(a), list(groups), **kwargs)
-
-
-async def collect(node, count, since=0, timeout=10.0, group=None):
-    out = []
-    with trio.fail_after(timeout):
-        async for message in node.messages(since, group=group):
-            out.append(message)
-            if len(out) >= count:
-                return out
-    return out
+from nodes import addr, collect, pair
 
 
 async def test_two_nodes_sync_over_encrypted_udp():

@@ -22,29 +22,11 @@ from mvds.daemon.setup import init_node_dir
 from mvds.store.sqlite import SQLiteReader
 from mvds.wire import Message, Payload
 
+from nodes import collect, pair
 from procs import cli
 from storefaults import FaultyConnection, RawPeer, json_logs, node_store
 
 CHAT = mvds.group_id_for_name("chat")
-
-
-def addr(node) -> str:
-    return "%s:%d" % node.address
-
-
-async def pair(a, b, groups=("chat",)):
-    await a.add_peer("b", b.peer_id, addr(b), list(groups))
-    await b.add_peer("a", a.peer_id, addr(a), list(groups))
-
-
-async def collect(node, count, since=0, timeout=10.0, group=None):
-    out = []
-    with trio.fail_after(timeout):
-        async for message in node.messages(since, group=group):
-            out.append(message)
-            if len(out) >= count:
-                return out
-    return out
 
 
 @pytest.fixture

@@ -333,17 +333,16 @@ class Node:
                     # Started (bound) before node.started: a taken metrics
                     # port is a startup error, not a crash of a running node.
                     await nursery.start(serve_metrics, self, self.config.metrics)
+                granted = self.transport.receive_buffer
                 self.log.info(
                     "node.started",
                     peer_id=self.identity.peer_id_hex,
                     listen=format_address(*self.address),
                     mode=self.config.mode,
                     peers=len(self.peers),
-                    receive_buffer=self.transport.receive_buffer,
+                    receive_buffer=granted,
                 )
-                granted = self.transport.receive_buffer
                 if granted < SMALL_BUFFER:
-                    # Linux reports twice what it reserves for data.
                     self.log.warning(
                         "transport.small_receive_buffer", granted=granted,
                         hint="bursts of datagrams will be dropped by the kernel and resent; "

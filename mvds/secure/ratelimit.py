@@ -38,16 +38,13 @@ class TokenBucket:
 
     def allow(self, cost: float, now: float) -> bool:
         """Spend ``cost`` at time ``now`` (monotonic seconds) if the budget has it."""
-        if self._stamp is not None and now > self._stamp:
-            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-        if self._stamp is None or now > self._stamp:
+        stamp = self._stamp
+        if stamp is None:
+            self._stamp = now
+        elif now > stamp:  # a clock that went backwards refills nothing
+            self._tokens = min(self.burst, self._tokens + (now - stamp) * self.rate)
             self._stamp = now
         if cost <= self._tokens:
             self._tokens -= cost
             return True
         return False
-
-    @property
-    def available(self) -> float:
-        """What is left as of the last call (for tests and status)."""
-        return self._tokens

@@ -154,7 +154,7 @@ def _run_one(
 
 
 def _describe(params: dict[str, Any]) -> str:
-    return " ".join(f"{key}={value}" for key, value in params.items()) or "defaults"
+    return " ".join(f"{key}={value}" for key, value in params.items())
 
 
 def run(args: argparse.Namespace) -> int:

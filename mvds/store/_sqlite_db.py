@@ -54,10 +54,8 @@ def _create_private(path: Path) -> None:
     """
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    except OSError:  # it exists, or sqlite3.connect will report why not, in the store's words
         return
-    except OSError:
-        return  # let sqlite3.connect report it, with the store's error wording
     os.close(fd)
 
 

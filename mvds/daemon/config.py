@@ -110,6 +110,8 @@ class NodeConfig:
     """Seed of the simulated loss (reproducible runs); random if unset."""
     schedule: str = ""
     """Simulated availability, e.g. "up 2s, down 6s" (radio off: nothing in or out)."""
+    links: str = ""
+    """Testbed only: a links file (per-peer latency, jitter, loss, duplication, reordering, rate, cuts) shaping what this node sends; see docs/TESTBED.md. Empty: off."""
     log_format: str = "console"
     """console (for people) or json (for machines)."""
     log_level: str = "info"

@@ -325,6 +325,8 @@ class Node:
         except OSError as exc:  # the port is taken, the host is not ours, ...
             raise NodeError(exc.strerror or str(exc)) from None
         try:
+            if self.config.links:  # testbed link emulation (mvds/daemon/netem.py)
+                self.transport.use_links(self.config.links, self.config.seed, self._peer_name_at)
             await self._resolve_peers()
             async with trio.open_nursery() as nursery:
                 if self.config.metrics:
@@ -808,6 +810,12 @@ class Node:
                 )
             state.address = addr  # roaming: authenticated, so trust the source
         return peer_id, payload
+
+    def _peer_name_at(self, addr: Any) -> str | None:
+        for state in self.peers.values():
+            if state.address is not None and state.address[:2] == addr[:2]:
+                return state.config.name
+        return None
 
     def _drop(self, reason: str, addr: Any, detail: str | None = None) -> None:
         count = self._drops.drop(reason, time.monotonic())

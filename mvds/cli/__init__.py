@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "status": "status",
     "demo": "demo",
     "sim": "sim",
+    "testbed": "testbed",
 }
 """Command name -> module under mvds.cli that registers it, in help order."""
 

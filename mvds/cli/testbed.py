@@ -1,0 +1,118 @@
+"""``mvds testbed``: scenarios with real daemons (docs/TESTBED.md).
+
+    mvds testbed run SCENARIO [--out DIR] [--no-live]   run it, print the verdict, exit 0/1
+    mvds testbed check SCENARIO                         validate a scenario file
+    mvds testbed generate KIND --nodes N [...]          print a scenario for a topology
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from mvds.cli.errors import CliError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "testbed", help="run a scenario with real daemons and judge it",
+        description="Scenarios (TOML, docs/TESTBED.md) run with real mvds daemons on loopback, "
+        "per-link latency, loss and partitions, and a verdict.",
+    )
+    sub = parser.add_subparsers(dest="testbed_command", metavar="SUBCOMMAND", required=True)
+    run = sub.add_parser("run", help="run a scenario; exit 0 if the verdict passes, 1 if not")
+    run.add_argument("scenario", metavar="SCENARIO", help="a scenario file (TOML)")
+    run.add_argument("--out", metavar="DIR", help="where the nodes and the report go "
+                     "(default: testbed-results/NAME-TIME)")
+    run.add_argument("--no-live", action="store_true", help="no progress line")
+    run.set_defaults(func=run_command, _parser=run)
+    check = sub.add_parser("check", help="validate a scenario file")
+    check.add_argument("scenario", metavar="SCENARIO")
+    check.set_defaults(func=check_command, _parser=check)
+    from mvds.testbed.generate import KINDS, Params
+
+    gen = sub.add_parser("generate", help="print a scenario (TOML) for a topology")
+    gen.add_argument("kind", choices=KINDS)
+    defaults = Params()
+    gen.add_argument("--nodes", type=int, default=defaults.nodes)
+    gen.add_argument("--degree", type=int, default=defaults.degree, help="k of random k-regular")
+    for name in ("latency", "jitter"):
+        gen.add_argument(f"--{name}", type=float, default=0.0, metavar="S", help=f"{name} in seconds")
+    for name in ("loss", "duplicate", "reorder"):
+        gen.add_argument(f"--{name}", type=float, default=0.0, metavar="P")
+    gen.add_argument("--rate", type=float, default=0.0, metavar="BYTES_PER_S")
+    gen.add_argument("--duration", type=float, default=defaults.duration, metavar="S")
+    gen.add_argument("--appends", type=float, default=defaults.appends, metavar="PER_S",
+                     help="appends per node per second")
+    gen.add_argument("--size", type=int, default=defaults.size, metavar="BYTES")
+    gen.add_argument("--start", type=float, default=defaults.start, metavar="S")
+    gen.add_argument("--stop", type=float, default=defaults.stop, metavar="S")
+    gen.add_argument("--epoch-ms", type=int, default=defaults.epoch_ms)
+    gen.add_argument("--seed", type=int, default=defaults.seed)
+    gen.add_argument("--mode", choices=["batch", "interactive"], default="batch")
+    gen.set_defaults(func=generate_command, _parser=gen)
+
+
+def _load(path: str):
+    from mvds.testbed.scenario import ScenarioError, load_scenario
+
+    try:
+        return load_scenario(path)
+    except ScenarioError as exc:
+        raise CliError(str(exc)) from None
+
+
+def check_command(args: argparse.Namespace) -> int:
+    s = _load(args.scenario)
+    print(f"{args.scenario}: ok: {len(s.nodes)} nodes, {len(s.links)} links, "
+          f"{len(s.groups)} groups, {len(s.faults)} faults, duration {s.duration:g} s")
+    return 0
+
+
+def generate_command(args: argparse.Namespace) -> int:
+    from mvds.testbed.generate import Params, generate
+    from mvds.testbed.scenario import ScenarioError, render_scenario
+
+    params = Params(
+        nodes=args.nodes, degree=args.degree, latency=args.latency, jitter=args.jitter,
+        loss=args.loss, duplicate=args.duplicate, reorder=args.reorder, rate=args.rate,
+        duration=args.duration, appends=args.appends, size=args.size, start=args.start,
+        stop=args.stop, epoch_ms=args.epoch_ms, seed=args.seed, mode=args.mode,
+    )
+    try:
+        sys.stdout.write(render_scenario(generate(args.kind, params)))
+    except ScenarioError as exc:
+        raise CliError(str(exc)) from None
+    return 0
+
+
+def run_command(args: argparse.Namespace) -> int:
+    scenario = _load(args.scenario)
+    import trio
+
+    from mvds.testbed.runner import TestbedError, run_testbed
+
+    out = Path(args.out) if args.out else Path("testbed-results") / (
+        f"{scenario.name}-{time.strftime('%Y%m%dT%H%M%S')}")
+    live = not args.no_live
+    tty = sys.stderr.isatty()
+
+    def progress(line: str) -> None:
+        if tty:
+            sys.stderr.write("\r" + line[:160] + "\x1b[K")
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    try:
+        verdict = trio.run(run_testbed, scenario, out, progress if live else None)
+    except TestbedError as exc:
+        raise CliError(str(exc)) from None
+    if live and tty:
+        sys.stderr.write("\n")
+    sys.stdout.write((out / "summary.md").read_text())
+    print(f"\nreport: {out / 'report.json'}")
+    return 0 if verdict["passed"] else 1
+

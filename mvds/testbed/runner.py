@@ -251,6 +251,12 @@ class Testbed:
         verdict = judge(self.ledger, members, histories,
                         {n.name: n.seen_at for n in self.nodes.values()}, counters,
                         refused=self.refused, elapsed=elapsed)
+        with open(self.out / "ledger.jsonl", "w") as f:
+            for e in self.ledger:
+                f.write(json.dumps({"id": e.message_id, "author": e.author, "index": e.index,
+                                    "group": e.group, "acked_at": round(e.acked_at, 4),
+                                    "ephemeral": e.ephemeral, "seen": e.seen}) + "\n")
+        (self.out / "histories.json").write_text(json.dumps(histories) + "\n")
         verdict["startup_s"] = round(startup, 2)
         verdict["nodes"] = len(self.nodes)
         self.write_report(verdict, counters)

@@ -70,6 +70,7 @@ def judge(
     missing: list[tuple[str, str]] = []
     duplicates = 0
     causal_violations = 0
+    causal_examples: list[str] = []
     unknown = 0
     latencies: list[float] = []
     last_delivery = 0.0
@@ -88,6 +89,10 @@ def judge(
                 for writer, count in entry.seen.items():
                     if writer != node and delivered.get(writer, 0) < count:
                         causal_violations += 1
+                        if len(causal_examples) < 5:
+                            causal_examples.append(
+                                f"{node}: {entry.author}#{entry.index} before {writer}'s "
+                                f"message {count} (had {delivered.get(writer, 0)})")
                         break
             if author is not None and author != node:
                 delivered[author] = delivered.get(author, 0) + 1
@@ -120,6 +125,7 @@ def judge(
         "missing_examples": [f"{node}: {mid[:16]}" for node, mid in missing[:5]],
         "duplicates": duplicates,
         "causal_violations": causal_violations,
+        "causal_examples": causal_examples,
         "unledgered_messages": unknown,
         "convergence_s": round(max(0.0, last_delivery - last_ack), 3) if not missing else None,
         "latency_s": {
@@ -164,6 +170,8 @@ def markdown(name: str, verdict: dict[str, Any], extra: dict[str, Any] | None = 
     for key, value in (extra or {}).items():
         rows.append((key, value))
     lines += [f"| {k} | {v} |" for k, v in rows]
+    if verdict.get("causal_examples"):
+        lines += ["", "Out of causal order (first few): " + "; ".join(verdict["causal_examples"])]
     if verdict["missing_examples"]:
         lines += ["", "Missing (first few): " + ", ".join(verdict["missing_examples"])]
     return "\n".join(lines) + "\n"

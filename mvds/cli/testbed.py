@@ -27,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--out", metavar="DIR", help="where the nodes and the report go "
                      "(default: testbed-results/NAME-TIME)")
     run.add_argument("--no-live", action="store_true", help="no progress line")
+    run.add_argument("--calibrate", action="store_true",
+                     help="also run the scenario in the simulator with the same seed and write "
+                     "calibration.md / .json (/ .png) side by side")
     run.set_defaults(func=run_command, _parser=run)
     check = sub.add_parser("check", help="validate a scenario file")
     check.add_argument("scenario", metavar="SCENARIO")
@@ -114,5 +117,28 @@ def run_command(args: argparse.Namespace) -> int:
         sys.stderr.write("\n")
     sys.stdout.write((out / "summary.md").read_text())
     print(f"\nreport: {out / 'report.json'}")
+    if args.calibrate:
+        calibrate(scenario, out)
     return 0 if verdict["passed"] else 1
 
+
+
+def calibrate(scenario, out: Path) -> None:
+    """The simulator's run of the same scenario and seed, next to the real one."""
+    import json
+
+    from mvds.testbed import calibrate as cal
+    from mvds.testbed.simulate import simulate
+
+    report = json.loads((out / "report.json").read_text())
+    sim = simulate(scenario, scenario.seed)
+    comparison = cal.compare(report["verdict"], report["latencies_s"], sim)
+    (out / "calibration.json").write_text(json.dumps(
+        {"scenario": scenario.name, "seed": scenario.seed, **comparison}, indent=2) + "\n")
+    text = cal.markdown(scenario.name, scenario.seed, comparison)
+    (out / "calibration.md").write_text(text)
+    try:
+        cal.plot(out / "calibration.png", scenario.name, report["latencies_s"], sim["latencies_s"])
+    except ImportError:
+        pass
+    sys.stdout.write("\n" + text)

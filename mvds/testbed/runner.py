@@ -104,6 +104,7 @@ class Testbed:
         self.appends_done = 0
         self.curve: list[tuple[float, int]] = []
         self.nursery: trio.Nursery | None = None
+        self.latencies: list[float] = []
 
     # -- setup -----------------------------------------------------------------
     def prepare(self) -> None:
@@ -257,6 +258,12 @@ class Testbed:
                                     "group": e.group, "acked_at": round(e.acked_at, 4),
                                     "ephemeral": e.ephemeral, "seen": e.seen}) + "\n")
         (self.out / "histories.json").write_text(json.dumps(histories) + "\n")
+        self.latencies = sorted(
+            max(0.0, at - e.acked_at)
+            for e in self.ledger if not e.ephemeral
+            for holder in members[e.group] if holder != e.author
+            if (at := self.nodes[holder].seen_at.get(e.message_id)) is not None
+        )
         verdict["startup_s"] = round(startup, 2)
         verdict["nodes"] = len(self.nodes)
         self.write_report(verdict, counters)
@@ -487,6 +494,7 @@ class Testbed:
             "verdict": verdict,
             "per_node": counters,
             "delivery_curve": [[round(t, 3), d] for t, d in self.curve],
+            "latencies_s": [round(t, 4) for t in self.latencies],
         }
         (self.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         (self.out / "summary.md").write_text(markdown(self.scenario.name, verdict))

@@ -36,7 +36,7 @@ def measures(run: dict[str, Any], latencies: list[float]) -> dict[str, Any]:
         return None if value is None else round(value, 3)
 
     return {
-        "delivery": f"{run['delivered']} / {run['expected_deliveries']}",
+        "delivery": f"{run['delivered']}/{run['expected_deliveries']}",
         "convergence_s": run["convergence_s"],
         "p50": q(0.5), "p90": q(0.9), "max": q(1.0),
         "bytes_per_delivery": run["bytes_per_delivery"],
@@ -86,3 +86,37 @@ def plot(path: Path, name: str, real_latencies: list[float], sim_latencies: list
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+CALIBRATED = [
+    ("line5-lossless", "lossless line (5)", "scenarios/calibration/line5-lossless.toml"),
+    ("ring8-lossy", "lossy ring (8)", "scenarios/calibration/ring8-lossy.toml"),
+    ("sketch", "research sketch", "scenarios/sketch.toml"),
+]
+"""The scenarios docs/SIMULATION.md compares: (name, label, scenario file)."""
+
+SEED_MEASURES = ("convergence_s", "latency_s.p50", "latency_s.max", "bytes_per_delivery",
+                 "datagrams_per_delivery", "retransmissions", "peak_state_records")
+
+
+def docs_tables(directory: Path) -> tuple[str, str]:
+    """The two tables docs/SIMULATION.md quotes, from the committed results in
+    ``directory`` (NAME.json: calibration; NAME-seeds.json: 20 simulated seeds)."""
+    import json
+
+    real_sim = {n: json.loads((directory / f"{n}.json").read_text()) for n, _, _ in CALIBRATED}
+    head = "| measure | " + " | ".join(f"{label}: real / sim" for _, label, _ in CALIBRATED) + " |"
+    lines = [head, "| --- |" + " --- |" * len(CALIBRATED)]
+    for label, key in ROWS:
+        cells = [f"{real_sim[n]['real'][key]} / {real_sim[n]['sim'][key]}" for n, _, _ in CALIBRATED]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    first = "\n".join(lines)
+    seeds = {n: json.loads((directory / f"{n}-seeds.json").read_text())["summary"]
+             for n, _, _ in CALIBRATED}
+    lines = ["| simulated, mean ± 95% CI over 20 seeds | "
+             + " | ".join(label for _, label, _ in CALIBRATED) + " |",
+             "| --- |" + " --- |" * len(CALIBRATED)]
+    for key in SEED_MEASURES:
+        cells = [f"{seeds[n][key]['mean']:g} ± {seeds[n][key]['ci95']:g}" for n, _, _ in CALIBRATED]
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return first, "\n".join(lines)

@@ -240,6 +240,8 @@ class Testbed:
                 nursery.start_soon(self.fault_loop)
                 await self.append_loop(nursery)
                 await self.wait_converged()
+                if self.progress is not None:
+                    self.progress(self.progress_line())  # where it ended
                 await self.sample_all()
                 histories = await self.read_histories()
                 nursery.cancel_scope.cancel()
@@ -470,20 +472,23 @@ class Testbed:
             out[node.name] = history
         return out
 
+    def progress_line(self) -> str:
+        s = self.scenario
+        up = sum(n.state == "running" for n in self.nodes.values())
+        expected = self.expected_pairs()
+        delivered = self.delivered_count()
+        share = 100.0 * delivered / expected if expected else 0.0
+        return (
+            f"{s.name}: t={self.now():6.1f}s  appends {self.appends_done}/{len(self.plan)}  "
+            f"delivered {delivered}/{expected} ({share:5.1f}%)  nodes up {up}/{len(self.nodes)}  "
+            f"faults {self.faults_done}/{len(s.faults)}"
+        )
+
     async def progress_loop(self) -> None:
         if self.progress is None:
             return
         while True:
-            s = self.scenario
-            up = sum(n.state == "running" for n in self.nodes.values())
-            expected = self.expected_pairs()
-            delivered = self.delivered_count()
-            share = 100.0 * delivered / expected if expected else 0.0
-            self.progress(
-                f"{s.name}: t={self.now():6.1f}s  appends {self.appends_done}/{len(self.plan)}  "
-                f"delivered {delivered}/{expected} ({share:5.1f}%)  nodes up {up}/{len(self.nodes)}  "
-                f"faults {self.faults_done}/{len(s.faults)}"
-            )
+            self.progress(self.progress_line())
             await trio.sleep(1.0)
 
     # -- output -----------------------------------------------------------------

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from mvds.daemon.netem import LinkConditions
 from mvds.testbed.scenario import (
-    Fault, GroupSpec, LinkSpec, NodeSpec, Scenario, ScenarioError, Workload, parse_scenario,
+    GroupSpec, LinkSpec, NodeSpec, Scenario, ScenarioError, Workload, parse_scenario,
     render_scenario,
 )
 
@@ -150,9 +150,3 @@ def generate(kind: str, p: Params) -> Scenario:
     )
     return parse_scenario(render_scenario(scenario), f"generated {kind}")
 
-
-def with_faults(scenario: Scenario, faults: list[Fault]) -> Scenario:
-    """The same scenario with these faults (validated)."""
-    from dataclasses import replace
-
-    return parse_scenario(render_scenario(replace(scenario, faults=tuple(faults))), scenario.name)

@@ -12,8 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from mvds.testbed.verdict import LedgerEntry, judge
 
 HERE = Path(__file__).parent

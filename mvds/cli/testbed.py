@@ -8,11 +8,50 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
 
 from mvds.cli.errors import CliError
+
+
+class Terminated(Exception):
+    """SIGTERM ended the run (after the daemons were stopped)."""
+
+
+async def _run_until_signal(scenario, out: Path, progress):
+    """The run, cancelled cleanly (daemons stopped) by SIGTERM; Ctrl-C is
+    trio's KeyboardInterrupt, with the same clean-up."""
+    import trio
+
+    from mvds.testbed.runner import run_testbed
+
+    from mvds.testbed.runner import TestbedError
+
+    result = None
+    try:
+        with trio.open_signal_receiver(signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                async def run() -> None:
+                    nonlocal result
+                    result = await run_testbed(scenario, out, progress)
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(run)
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    break
+    except BaseExceptionGroup as group:  # the nursery wraps the run's own error
+        errors, rest = group.split(TestbedError)
+        if errors is not None and rest is None:
+            while isinstance(errors, BaseExceptionGroup):
+                errors = errors.exceptions[0]
+            raise errors from None
+        raise
+    if result is None:
+        raise Terminated
+    return result
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -95,7 +134,7 @@ def run_command(args: argparse.Namespace) -> int:
     scenario = _load(args.scenario)
     import trio
 
-    from mvds.testbed.runner import TestbedError, run_testbed
+    from mvds.testbed.runner import TestbedError
 
     out = Path(args.out) if args.out else Path("testbed-results") / (
         f"{scenario.name}-{time.strftime('%Y%m%dT%H%M%S')}")
@@ -110,9 +149,14 @@ def run_command(args: argparse.Namespace) -> int:
         sys.stderr.flush()
 
     try:
-        verdict = trio.run(run_testbed, scenario, out, progress if live else None)
+        verdict = trio.run(_run_until_signal, scenario, out, progress if live else None)
     except TestbedError as exc:
         raise CliError(str(exc)) from None
+    except (Terminated, KeyboardInterrupt, BaseExceptionGroup) as exc:
+        if isinstance(exc, BaseExceptionGroup) and exc.split(KeyboardInterrupt)[0] is None:
+            raise
+        sys.stderr.write("\nmvds testbed: interrupted; the daemons were stopped\n")
+        return 143 if isinstance(exc, Terminated) else 130
     if live and tty:
         sys.stderr.write("\n")
     sys.stdout.write((out / "summary.md").read_text())

@@ -112,10 +112,11 @@ class Testbed:
         s = self.scenario
         self.out.mkdir(parents=True, exist_ok=True)
         used: set[int] = set()
+        nodes_dir = self.out / "nodes"
+        if nodes_dir.exists() and any(nodes_dir.iterdir()):
+            raise TestbedError(f"{nodes_dir} already holds nodes: use a fresh --out directory")
         for name in s.names:
-            path = self.out / "nodes" / name
-            if (path / "mvds.toml").exists():
-                raise TestbedError(f"{path} already holds a node: use a fresh --out directory")
+            path = nodes_dir / name
             port = self._free_port(used)
             _, identity = init_node_dir(path, listen=f"127.0.0.1:{port}")
             self.nodes[name] = TNode(name, path, port, identity.peer_id_hex)

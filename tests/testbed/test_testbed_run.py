@@ -8,9 +8,13 @@ with no link) fails with exit 1 and says what is missing.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from mvds.testbed.verdict import LedgerEntry, judge
 
@@ -69,6 +73,9 @@ nodes = ["a"]
     verdict = json.loads((tmp_path / "run" / "report.json").read_text())["verdict"]
     assert verdict["missing"] == verdict["acknowledged_appends"] > 0  # c got none; b got all
     assert "**FAIL**" in result.stdout and "c: " in result.stdout
+    again = run_cli("run", str(scenario), "--out", str(tmp_path / "run"), "--no-live")
+    assert again.returncode == 1 and again.stderr.count("\n") == 1
+    assert "already holds nodes: use a fresh --out directory" in again.stderr
 
 
 def test_check_and_generate_give_one_line_errors(tmp_path):
@@ -104,3 +111,28 @@ def test_judge_finds_missing_duplicate_and_out_of_order():
     assert not v["passed"] and v["duplicates"] == 1
     v = judge(ledger, members, {**good, "c": [("m1", "a")]}, seen, {})
     assert not v["passed"] and v["missing"] == 1 and v["convergence_s"] is None
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_run_stops_every_daemon(tmp_path, signum, status):
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mvds", "testbed", "run", str(HERE / "scenarios" / "faults4.toml"),
+         "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        logs = list((out / "nodes").glob("*/daemon.log")) if (out / "nodes").exists() else []
+        if len(logs) == 4 and all('"node.started"' in p.read_text() for p in logs):
+            break
+        time.sleep(0.2)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == status, err
+    assert "interrupted; the daemons were stopped" in err and "Traceback" not in err
+    for directory in (out / "nodes").iterdir():
+        assert not _daemon_alive(directory), directory
+
+
+def _daemon_alive(directory) -> bool:
+    result = subprocess.run(["pgrep", "-f", f"mvds run {directory}"], capture_output=True)
+    return result.returncode == 0

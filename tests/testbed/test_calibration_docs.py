@@ -57,3 +57,14 @@ def test_workers_do_not_change_the_results():
     two = run_seeds(scenario, [1, 2, 3], workers=2)
     assert one == two
     assert one[0] != one[1]  # the seed matters
+
+
+def test_the_seeded_mode_sweep_is_quoted_and_reproduced():
+    from mvds.sim.seeds import aggregate, markdown, run_seeds as sweep_seeds
+
+    committed = json.loads((RESULTS / "sweep-mode-loss50-seeds.json").read_text())
+    table = markdown(committed["scenario"], committed["seeds"], committed["points"]).split("\n", 2)[2]
+    assert table.strip() in (ROOT / "docs" / "SIMULATION.md").read_text(), \
+        f"docs/SIMULATION.md's seeded mode sweep {STALE}"
+    fresh = aggregate(sweep_seeds(committed["scenario"], committed["params"], committed["seeds"], 2))
+    assert json.loads(json.dumps(fresh)) == committed["points"], f"sweep-mode-loss50-seeds.json {STALE}"

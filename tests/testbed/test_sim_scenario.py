@@ -95,3 +95,18 @@ def test_cli_seeds_and_workers(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "mvds", "sim", "scenario", str(tmp_path / "no.toml")],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and bad.stderr.count("\n") == 1 and "no such file" in bad.stderr
+
+
+def test_named_scenarios_over_seeds(tmp_path):
+    out = tmp_path / "seeds"
+    result = subprocess.run([sys.executable, "-m", "mvds", "sim", "seed", "--seeds", "3", "--workers", "2",
+                             "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "seeds.json").read_text())
+    assert report["seeds"] == [0, 1, 2] and len(report["points"]) == 1
+    row = report["points"][0]
+    assert row["runs"] == 3 and row["delivery_ratio"]["n"] == 3
+    assert "mean ± 95% CI" in (out / "seeds.md").read_text()
+    bad = subprocess.run([sys.executable, "-m", "mvds", "sim", "seed", "--seeds", "1"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "--seeds must be between 2" in bad.stderr

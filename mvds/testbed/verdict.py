@@ -56,13 +56,15 @@ def judge(
     *,
     refused: int = 0,
     elapsed: float = 0.0,
+    unordered: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """The verdict as a JSON-able dict; ``passed`` is the exit status.
 
     ``members``: group -> nodes that should hold its messages;
     ``histories``: node -> (message id, author or None) in its store's sequence order;
     ``seen_at``: node -> message id -> when the runner saw it delivered;
-    ``counters``: node -> bytes_out, datagrams_out, retransmissions, peak_records.
+    ``counters``: node -> bytes_out, datagrams_out, retransmissions, peak_records;
+    ``unordered``: nodes with eventual delivery (no order promised: not checked).
     """
     durable = [e for e in ledger if not e.ephemeral]
     by_id = {e.message_id: e for e in durable}
@@ -85,7 +87,7 @@ def judge(
             entry = by_id.get(message_id)
             if entry is None:
                 unknown += 1  # e.g. an append whose acknowledgement the runner lost in a kill
-            else:
+            elif node not in unordered:
                 for writer, count in entry.seen.items():
                     if writer != node and delivered.get(writer, 0) < count:
                         causal_violations += 1

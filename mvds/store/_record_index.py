@@ -30,7 +30,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from enum import IntEnum
-from typing import Iterator
+from typing import Callable, Iterator
 
 from mvds.engine.records import Record, RecordType
 
@@ -247,10 +247,22 @@ class RecordIndex:
             heapq.heappop(heap)
         return None
 
-    def in_flight(self, peer: bytes) -> list[Record]:
-        """The peer's in-flight records, in the order they were placed."""
+    def pull_forward(
+        self, peer: bytes, beyond_epoch: int, to_epoch: int, update: Callable[[Record], None]
+    ) -> int:
+        """Reschedule the peer's in-flight records due after ``beyond_epoch``
+        to ``to_epoch``, through the store's ``update`` (which re-places
+        them), in the order they were in flight: they then come out of
+        ``due_records`` in that order in both stores."""
         records = self.records
-        return [records[(mid, peer)] for mid in self._inflight.get(peer, ())]
+        moved = 0
+        for mid in list(self._inflight.get(peer, ())):
+            record = records[(mid, peer)]
+            if record.send_epoch > beyond_epoch:
+                record.send_epoch = to_epoch
+                update(record)
+                moved += 1
+        return moved
 
     def inflight_count(self, peer: bytes, group_id: bytes) -> int:
         return self._window.get((peer, group_id), 0)

@@ -61,6 +61,7 @@ _Key = tuple[bytes, bytes]
 BULK_DELETE = 10_000
 """Most rows one DELETE of an unshared backlog removes (see delete_group_records)."""
 
+
 class Row(IntEnum):
     """Where a key's committed row is (the value of ``_dirty``)."""
 
@@ -403,13 +404,7 @@ class RecordBook:
         return sorted(peers)
 
     def pull_forward(self, peer: bytes, beyond_epoch: int, to_epoch: int) -> int:
-        moved = 0
-        for record in self._index.in_flight(peer):
-            if record.send_epoch > beyond_epoch:
-                record.send_epoch = to_epoch
-                self.update_record(record)
-                moved += 1
-        return moved
+        return self._index.pull_forward(peer, beyond_epoch, to_epoch, self.update_record)
 
     def add_group_records(
         self, group_id: bytes, peer: bytes, kind: RecordType, epoch: int, last_rid: int

@@ -229,13 +229,7 @@ class MemoryStore:
         return sorted(self._index.peers())
 
     def pull_forward(self, peer: bytes, beyond_epoch: int, to_epoch: int) -> int:
-        moved = 0
-        for record in self._index.in_flight(peer):
-            if record.send_epoch > beyond_epoch:
-                record.send_epoch = to_epoch
-                self.update_record(record)
-                moved += 1
-        return moved
+        return self._index.pull_forward(peer, beyond_epoch, to_epoch, self.update_record)
 
     def add_group_records(
         self, group_id: bytes, peer: bytes, kind: RecordType, epoch: int

@@ -84,7 +84,10 @@ class LineFramer:
 
     def next_line(self) -> bytes | None:
         """The next whole line without its newline, or None until more bytes
-        come; raises :class:`LineTooLong` (then the stream is unusable)."""
+        come; raises :class:`LineTooLong` (then the stream is unusable).
+
+        The line is bytes-like: a ``bytearray`` when it was all that was
+        pending (handed over rather than copied), ``bytes`` otherwise."""
         buffer = self._buffer
         newline = buffer.find(b"\n", self._scanned)
         limit = self.max_line
@@ -103,7 +106,7 @@ class LineFramer:
             del buffer[newline:]
             self._buffer = bytearray()
             self._scanned = 0
-            return buffer  # type: ignore[return-value]  # bytes-like, never used again here
+            return buffer  # type: ignore[return-value]
         with memoryview(buffer) as view:
             line = view[start:newline].tobytes()
         self._start = self._scanned = newline + 1

@@ -18,7 +18,7 @@ from typing import Any
 
 from mvds.daemon.schedule import Schedule
 from mvds.ids import parse_peer_id
-from mvds.secure.durable import atomic_write
+from mvds.durable import atomic_write
 from mvds.secure.limits import MAX_BODY_SIZE, MAX_DATAGRAM_SIZE, MAX_PARENTS_ON_WIRE
 
 MAX_UDP_PAYLOAD = MAX_DATAGRAM_SIZE

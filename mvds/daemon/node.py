@@ -58,7 +58,7 @@ from mvds.engine import (
 )
 from mvds.ids import ID_SIZE, parse_group, parse_peer_id, short
 from mvds.secure import EnvelopeCodec, EnvelopeError, Identity, NonceCounter
-from mvds.secure.drops import DropLog
+from mvds.daemon.logthrottle import LogThrottle
 from mvds.secure.ratelimit import TokenBucket
 from mvds.store.base import Store, StoredMessage
 from mvds.store.errors import StoreError
@@ -229,9 +229,9 @@ class Node:
         self._rng = random.Random(config.seed)
         self._schedule = Schedule.parse(config.schedule) if config.schedule else None
         self.peers: dict[bytes, PeerState] = {}
-        self._drops = DropLog(interval=config.drop_log_interval_s)
+        self._drops = LogThrottle(interval=config.drop_log_interval_s)
         """Datagrams dropped before the engine, by reason (rate-limited logging)."""
-        self._warnings = DropLog(interval=60.0)
+        self._warnings = LogThrottle(interval=60.0)
         self.counters: Counter[str] = Counter()
         self._inbox: list[tuple[bytes, Any]] = []
         self._queue: list[_Pending] = []
@@ -242,7 +242,7 @@ class Node:
         self._closing = False
         self._running = False
         self._fatal: str | None = None
-        self._store_errors = DropLog(interval=STORE_ERROR_LOG_INTERVAL)
+        self._store_errors = LogThrottle(interval=STORE_ERROR_LOG_INTERVAL)
         self._store_failures = 0  # failed steps in a row
         self._store_retry_at = 0.0  # time.monotonic() before which no step runs
         self.transport: UdpTransport | None = None
@@ -725,7 +725,7 @@ class Node:
                 host, port, family=self.transport.family, type=trio.socket.SOCK_DGRAM
             )
         except OSError as exc:
-            if self._warnings.drop(f"resolve/{state.config.name}", time.monotonic()) is not None:
+            if self._warnings.count(f"resolve/{state.config.name}", time.monotonic()) is not None:
                 self.log.warning(
                     "peer.unresolved", peer=state.config.name, address=state.config.address,
                     error=str(exc),
@@ -810,7 +810,7 @@ class Node:
         return peer_id, payload
 
     def _drop(self, reason: str, addr: Any, detail: str | None = None) -> None:
-        count = self._drops.drop(reason, time.monotonic())
+        count = self._drops.count(reason, time.monotonic())
         if count is not None:
             fields: dict[str, Any] = {"reason": reason, "source": format_address(*addr[:2]), "count": count}
             if detail:
@@ -839,7 +839,7 @@ class Node:
         by raising ``exc`` out of the pump loop."""
         fatal = getattr(exc, "fatal", False)
         self.counters["store_errors"] += 1
-        repeats = self._store_errors.drop(str(exc), time.monotonic())
+        repeats = self._store_errors.count(str(exc), time.monotonic())
         if fatal or repeats is not None:
             fields: dict[str, Any] = {"error": str(exc), "fatal": fatal}
             if repeats is not None and repeats > 1:

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from mvds.secure.durable import atomic_write
+from mvds.durable import atomic_write
 
 __all__ = ["NonceCounter", "NonceCounterError", "COUNTER_LIMIT"]
 

@@ -15,13 +15,14 @@ from mvds.cli.common import (
     call,
     connect,
     daemon_running,
+    edit,
     group_arg,
     load,
     node_dir,
     print_json,
+    save,
 )
-from mvds.cli.errors import CliError
-from mvds.daemon.config import ConfigError, PeerConfig, parse_address, save_config
+from mvds.daemon import admin
 from mvds.ids import parse_peer_id
 from mvds.secure import Identity
 
@@ -60,25 +61,16 @@ def run_add(args: argparse.Namespace) -> int:
     for group in args.group:
         group_arg(group)
     nodedir = node_dir(args.dir)
-    try:
-        peer_id = parse_peer_id(args.peer_id)
-        parse_address(args.address)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-    if peer_id == Identity.load(nodedir.key).peer_id:
-        raise CliError("that is this node's own peer id")
+    own_id = Identity.load(nodedir.key).peer_id
     if daemon_running(nodedir):
+        edit(load(nodedir), admin.add_peer, args.name, args.peer_id, args.address, args.group,
+             plaintext=args.plaintext, own_id=own_id)  # a bad request: the same error, offline
         with connect(nodedir) as client:
-            call(client, "add_peer", name=args.name, peer_id=peer_id.hex(), address=args.address,
-                 groups=args.group, plaintext=args.plaintext)
+            call(client, "add_peer", name=args.name, peer_id=parse_peer_id(args.peer_id).hex(),
+                 address=args.address, groups=args.group, plaintext=args.plaintext)
         return 0
-    config = load(nodedir)
-    entry = PeerConfig(args.name, peer_id.hex(), args.address, list(args.group), args.plaintext)
-    peers = [p for p in config.peers if p.name != args.name] + [entry]
-    try:
-        save_config(nodedir.config, dataclasses.replace(config, peers=peers))
-    except ConfigError as exc:
-        raise CliError(str(exc)) from None
+    save(nodedir, edit(load(nodedir), admin.add_peer, args.name, args.peer_id, args.address,
+                       args.group, plaintext=args.plaintext, own_id=own_id))
     return 0
 
 
@@ -88,11 +80,7 @@ def run_remove(args: argparse.Namespace) -> int:
         with connect(nodedir) as client:
             call(client, "remove_peer", name=args.name)
         return 0
-    config = load(nodedir)
-    if config.peer_named(args.name) is None:
-        raise CliError(f"no peer named {args.name!r} in {nodedir.config}")
-    save_config(nodedir.config, dataclasses.replace(
-        config, peers=[p for p in config.peers if p.name != args.name]))
+    save(nodedir, edit(load(nodedir), admin.remove_peer, args.name))
     return 0
 
 

@@ -33,13 +33,15 @@ import os
 import random
 import time
 from collections import Counter
+from pathlib import Path
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
 import trio
 
-from mvds.daemon.config import NodeConfig, PeerConfig, format_address, parse_address, save_config
+from mvds.daemon import admin
+from mvds.daemon.config import ConfigError, NodeConfig, PeerConfig, format_address, parse_address
 from mvds.daemon.logs import get_logger
 from mvds.daemon.nodedir import NodeDir
 from mvds.daemon.schedule import Schedule
@@ -56,7 +58,7 @@ from mvds.engine import (
     PeerReachable,
     RecordType,
 )
-from mvds.ids import ID_SIZE, parse_group, parse_peer_id, short
+from mvds.ids import ID_SIZE, parse_group, short
 from mvds.secure import EnvelopeCodec, EnvelopeError, Identity, NonceCounter
 from mvds.daemon.logthrottle import LogThrottle
 from mvds.secure.ratelimit import TokenBucket
@@ -175,7 +177,10 @@ class ReceivedMessage:
 class _Pending:
     """Work queued for the next step, answered after its commit."""
 
-    apply: Callable[[float], Any]
+    apply: Callable[[float], Any] | None = None
+    """Work on the engine inside the step's transaction (appends)."""
+    edit: Callable[[NodeConfig], NodeConfig] | None = None
+    """A pure config edit (mvds.daemon.admin): config in, new config out."""
     done: trio.Event = field(default_factory=trio.Event)
     result: Any = None
     error: BaseException | None = None
@@ -269,7 +274,6 @@ class Node:
         ``listen`` overrides the configured address (``"127.0.0.1:0"`` picks
         a free port; see :attr:`address`).
         """
-        from mvds.daemon.config import ConfigError
         from mvds.daemon.setup import SetupError, open_parts
 
         if listen is not None:
@@ -434,12 +438,17 @@ class Node:
             )
         return group_id
 
-    async def _submit(self, apply: Callable[[float], Any]) -> Any:
+    async def _submit(
+        self,
+        apply: Callable[[float], Any] | None = None,
+        *,
+        edit: Callable[[NodeConfig], NodeConfig] | None = None,
+    ) -> Any:
         if self._closing:
             raise NodeError("the node is shutting down")
         if self._fatal:
             raise NodeError(f"the node stopped: {self._fatal}")
-        pending = _Pending(apply)
+        pending = _Pending(apply, edit)
         self._queue.append(pending)
         self._wake.set()
         await pending.done.wait()
@@ -477,19 +486,20 @@ class Node:
 
         return await self._submit(apply)
 
+    def _edit(self, edit: Callable[[NodeConfig], NodeConfig]) -> Callable[[NodeConfig], NodeConfig]:
+        """Check an edit against the current config now (a refused edit is
+        answered at once and never queued); the step applies it again to
+        the config of its turn, so concurrent edits compose."""
+        try:
+            edit(self.config)
+        except ValueError as exc:  # AdminError, ConfigError: pure, nothing changed
+            raise NodeError(str(exc)) from None
+        return edit
+
     async def join(self, group: str) -> bytes:
         """Become a member of a group (append to it, accept it from peers sharing it)."""
-        group_id = _parse_group(group)
-
-        def apply(now: float) -> bytes:
-            self.engine.join(group_id)
-            if group not in self.config.groups:
-                self.config.groups.append(group)
-            return group_id
-
-        result = await self._submit(apply)
-        self._save_config()
-        return result
+        await self._submit(edit=self._edit(lambda config: admin.join(config, group)))
+        return parse_group(group)
 
     async def add_peer(
         self,
@@ -501,111 +511,25 @@ class Node:
         plaintext: bool = False,
     ) -> None:
         """Trust a peer and share these groups with it (replaces an entry of that name)."""
-        peer_hex = peer_id.hex() if isinstance(peer_id, bytes) else peer_id
-        try:
-            peer_bytes = parse_peer_id(peer_hex)
-        except ValueError as exc:
-            raise NodeError(str(exc)) from None
-        if peer_bytes == self.peer_id:
-            raise NodeError("that is this node's own peer id")
-        entry = PeerConfig(name, peer_bytes.hex(), address, list(groups), plaintext)
-        candidate = dataclasses.replace(
-            self.config, peers=[p for p in self.config.peers if p.name != name] + [entry]
-        )
-        try:
-            candidate.validate("peer")
-        except ValueError as exc:
-            raise NodeError(str(exc)) from None
-
-        def apply(now: float) -> None:
-            old = self.config.peer_named(name)
-            if old is not None and old.peer_id != peer_bytes:
-                self._forget_peer(old, now)
-            self.config.peers = [p for p in self.config.peers if p.name != name] + [entry]
-            state = self.peers.get(peer_bytes)
-            if state is None:
-                state = self.peers[peer_bytes] = PeerState(entry, peer_bytes, budget=self._budget())
-            state.config = entry
-            state.address = None
-            self.codec.add_peer(peer_bytes, plaintext=plaintext)
-            self._sync_sharing(peer_bytes, entry.groups, now)
-            self.engine.announce(peer_bytes, now)
-
-        await self._submit(apply)
-        self._save_config()
-        await self._resolve_peer(self.peers[peer_bytes])
-
-    def _forget_peer(self, entry: PeerConfig, now: float) -> None:
-        peer_id = entry.peer_id
-        self._sync_sharing(peer_id, [], now)
-        self.peers.pop(peer_id, None)
-        self.codec.remove_peer(peer_id)
-
-    def _sync_sharing(self, peer_id: bytes, groups: list[str], now: float) -> None:
-        wanted = {parse_group(g) for g in groups}
-        for group_id, peers in self.store.sharing().items():
-            if peer_id in peers and group_id not in wanted:
-                self.engine.unshare(group_id, peer_id, now)
-        for group_id in sorted(wanted):
-            self.engine.share(group_id, peer_id, now)
+        edit = self._edit(lambda config: admin.add_peer(
+            config, name, peer_id, address, groups, plaintext=plaintext, own_id=self.peer_id))
+        await self._submit(edit=edit)
+        entry = self.config.peer_named(name)
+        state = self.peers.get(entry.peer_id) if entry is not None else None
+        if state is not None:
+            await self._resolve_peer(state)
 
     async def remove_peer(self, name: str) -> None:
         """Stop trusting a peer; its pending sync state is dropped."""
-
-        def apply(now: float) -> None:
-            entry = self.config.peer_named(name)
-            if entry is None:
-                raise NodeError(f"no peer named {name!r}")
-            self._forget_peer(entry, now)
-            self.config.peers = [p for p in self.config.peers if p.name != name]
-
-        await self._submit(apply)
-        self._save_config()
+        await self._submit(edit=self._edit(lambda config: admin.remove_peer(config, name)))
 
     async def share(self, group: str, peer_name: str) -> None:
         """Share a group with a configured peer (its history syncs too)."""
-        await self._change_sharing(group, peer_name, add=True)
+        await self._submit(edit=self._edit(lambda config: admin.share(config, group, peer_name)))
 
     async def unshare(self, group: str, peer_name: str) -> None:
         """Stop sharing a group with a peer."""
-        await self._change_sharing(group, peer_name, add=False)
-
-    async def _change_sharing(self, group: str, peer_name: str, *, add: bool) -> None:
-        group_id = _parse_group(group)
-
-        def apply(now: float) -> None:
-            entry = self.config.peer_named(peer_name)
-            if entry is None:
-                raise NodeError(f"no peer named {peer_name!r}")
-            if add:
-                if group not in entry.groups:
-                    entry.groups.append(group)
-                self.engine.share(group_id, entry.peer_id, now)
-            else:
-                if group in entry.groups:
-                    entry.groups.remove(group)
-                elif group_id not in {parse_group(g) for g in entry.groups}:
-                    raise NodeError(f"group {group!r} is not shared with {peer_name!r}")
-                entry.groups = [g for g in entry.groups if parse_group(g) != group_id]
-                self.engine.unshare(group_id, entry.peer_id, now)
-
-        await self._submit(apply)
-        self._save_config()
-
-    def _save_config(self) -> None:
-        """Write peers and groups back to DIR/mvds.toml.
-
-        Only those: the running config may carry `mvds run` options (loss,
-        schedule, ...) that are meant for this run alone.
-        """
-        if self.nodedir is None:
-            return
-        from mvds.daemon.config import load_config
-
-        on_disk = load_config(self.nodedir.config)
-        on_disk.peers = [dataclasses.replace(p, groups=list(p.groups)) for p in self.config.peers]
-        on_disk.groups = list(self.config.groups)
-        save_config(self.nodedir.config, on_disk)
+        await self._submit(edit=self._edit(lambda config: admin.unshare(config, group, peer_name)))
 
     async def messages(
         self, since: int = 0, *, group: str | bytes | None = None, follow: bool = True
@@ -746,6 +670,8 @@ class Node:
         heard: set[bytes] = set()
         engine = self.engine
         clock = time.monotonic()
+        old_config = self.config
+        config, staged = self._prepare_edits(queue)
         try:
             with self.store.transaction():
                 for data, addr in inbox:
@@ -755,10 +681,10 @@ class Node:
                         engine.receive(peer_id, payload, now)
                         heard.add(peer_id)
                 for pending in queue:
-                    try:
+                    if pending.apply is not None:
                         pending.result = pending.apply(now)
-                    except (NodeError, ValueError) as exc:
-                        pending.error = exc if isinstance(exc, NodeError) else NodeError(str(exc))
+                if config is not old_config:
+                    self._apply_sharing(old_config, config, now)
                 for peer_id, payload in engine.payloads_to_send(now):
                     outgoing.extend(self._seal(peer_id, payload))
                 if heard:
@@ -766,8 +692,15 @@ class Node:
                     for peer_id, blob in changed.items():
                         self.store.set_meta(REPLAY_META_PREFIX + peer_id.hex(), blob)
         except StoreError as exc:
+            if staged is not None:
+                admin.discard(staged)
             self._on_store_error(exc, queue)
             return
+        if staged is not None:
+            assert self.nodedir is not None
+            admin.publish(staged, self.nodedir.config)
+        if config is not old_config:
+            self._swap_config(old_config, config, now)
         if self._store_failures:
             self.log.info("store.recovered", failed_steps=self._store_failures)
             self._store_failures = 0
@@ -776,6 +709,70 @@ class Node:
         for pending in queue:
             pending.done.set()
         self._dispatch(engine.events())
+
+    def _prepare_edits(self, queue: list[_Pending]) -> tuple[NodeConfig, Path | None]:
+        """The config after this step's edits, and its file staged on disk.
+
+        The edits are pure (a refused one fails its request and changes
+        nothing); the new file is written next to mvds.toml and fsynced
+        before the transaction, and renamed over it only after the commit.
+        A file that cannot be written fails every edit of the step."""
+        config = self.config
+        edits = [pending for pending in queue if pending.edit is not None]
+        for pending in edits:
+            assert pending.edit is not None
+            try:
+                config = pending.edit(config)
+            except ValueError as exc:  # AdminError, ConfigError: pure, nothing changed
+                pending.error = NodeError(str(exc))
+        if config is self.config or self.nodedir is None:
+            return config, None
+        path = self.nodedir.config
+        try:
+            return config, admin.stage(path, admin.render_edit(path, config))
+        except ConfigError as exc:  # the file on disk is broken
+            error = NodeError(str(exc))
+        except OSError as exc:  # a full disk
+            error = NodeError(f"not stored: cannot write {path}: {exc.strerror or exc}")
+        for pending in edits:
+            pending.error = pending.error or error
+        return self.config, None
+
+    def _apply_sharing(self, old: NodeConfig, new: NodeConfig, now: float) -> None:
+        """Bring the engine from ``old``'s groups and sharing to ``new``'s
+        (inside the step's transaction)."""
+        engine = self.engine
+        member = {parse_group(group) for group in old.all_groups()}
+        for group in new.all_groups():
+            if parse_group(group) not in member:
+                engine.join(parse_group(group))
+        before, after = admin.sharing(old), admin.sharing(new)
+        for group_id, peer_id in sorted(before - after):
+            engine.unshare(group_id, peer_id, now)
+        for group_id, peer_id in sorted(after - before):
+            engine.share(group_id, peer_id, now)
+
+    def _swap_config(self, old: NodeConfig, new: NodeConfig, now: float) -> None:
+        """After the commit and the file: the new config in memory, and the
+        peers it adds, changes or removes in the registry and the codec."""
+        self.config = new
+        entries = {peer.peer_id: peer for peer in new.peers}
+        for peer_id in [p for p in self.peers if p not in entries]:
+            del self.peers[peer_id]
+            self.codec.remove_peer(peer_id)
+        for peer_id, entry in entries.items():
+            state = self.peers.get(peer_id)
+            if state is not None and state.config == entry:
+                continue
+            if state is None:
+                state = self.peers[peer_id] = PeerState(entry, peer_id, budget=self._budget())
+            elif (state.config.address, state.config.plaintext) == (entry.address, entry.plaintext):
+                state.config = entry  # only its name or groups changed
+                continue
+            state.config = entry
+            state.address = None  # resolved again by add_peer
+            self.codec.add_peer(peer_id, plaintext=entry.plaintext)
+            self.engine.announce(peer_id, now)
 
     def _open(self, data: bytes, addr: Any, clock: float) -> tuple[bytes, Any] | None:
         try:

@@ -25,9 +25,7 @@ rules.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import json
 import math
 import os
 import random
@@ -42,9 +40,11 @@ import trio
 
 from mvds.daemon import admin
 from mvds.daemon.config import ConfigError, NodeConfig, PeerConfig, format_address, parse_address
+from mvds.daemon.delivered import DeliveredMessage, ReceivedMessage  # noqa: F401 (the earlier name)
 from mvds.daemon.logs import get_logger
 from mvds.daemon.nodedir import NodeDir
 from mvds.daemon.schedule import Schedule
+from mvds.daemon.subscriptions import Subscriptions
 from mvds.daemon.transport import SMALL_BUFFER, UdpTransport
 from mvds.engine import (
     Delivery,
@@ -82,9 +82,6 @@ seconds, with how often it happened since the previous line."""
 
 REPLAY_META_PREFIX = "replay/"
 
-_json_string = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
-"""A str as a JSON string literal, as json.dumps writes it (ensure_ascii)."""
-
 
 class NodeError(Exception):
     """A request the node cannot carry out; the message says why, in one line."""
@@ -100,77 +97,6 @@ def _parse_group(group: str) -> bytes:
         return parse_group(group)
     except ValueError as exc:
         raise NodeError(str(exc)) from None
-
-
-@dataclass(frozen=True)
-class ReceivedMessage:
-    """A message handed to the application.
-
-    ``seq`` is the node's local delivery number (None for ephemeral
-    messages, which are never stored); resume reading after it with
-    ``Node.messages(since=seq)``.
-    """
-
-    seq: int | None
-    group_id: bytes
-    id: bytes
-    timestamp: int
-    body: bytes
-    sender: bytes | None
-    ephemeral: bool = False
-
-    @property
-    def text(self) -> str | None:
-        """The body as text if it is valid UTF-8."""
-        try:
-            return self.body.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-
-    def to_json(self) -> dict[str, Any]:
-        """The JSON object ``mvds tail --json`` prints."""
-        out: dict[str, Any] = {
-            "seq": self.seq,
-            "group": self.group_id.hex(),
-            "id": self.id.hex(),
-            "timestamp": self.timestamp,
-            "body_b64": base64.b64encode(self.body).decode("ascii"),
-        }
-        text = self.text
-        if text is not None:
-            out["text"] = text
-        if self.sender is not None:
-            out["from"] = self.sender.hex()
-        if self.ephemeral:
-            out["ephemeral"] = True
-        return out
-
-    def event_line(self) -> str:
-        """``{"event":"message","message":<to_json()>}`` as one compact JSON
-        line, byte for byte what ``json.dumps(..., separators=(",", ":"))``
-        gives, built directly: a subscription streams one per message."""
-        parts = [
-            '{"event":"message","message":{"seq":',
-            "null" if self.seq is None else str(self.seq),
-            ',"group":"', self.group_id.hex(),
-            '","id":"', self.id.hex(),
-            '","timestamp":', str(self.timestamp),
-            ',"body_b64":"', base64.b64encode(self.body).decode("ascii"), '"',
-        ]
-        text = self.text
-        if text is not None:
-            parts += (',"text":', _json_string(text))
-        if self.sender is not None:
-            parts += (',"from":"', self.sender.hex(), '"')
-        if self.ephemeral:
-            parts.append(',"ephemeral":true')
-        parts.append("}}")
-        return "".join(parts)
-
-    @classmethod
-    def from_stored(cls, stored: StoredMessage) -> "ReceivedMessage":
-        m = stored.message
-        return cls(stored.seq, m.group_id, m.id, m.timestamp, m.body, stored.received_from)
 
 
 @dataclass
@@ -241,8 +167,7 @@ class Node:
         self._inbox: list[tuple[bytes, Any]] = []
         self._queue: list[_Pending] = []
         self._wake = trio.Event()
-        self._delivered = trio.Event()
-        self._ephemeral_listeners: list[list[ReceivedMessage]] = []
+        self.subscriptions = Subscriptions(self.counters)
         self._started = time.time()
         self._closing = False
         self._running = False
@@ -533,7 +458,7 @@ class Node:
 
     async def messages(
         self, since: int = 0, *, group: str | bytes | None = None, follow: bool = True
-    ) -> AsyncIterator[ReceivedMessage]:
+    ) -> AsyncIterator[DeliveredMessage]:
         """Received messages with ``seq > since`` in order, then (with ``follow``)
         new ones as they arrive, ephemeral ones included.  Resume after a restart
         with ``since=<last seq you processed>``: nothing is skipped or repeated."""
@@ -543,39 +468,12 @@ class Node:
 
     async def message_batches(
         self, since: int = 0, *, group: str | bytes | None = None, follow: bool = True
-    ) -> AsyncIterator[list[ReceivedMessage]]:
+    ) -> AsyncIterator[list[DeliveredMessage]]:
         """Like :meth:`messages`, a list at a time (up to 512): what is ready
         comes in one piece, which is what a busy reader wants."""
         group_id = None if group is None else self.group_id(group)
-        cursor = since
-        ephemeral: list[ReceivedMessage] = []
-        self._ephemeral_listeners.append(ephemeral)
-        try:
-            while True:
-                high = self.store.last_seq()
-                stored = self.store.delivered_since(cursor, 512, group_id)
-                if len(stored) < 512:
-                    # Every message up to ``high`` was read (those of other
-                    # groups are skipped): without this a reader of a quiet
-                    # group would ask again forever while others get messages.
-                    cursor = max(cursor, high)
-                if stored:
-                    cursor = max(cursor, stored[-1].seq or cursor)
-                    yield [ReceivedMessage.from_stored(m) for m in stored]
-                    if len(stored) == 512:
-                        continue
-                if ephemeral:
-                    live = [m for m in ephemeral if group_id is None or m.group_id == group_id]
-                    ephemeral.clear()
-                    if live:
-                        yield live
-                if not follow:
-                    return
-                if self.store.last_seq() > cursor:
-                    continue
-                await self._delivered.wait()
-        finally:
-            self._ephemeral_listeners.remove(ephemeral)
+        async for batch in self.subscriptions.batches(self.store, since, group_id, follow):
+            yield batch
 
     # -- the loops -------------------------------------------------------------
     async def _receive_loop(self) -> None:
@@ -864,11 +762,10 @@ class Node:
                 delivered = True
                 if event.seq is None:
                     m = event.message
-                    received = ReceivedMessage(
+                    received = DeliveredMessage(
                         None, m.group_id, m.id, m.timestamp, m.body, event.peer, True
                     )
-                    for listener in self._ephemeral_listeners:
-                        listener.append(received)
+                    self.subscriptions.publish(received)
             elif isinstance(event, MessageAcknowledged):
                 counters["acknowledged"] += 1
             elif isinstance(event, GaveUp):
@@ -880,8 +777,7 @@ class Node:
             elif isinstance(event, PeerReachable):
                 self.log.info("peer.reachable", peer=self._peer_name(event.peer))
         if delivered:
-            self._delivered.set()
-            self._delivered = trio.Event()
+            self.subscriptions.notify()
 
     def _peer_name(self, peer_id: bytes) -> str:
         state = self.peers.get(peer_id)

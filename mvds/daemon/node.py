@@ -44,6 +44,7 @@ from mvds.daemon.delivered import DeliveredMessage, ReceivedMessage  # noqa: F40
 from mvds.daemon.logs import get_logger
 from mvds.daemon.nodedir import NodeDir
 from mvds.daemon.schedule import Schedule
+from mvds.daemon.status import build_status
 from mvds.daemon.subscriptions import Subscriptions
 from mvds.daemon.transport import SMALL_BUFFER, UdpTransport
 from mvds.engine import (
@@ -785,65 +786,57 @@ class Node:
 
     # -- status -------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        """Everything `mvds status --json` shows."""
+        """Everything `mvds status --json` shows (mvds/daemon/status.py)."""
         now = time.time()
-        pending = self.store.record_stats()
-        peers = []
-        for peer_id, state in sorted(self.peers.items(), key=lambda kv: kv[1].config.name):
-            heard = self.engine.last_heard(peer_id)
-            rtt = self.engine.rtt(peer_id)
-            engine_counts = self.engine.peer_stats.get(peer_id, Counter())
-            peers.append(
-                {
-                    "name": state.config.name,
-                    "id": peer_id.hex(),
-                    "address": state.config.address,
-                    "resolved": format_address(*state.address[:2]) if state.address else None,
-                    "plaintext": state.config.plaintext,
-                    "groups": list(state.config.groups),
-                    "reachable": heard is not None
-                    and now - heard < self.engine_config.offline_after,
-                    "last_heard_s": None if heard is None else round(now - heard, 3),
-                    "rtt_ms": None if rtt is None else round(rtt * 1000, 2),
-                    "pending": {
-                        kind.name.lower(): pending.get((peer_id, kind), 0) for kind in RecordType
-                    },
-                    "datagrams_in": state.counters["datagrams_in"],
-                    "datagrams_out": state.counters["datagrams_out"],
-                    "bytes_in": state.counters["bytes_in"],
-                    "bytes_out": state.counters["bytes_out"],
-                    "retransmissions": engine_counts["retransmissions"],
-                    "payloads_in": engine_counts["payloads_in"],
-                    "payloads_out": engine_counts["payloads_out"],
-                    "requests_capped": engine_counts["requests_capped"],
-                    "rate_limited": state.counters["rate_limited"],
-                }
-            )
+        engine = self.engine
+        peers_live = {}
+        for peer_id, state in self.peers.items():
+            heard = engine.last_heard(peer_id)
+            rtt = engine.rtt(peer_id)
+            engine_counts = engine.peer_stats.get(peer_id, Counter())
+            counters = state.counters
+            peers_live[peer_id] = {
+                "resolved": format_address(*state.address[:2]) if state.address else None,
+                "reachable": heard is not None and now - heard < self.engine_config.offline_after,
+                "last_heard_s": None if heard is None else round(now - heard, 3),
+                "rtt_ms": None if rtt is None else round(rtt * 1000, 2),
+                "datagrams_in": counters["datagrams_in"],
+                "datagrams_out": counters["datagrams_out"],
+                "bytes_in": counters["bytes_in"],
+                "bytes_out": counters["bytes_out"],
+                "retransmissions": engine_counts["retransmissions"],
+                "payloads_in": engine_counts["payloads_in"],
+                "payloads_out": engine_counts["payloads_out"],
+                "requests_capped": engine_counts["requests_capped"],
+                "rate_limited": counters["rate_limited"],
+            }
         transport = self.transport
         drops = Counter(self._drops.counts)
         if transport is not None:
             drops.update(transport.drops)
-        return {
-            "peer_id": self.identity.peer_id_hex,
-            "listen": format_address(*self.address) if transport else self.config.listen,
-            "running": True,
-            "online": self.online,
-            "mode": self.config.mode,
-            "delivery": self.config.delivery,
-            "epoch_ms": self.config.epoch_ms,
-            "uptime_s": round(now - self._started, 3),
-            "messages_stored": self.store.message_count(),
-            "last_seq": self.store.last_seq(),
-            "groups": sorted(self.config.all_groups()),
-            "peers": peers,
-            "datagrams_in": transport.stats["datagrams_in"] if transport else 0,
-            "datagrams_out": transport.stats["datagrams_out"] if transport else 0,
-            "bytes_in": transport.stats["bytes_in"] if transport else 0,
-            "bytes_out": transport.stats["bytes_out"] if transport else 0,
-            "drops": dict(sorted(drops.items())),
-            "engine": dict(sorted(self.engine.stats.items())),
-            "node": dict(sorted(self.counters.items())),
-        }
+        traffic = transport.stats if transport is not None else Counter()
+        return build_status(
+            self.config,
+            self.identity.peer_id_hex,
+            pending=self.store.record_stats(),
+            messages_stored=self.store.message_count(),
+            last_seq=self.store.last_seq(),
+            peers_live=peers_live,
+            live={
+                "listen": format_address(*self.address) if transport else self.config.listen,
+                "online": self.online,
+                "delivery": self.config.delivery,
+                "epoch_ms": self.config.epoch_ms,
+                "uptime_s": round(now - self._started, 3),
+                "datagrams_in": traffic["datagrams_in"],
+                "datagrams_out": traffic["datagrams_out"],
+                "bytes_in": traffic["bytes_in"],
+                "bytes_out": traffic["bytes_out"],
+                "drops": dict(sorted(drops.items())),
+                "engine": dict(sorted(engine.stats.items())),
+                "node": dict(sorted(self.counters.items())),
+            },
+        )
 
 
 open_node = Node.open

@@ -39,10 +39,13 @@ from typing import Any, AsyncIterator, Callable
 import trio
 
 from mvds.daemon import admin
-from mvds.daemon.config import ConfigError, NodeConfig, PeerConfig, format_address, parse_address
+from mvds.daemon.config import ConfigError, NodeConfig, format_address, parse_address
 from mvds.daemon.delivered import DeliveredMessage, ReceivedMessage  # noqa: F401 (the earlier name)
+from mvds.daemon.gate import DatagramGate
 from mvds.daemon.logs import get_logger
+from mvds.daemon.logthrottle import LogThrottle
 from mvds.daemon.nodedir import NodeDir
+from mvds.daemon.peers import RESOLVE_INTERVAL, PeerRegistry, PeerState
 from mvds.daemon.schedule import Schedule
 from mvds.daemon.status import build_status
 from mvds.daemon.subscriptions import Subscriptions
@@ -57,18 +60,11 @@ from mvds.engine import (
     MessageReceived,
     Mode,
     PeerReachable,
-    RecordType,
 )
 from mvds.ids import ID_SIZE, parse_group, short
-from mvds.secure import EnvelopeCodec, EnvelopeError, Identity, NonceCounter
-from mvds.daemon.logthrottle import LogThrottle
-from mvds.secure.ratelimit import TokenBucket
-from mvds.store.base import Store, StoredMessage
+from mvds.secure import EnvelopeCodec, Identity, NonceCounter
+from mvds.store.base import Store
 from mvds.store.errors import StoreError
-from mvds.wire import WireError, decode_payload, split_payload
-
-RESOLVE_INTERVAL = 30.0
-"""Seconds between re-resolving peer host names (containers move)."""
 
 STORE_RETRY_MIN = 0.05
 STORE_RETRY_MAX = 2.0
@@ -113,18 +109,6 @@ class _Pending:
     error: BaseException | None = None
 
 
-@dataclass
-class PeerState:
-    """What the node knows about a configured peer at run time."""
-
-    config: PeerConfig
-    peer_id: bytes
-    address: Any = None  # resolved socket address, or None
-    counters: Counter[str] = field(default_factory=Counter)
-    budget: TokenBucket | None = None
-    """Bytes this peer may still send (``peer_max_bytes_per_s``); None: no limit."""
-
-
 def engine_config(config: NodeConfig) -> EngineConfig:
     return EngineConfig(
         mode=Mode(config.mode),
@@ -160,9 +144,11 @@ class Node:
         self.log = get_logger(node=identity.peer_id_hex[:8])
         self._rng = random.Random(config.seed)
         self._schedule = Schedule.parse(config.schedule) if config.schedule else None
-        self.peers: dict[bytes, PeerState] = {}
-        self._drops = LogThrottle(interval=config.drop_log_interval_s)
-        """Datagrams dropped before the engine, by reason (rate-limited logging)."""
+        self.peers = PeerRegistry(config.peer_max_bytes_per_s)
+        self.gate = DatagramGate(
+            self.codec, self.peers, max_datagram=config.max_datagram,
+            drop_log_interval=config.drop_log_interval_s, log=self.log,
+        )
         self._warnings = LogThrottle(interval=60.0)
         self.counters: Counter[str] = Counter()
         self._inbox: list[tuple[bytes, Any]] = []
@@ -302,18 +288,14 @@ class Node:
             self.log.info("node.stopped")
 
     # -- configuration into the store --------------------------------------------
-    def _budget(self) -> TokenBucket | None:
-        rate = self.config.peer_max_bytes_per_s
-        return TokenBucket(rate) if rate else None
-
     def _apply_config_to_store(self) -> None:
         """Make the store's sharing match the config (the config is the truth)."""
         now = time.time()
         with self.store.transaction():
             wanted: set[tuple[bytes, bytes]] = set()
+            self.peers.sync(self.config)
             for peer in self.config.peers:
                 peer_id = peer.peer_id
-                self.peers[peer_id] = PeerState(peer, peer_id, budget=self._budget())
                 self.codec.add_peer(peer_id, plaintext=peer.plaintext)
                 for group in peer.groups:
                     wanted.add((parse_group(group), peer_id))
@@ -555,9 +537,7 @@ class Node:
                 )
             return
         if infos:
-            address = infos[0][4]
-            if state.address is None or state.address[:2] != address[:2]:
-                state.address = address
+            self.peers.resolved(state, infos[0][4])
 
     # -- one step ----------------------------------------------------------------
     def _step(self) -> None:
@@ -569,12 +549,13 @@ class Node:
         heard: set[bytes] = set()
         engine = self.engine
         clock = time.monotonic()
+        open_datagram, seal = self.gate.open, self.gate.seal
         old_config = self.config
         config, staged = self._prepare_edits(queue)
         try:
             with self.store.transaction():
                 for data, addr in inbox:
-                    opened = self._open(data, addr, clock)
+                    opened = open_datagram(data, addr, clock)
                     if opened is not None:
                         peer_id, payload = opened
                         engine.receive(peer_id, payload, now)
@@ -585,7 +566,7 @@ class Node:
                 if config is not old_config:
                     self._apply_sharing(old_config, config, now)
                 for peer_id, payload in engine.payloads_to_send(now):
-                    outgoing.extend(self._seal(peer_id, payload))
+                    outgoing.extend(seal(peer_id, payload))
                 if heard:
                     changed = self.codec.export_replay_state(changed_only=True)
                     for peer_id, blob in changed.items():
@@ -599,7 +580,7 @@ class Node:
             assert self.nodedir is not None
             admin.publish(staged, self.nodedir.config)
         if config is not old_config:
-            self._swap_config(old_config, config, now)
+            self._swap_config(config, now)
         if self._store_failures:
             self.log.info("store.recovered", failed_steps=self._store_failures)
             self._store_failures = 0
@@ -651,82 +632,16 @@ class Node:
         for group_id, peer_id in sorted(after - before):
             engine.share(group_id, peer_id, now)
 
-    def _swap_config(self, old: NodeConfig, new: NodeConfig, now: float) -> None:
+    def _swap_config(self, new: NodeConfig, now: float) -> None:
         """After the commit and the file: the new config in memory, and the
-        peers it adds, changes or removes in the registry and the codec."""
+        peers it adds, moves or removes in the registry and the codec."""
         self.config = new
-        entries = {peer.peer_id: peer for peer in new.peers}
-        for peer_id in [p for p in self.peers if p not in entries]:
-            del self.peers[peer_id]
+        changed, removed = self.peers.sync(new)
+        for peer_id in removed:
             self.codec.remove_peer(peer_id)
-        for peer_id, entry in entries.items():
-            state = self.peers.get(peer_id)
-            if state is not None and state.config == entry:
-                continue
-            if state is None:
-                state = self.peers[peer_id] = PeerState(entry, peer_id, budget=self._budget())
-            elif (state.config.address, state.config.plaintext) == (entry.address, entry.plaintext):
-                state.config = entry  # only its name or groups changed
-                continue
-            state.config = entry
-            state.address = None  # resolved again by add_peer
-            self.codec.add_peer(peer_id, plaintext=entry.plaintext)
+        for peer_id in changed:
+            self.codec.add_peer(peer_id, plaintext=self.peers[peer_id].config.plaintext)
             self.engine.announce(peer_id, now)
-
-    def _open(self, data: bytes, addr: Any, clock: float) -> tuple[bytes, Any] | None:
-        try:
-            peer_id, plain = self.codec.open(data)
-        except EnvelopeError as exc:
-            self._drop(exc.reason, addr)
-            return None
-        state = self.peers.get(peer_id)
-        if state is None:  # removed while its datagram was queued
-            self._drop("unknown_peer", addr)
-            return None
-        # Spent after authentication, so a forger cannot use up a peer's budget.
-        if state.budget is not None and not state.budget.allow(len(data), clock):
-            state.counters["rate_limited"] += 1
-            self._drop("rate_limited", addr)
-            return None
-        try:
-            payload = decode_payload(plain)
-        except WireError as exc:
-            self._drop("malformed", addr, detail=str(exc))
-            return None
-        counters = state.counters
-        counters["datagrams_in"] += 1
-        counters["bytes_in"] += len(data)
-        if state.address is None or state.address[:2] != addr[:2]:
-            if state.address is not None:
-                self.log.info(
-                    "peer.address_changed", peer=state.config.name,
-                    old=format_address(*state.address[:2]), new=format_address(*addr[:2]),
-                )
-            state.address = addr  # roaming: authenticated, so trust the source
-        return peer_id, payload
-
-    def _drop(self, reason: str, addr: Any, detail: str | None = None) -> None:
-        count = self._drops.count(reason, time.monotonic())
-        if count is not None:
-            fields: dict[str, Any] = {"reason": reason, "source": format_address(*addr[:2]), "count": count}
-            if detail:
-                fields["detail"] = detail
-            self.log.warning("datagram.dropped", **fields)
-
-    def _seal(self, peer_id: bytes, payload: Any) -> list[tuple[bytes, Any]]:
-        state = self.peers.get(peer_id)
-        if state is None or state.address is None:
-            self._drops.counts["no_address"] += 1
-            return []
-        limit = self.config.max_datagram - self.codec.overhead(peer_id)
-        out = []
-        counters = state.counters
-        for chunk in split_payload(payload, limit):
-            datagram = self.codec.seal(peer_id, chunk)
-            out.append((datagram, state.address))
-            counters["datagrams_out"] += 1
-            counters["bytes_out"] += len(datagram)
-        return out
 
     def _on_store_error(self, exc: StoreError, queue: list[_Pending]) -> None:
         """The step's transaction was rolled back: nothing of it was sent,
@@ -781,8 +696,7 @@ class Node:
             self.subscriptions.notify()
 
     def _peer_name(self, peer_id: bytes) -> str:
-        state = self.peers.get(peer_id)
-        return state.config.name if state else short(peer_id)
+        return self.peers.name(peer_id, short(peer_id))
 
     # -- status -------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -811,7 +725,7 @@ class Node:
                 "rate_limited": counters["rate_limited"],
             }
         transport = self.transport
-        drops = Counter(self._drops.counts)
+        drops = Counter(self.gate.drops.counts)
         if transport is not None:
             drops.update(transport.drops)
         traffic = transport.stats if transport is not None else Counter()

@@ -18,7 +18,7 @@ from typing import Any
 
 import tomlkit
 
-from mvds.daemon.schedule import Schedule
+from mvds.daemon.radio import RadioSchedule
 from mvds.durable import atomic_write
 from mvds.ids import parse_peer_id
 from mvds.secure.limits import MAX_BODY_SIZE, MAX_DATAGRAM_SIZE, MAX_PARENTS_ON_WIRE
@@ -174,7 +174,7 @@ class NodeConfig:
             fail("loss", "must be at least 0 and below 1")
         if self.schedule:
             try:
-                Schedule.parse(self.schedule)
+                RadioSchedule.parse(self.schedule)
             except ValueError as exc:
                 fail("schedule", str(exc))
         for index, group in enumerate(self.groups):

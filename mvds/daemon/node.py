@@ -31,36 +31,26 @@ import os
 import random
 import time
 from collections import Counter
-from pathlib import Path
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
 import trio
 
 from mvds.daemon import admin
+from mvds.daemon.commands import Command, NodeError, group_arg
 from mvds.daemon.config import ConfigError, NodeConfig, format_address, parse_address
+from mvds.daemon.configpush import apply_edits, apply_sharing, engine_config, push_config
 from mvds.daemon.delivered import DeliveredMessage, ReceivedMessage  # noqa: F401 (the earlier name)
 from mvds.daemon.gate import DatagramGate
 from mvds.daemon.logs import get_logger
 from mvds.daemon.logthrottle import LogThrottle
 from mvds.daemon.nodedir import NodeDir
 from mvds.daemon.peers import RESOLVE_INTERVAL, PeerRegistry, PeerState
-from mvds.daemon.schedule import Schedule
+from mvds.daemon.radio import RadioSchedule, run_radio
 from mvds.daemon.status import build_status
 from mvds.daemon.subscriptions import Subscriptions
 from mvds.daemon.transport import SMALL_BUFFER, UdpTransport
-from mvds.engine import (
-    Delivery,
-    Engine,
-    EngineConfig,
-    ExponentialBackoff,
-    GaveUp,
-    MessageAcknowledged,
-    MessageReceived,
-    Mode,
-    PeerReachable,
-)
+from mvds.engine import Engine, GaveUp, MessageAcknowledged, MessageReceived, PeerReachable
 from mvds.ids import ID_SIZE, parse_group, short
 from mvds.secure import EnvelopeCodec, Identity, NonceCounter
 from mvds.store.base import Store
@@ -78,49 +68,6 @@ STORE_ERROR_LOG_INTERVAL = 10.0
 seconds, with how often it happened since the previous line."""
 
 REPLAY_META_PREFIX = "replay/"
-
-
-class NodeError(Exception):
-    """A request the node cannot carry out; the message says why, in one line."""
-
-
-def _parse_group(group: str) -> bytes:
-    """A GROUP argument's id; a user's bad group (empty) is a NodeError, not
-    the ValueError of mvds.ids, so every caller (embedding, control API)
-    reports it in one line instead of as an internal error."""
-    if not isinstance(group, str):
-        raise NodeError(f"a group is a name or 64 hex characters, not {type(group).__name__}")
-    try:
-        return parse_group(group)
-    except ValueError as exc:
-        raise NodeError(str(exc)) from None
-
-
-@dataclass
-class _Pending:
-    """Work queued for the next step, answered after its commit."""
-
-    apply: Callable[[float], Any] | None = None
-    """Work on the engine inside the step's transaction (appends)."""
-    edit: Callable[[NodeConfig], NodeConfig] | None = None
-    """A pure config edit (mvds.daemon.admin): config in, new config out."""
-    done: trio.Event = field(default_factory=trio.Event)
-    result: Any = None
-    error: BaseException | None = None
-
-
-def engine_config(config: NodeConfig) -> EngineConfig:
-    return EngineConfig(
-        mode=Mode(config.mode),
-        delivery=Delivery(config.delivery),
-        epoch_length=config.epoch_ms / 1000.0,
-        flush_delay=config.flush_ms / 1000.0,
-        policy=ExponentialBackoff(max_delay=config.backoff_max_epochs),
-        max_inflight=config.max_inflight,
-        max_requests=config.max_requests,
-        max_parents=config.max_parents,
-        seed=config.seed or 0,
-    )
 
 
 class Node:
@@ -143,7 +90,7 @@ class Node:
         self.engine_config = engine_config(config)
         self.log = get_logger(node=identity.peer_id_hex[:8])
         self._rng = random.Random(config.seed)
-        self._schedule = Schedule.parse(config.schedule) if config.schedule else None
+        self._radio = RadioSchedule.parse(config.schedule) if config.schedule else None
         self.peers = PeerRegistry(config.peer_max_bytes_per_s)
         self.gate = DatagramGate(
             self.codec, self.peers, max_datagram=config.max_datagram,
@@ -152,7 +99,7 @@ class Node:
         self._warnings = LogThrottle(interval=60.0)
         self.counters: Counter[str] = Counter()
         self._inbox: list[tuple[bytes, Any]] = []
-        self._queue: list[_Pending] = []
+        self._queue: list[Command] = []
         self._wake = trio.Event()
         self.subscriptions = Subscriptions(self.counters)
         self._started = time.time()
@@ -164,7 +111,10 @@ class Node:
         self._store_retry_at = 0.0  # time.monotonic() before which no step runs
         self.transport: UdpTransport | None = None
         self.engine = Engine(store, self.engine_config, now=time.time())
-        self._apply_config_to_store()
+        self.peers.sync(config)
+        for peer in config.peers:
+            self.codec.add_peer(peer.peer_id, plaintext=peer.plaintext)
+        push_config(self.engine, store, config, time.time())
         self._import_replay_state()
 
     # -- opening -------------------------------------------------------------
@@ -272,8 +222,8 @@ class Node:
                 nursery.start_soon(self._pump_loop)
                 nursery.start_soon(self.transport.run_sender)
                 nursery.start_soon(self._resolve_loop)
-                if self._schedule is not None:
-                    nursery.start_soon(self._schedule_loop)
+                if self._radio is not None:
+                    nursery.start_soon(run_radio, self._radio, self.transport, self._radio_up, self.log)
                 task_status.started()
         finally:
             self.transport.close()
@@ -288,26 +238,6 @@ class Node:
             self.log.info("node.stopped")
 
     # -- configuration into the store --------------------------------------------
-    def _apply_config_to_store(self) -> None:
-        """Make the store's sharing match the config (the config is the truth)."""
-        now = time.time()
-        with self.store.transaction():
-            wanted: set[tuple[bytes, bytes]] = set()
-            self.peers.sync(self.config)
-            for peer in self.config.peers:
-                peer_id = peer.peer_id
-                self.codec.add_peer(peer_id, plaintext=peer.plaintext)
-                for group in peer.groups:
-                    wanted.add((parse_group(group), peer_id))
-            for group in self.config.all_groups():
-                self.engine.join(parse_group(group))
-            for group_id, peers in self.store.sharing().items():
-                for peer_id in peers:
-                    if (group_id, peer_id) not in wanted:
-                        self.engine.unshare(group_id, peer_id, now)
-            for group_id, peer_id in sorted(wanted):
-                self.engine.share(group_id, peer_id, now)
-
     def _import_replay_state(self) -> None:
         state = {}
         for peer_id in self.peers:
@@ -335,7 +265,7 @@ class Node:
     # -- the public API (embedding and control API) ------------------------------
     def group_id(self, group: str | bytes) -> bytes:
         """A group's id from its name, 64-hex id or raw 32 bytes; must be known."""
-        group_id = group if isinstance(group, bytes) else _parse_group(group)
+        group_id = group if isinstance(group, bytes) else group_arg(group)
         if len(group_id) != ID_SIZE:
             raise NodeError(f"a group id is {ID_SIZE} bytes")
         if not self.store.is_member(group_id):
@@ -356,7 +286,7 @@ class Node:
             raise NodeError("the node is shutting down")
         if self._fatal:
             raise NodeError(f"the node stopped: {self._fatal}")
-        pending = _Pending(apply, edit)
+        pending = Command(apply, edit)
         self._queue.append(pending)
         self._wake.set()
         await pending.done.wait()
@@ -498,20 +428,11 @@ class Node:
             return math.inf
         return max(0.0, due - time.time())
 
-    async def _schedule_loop(self) -> None:
-        assert self._schedule is not None and self.transport is not None
-        start = trio.current_time()
-        while True:
-            up, remaining = self._schedule.state_at(trio.current_time() - start)
-            if up != self.transport.online:
-                self.transport.online = up
-                self.log.info("radio.up" if up else "radio.down", schedule=self._schedule.describe())
-                if up:
-                    now = time.time()
-                    for peer_id in self.peers:
-                        self.engine.announce(peer_id, now)
-                    self._wake.set()
-            await trio.sleep(remaining)
+    def _radio_up(self) -> None:
+        now = time.time()
+        for peer_id in self.peers:
+            self.engine.announce(peer_id, now)
+        self._wake.set()
 
     async def _resolve_loop(self) -> None:
         while True:
@@ -551,7 +472,7 @@ class Node:
         clock = time.monotonic()
         open_datagram, seal = self.gate.open, self.gate.seal
         old_config = self.config
-        config, staged = self._prepare_edits(queue)
+        config, staged = apply_edits(old_config, queue, self.nodedir.config if self.nodedir else None)
         try:
             with self.store.transaction():
                 for data, addr in inbox:
@@ -564,7 +485,7 @@ class Node:
                     if pending.apply is not None:
                         pending.result = pending.apply(now)
                 if config is not old_config:
-                    self._apply_sharing(old_config, config, now)
+                    apply_sharing(engine, old_config, config, now)
                 for peer_id, payload in engine.payloads_to_send(now):
                     outgoing.extend(seal(peer_id, payload))
                 if heard:
@@ -590,48 +511,6 @@ class Node:
             pending.done.set()
         self._dispatch(engine.events())
 
-    def _prepare_edits(self, queue: list[_Pending]) -> tuple[NodeConfig, Path | None]:
-        """The config after this step's edits, and its file staged on disk.
-
-        The edits are pure (a refused one fails its request and changes
-        nothing); the new file is written next to mvds.toml and fsynced
-        before the transaction, and renamed over it only after the commit.
-        A file that cannot be written fails every edit of the step."""
-        config = self.config
-        edits = [pending for pending in queue if pending.edit is not None]
-        for pending in edits:
-            assert pending.edit is not None
-            try:
-                config = pending.edit(config)
-            except ValueError as exc:  # AdminError, ConfigError: pure, nothing changed
-                pending.error = NodeError(str(exc))
-        if config is self.config or self.nodedir is None:
-            return config, None
-        path = self.nodedir.config
-        try:
-            return config, admin.stage(path, admin.render_edit(path, config))
-        except ConfigError as exc:  # the file on disk is broken
-            error = NodeError(str(exc))
-        except OSError as exc:  # a full disk
-            error = NodeError(f"not stored: cannot write {path}: {exc.strerror or exc}")
-        for pending in edits:
-            pending.error = pending.error or error
-        return self.config, None
-
-    def _apply_sharing(self, old: NodeConfig, new: NodeConfig, now: float) -> None:
-        """Bring the engine from ``old``'s groups and sharing to ``new``'s
-        (inside the step's transaction)."""
-        engine = self.engine
-        member = {parse_group(group) for group in old.all_groups()}
-        for group in new.all_groups():
-            if parse_group(group) not in member:
-                engine.join(parse_group(group))
-        before, after = admin.sharing(old), admin.sharing(new)
-        for group_id, peer_id in sorted(before - after):
-            engine.unshare(group_id, peer_id, now)
-        for group_id, peer_id in sorted(after - before):
-            engine.share(group_id, peer_id, now)
-
     def _swap_config(self, new: NodeConfig, now: float) -> None:
         """After the commit and the file: the new config in memory, and the
         peers it adds, moves or removes in the registry and the codec."""
@@ -643,7 +522,7 @@ class Node:
             self.codec.add_peer(peer_id, plaintext=self.peers[peer_id].config.plaintext)
             self.engine.announce(peer_id, now)
 
-    def _on_store_error(self, exc: StoreError, queue: list[_Pending]) -> None:
+    def _on_store_error(self, exc: StoreError, queue: list[Command]) -> None:
         """The step's transaction was rolled back: nothing of it was sent,
         answered or handed over.  Log it, fail its requests, then either
         carry on with a fresh engine after a pause or (fatal) stop the node

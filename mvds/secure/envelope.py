@@ -157,13 +157,6 @@ class EnvelopeCodec:
         """Stop trusting ``peer_id`` (its replay window is kept)."""
         self._peers.pop(bytes(peer_id), None)
 
-    def has_peer(self, peer_id: bytes) -> bool:
-        return peer_id in self._peers
-
-    def is_plaintext(self, peer_id: bytes) -> bool:
-        """True if ``peer_id`` is configured for plaintext envelopes."""
-        return self._peer(peer_id).plaintext
-
     def peers(self) -> list[bytes]:
         return list(self._peers)
 

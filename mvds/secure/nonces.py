@@ -119,10 +119,5 @@ class NonceCounter:
         self._reserved_end = end
         return counter
 
-    @property
-    def reserved_end(self) -> int:
-        """The first counter not yet durably reserved (what the file says)."""
-        return self._reserved_end
-
     def __repr__(self) -> str:
         return f"NonceCounter({str(self._path)!r}, next={self._next})"

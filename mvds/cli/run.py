@@ -15,6 +15,7 @@ from mvds.cli.common import add_dir_argument, load, node_dir
 from mvds.cli.errors import CliError
 from mvds.daemon.config import ConfigError
 from mvds.daemon.logs import configure_logging, get_logger
+from mvds.excgroups import leaves
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -92,8 +93,7 @@ def run(args: argparse.Namespace) -> int:
 
 def describe(exc: BaseException) -> str:
     """One line for a startup failure, however deeply trio nested it."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
+    exc = leaves(exc)[0]
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
     text = str(exc) or type(exc).__name__

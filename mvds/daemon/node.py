@@ -50,6 +50,7 @@ from mvds.daemon.radio import RadioSchedule, run_radio
 from mvds.daemon.status import build_status
 from mvds.daemon.subscriptions import Subscriptions
 from mvds.daemon.transport import SMALL_BUFFER, UdpTransport
+from mvds.excgroups import leaves
 from mvds.engine import Engine, GaveUp, MessageAcknowledged, MessageReceived, PeerReachable
 from mvds.ids import ID_SIZE, parse_group, short
 from mvds.secure import EnvelopeCodec, Identity, NonceCounter
@@ -174,11 +175,9 @@ class Node:
             # Trio groups what the block raised with the node's tasks (a
             # startup error of a task inside _run: twice); a caller expects
             # its own exception back, or the NodeError, not groups around it.
-            inner: BaseException = group
-            while isinstance(inner, BaseExceptionGroup) and len(inner.exceptions) == 1:
-                inner = inner.exceptions[0]
-            if inner is not group:
-                raise inner from None
+            inner = leaves(group)
+            if len(inner) == 1:
+                raise inner[0] from None
             raise
         finally:
             node._close()

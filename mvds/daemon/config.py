@@ -21,9 +21,8 @@ import tomlkit
 from mvds.daemon.radio import RadioSchedule
 from mvds.durable import atomic_write
 from mvds.ids import parse_peer_id
-from mvds.secure.limits import MAX_BODY_SIZE, MAX_DATAGRAM_SIZE, MAX_PARENTS_ON_WIRE
+from mvds.limits import MAX_BODY_SIZE, MAX_DATAGRAM_SIZE, MAX_PARENTS_ON_WIRE
 
-MAX_UDP_PAYLOAD = MAX_DATAGRAM_SIZE
 
 
 class ConfigError(ValueError):
@@ -148,8 +147,8 @@ class NodeConfig:
             fail("log_level", "must be debug, info, warning or error")
         if not 1 <= self.epoch_ms <= 3_600_000:
             fail("epoch_ms", "must be between 1 and 3600000")
-        if not 256 <= self.max_datagram <= MAX_UDP_PAYLOAD:
-            fail("max_datagram", f"must be between 256 and {MAX_UDP_PAYLOAD}")
+        if not 256 <= self.max_datagram <= MAX_DATAGRAM_SIZE:
+            fail("max_datagram", f"must be between 256 and {MAX_DATAGRAM_SIZE}")
         if not 1 <= self.max_body <= MAX_BODY_SIZE:
             fail("max_body", f"must be between 1 and {MAX_BODY_SIZE} (a message travels whole in one datagram)")
         if not 1 <= self.max_inflight <= 1_000_000:

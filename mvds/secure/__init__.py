@@ -8,7 +8,7 @@ it.  docs/PROTOCOL.md specifies the bytes exactly.
 
 from mvds.secure.envelope import REASONS, EnvelopeCodec, EnvelopeError
 from mvds.secure.identity import Identity, IdentityError
-from mvds.secure.limits import (
+from mvds.limits import (
     DEFAULT_DATAGRAM_SIZE,
     MAX_BODY_SIZE,
     MAX_DATAGRAM_SIZE,

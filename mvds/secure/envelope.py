@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from mvds.secure.identity import PEER_ID_SIZE, Identity
 from mvds.secure.keys import direction_key
-from mvds.secure.limits import MAX_DATAGRAM_SIZE, PLAINTEXT_OVERHEAD, SEALED_OVERHEAD
+from mvds.limits import MAX_DATAGRAM_SIZE, PLAINTEXT_OVERHEAD, SEALED_OVERHEAD
 from mvds.secure.replay import DEFAULT_WINDOW_SIZE, ReplayWindow
 
 __all__ = [

@@ -24,7 +24,6 @@ from mvds.ids import parse_peer_id
 from mvds.limits import MAX_BODY_SIZE, MAX_DATAGRAM_SIZE, MAX_PARENTS_ON_WIRE
 
 
-
 class ConfigError(ValueError):
     """A setting that cannot be used; the message names the file and key."""
 

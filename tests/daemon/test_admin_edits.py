@@ -11,6 +11,7 @@ or given by its hex id.
 from __future__ import annotations
 
 import errno
+import os
 
 import pytest
 
@@ -22,7 +23,7 @@ from mvds.daemon.setup import init_node_dir
 from mvds.ids import group_id_for_name, parse_group
 from mvds.secure import Identity
 
-from procs import cli
+from procs import Daemon, cli
 from storefaults import FaultyConnection, node_store
 
 LOW_ORDER = bytes(32)
@@ -195,3 +196,36 @@ def test_the_cli_keeps_comments_a_user_wrote(tmp_path):
     text = toml(d)
     assert text.startswith("# my own note\n")
     assert load_config(path).groups == ["chat"]
+
+
+def test_peer_add_and_join_on_a_full_file_system_change_nothing(small_fs, tmp_path):
+    """A running `mvds run` on a real tmpfs filled to the brim: `mvds peer add`
+    and `mvds join` fail with one clear line, and once space is back an
+    unrelated edit does not bring either of them in."""
+    d = node_dir(small_fs / "a")
+    daemon = Daemon(d).start()
+    try:
+        free = os.statvfs(small_fs).f_bavail * os.statvfs(small_fs).f_frsize
+        filler = small_fs / "filler"
+        with open(filler, "wb") as out:  # every last block
+            try:
+                out.write(b"\0" * free)
+                out.flush()
+            except OSError:
+                pass
+        result = cli("peer", "add", str(d), "b", peer_id(), "127.0.0.1:9", "--group", "chat")
+        assert result.returncode != 0 and result.stderr.count("\n") == 1, result.stderr
+        assert "No space left on device" in result.stderr or "disk full" in result.stderr
+        result = cli("join", str(d), "secret")
+        assert result.returncode != 0 and result.stderr.count("\n") == 1, result.stderr
+        assert daemon.status()["peers"] == [] and "secret" not in daemon.status()["groups"]
+        filler.unlink()
+        cli("join", str(d), "other", check=True)
+        status = daemon.status()
+        assert status["peers"] == [] and status["groups"] == ["other"]
+        assert daemon.stop() == 0
+    finally:
+        if daemon.alive:
+            daemon.kill()
+    config = load_config(d / "mvds.toml")
+    assert config.peers == [] and config.groups == ["other"]

@@ -1,21 +1,31 @@
-"""A running MVDS peer: the engine, a store, the secure envelope and UDP, on trio.
+"""A running MVDS peer: the trio shell around the sans-IO parts.
 
-This is the thin I/O shell around the sans-IO engine.  Everything that
-changes state happens in :meth:`Node._step`, synchronously (no ``await``
-inside, so no other task can interleave) and inside ONE store transaction:
+This module holds only what needs trio and the clock: opening and closing,
+the loops (receive, pump, resolve, radio), the step and the recovery from a
+store failure.  The parts it drives have no I/O and are tested without
+sockets: the datagram gate (gate.py), the peer registry (peers.py), queued
+commands (commands.py), config edits (admin.py, configpush.py),
+subscriptions (subscriptions.py), status (status.py).  docs/ARCHITECTURE.md
+walks through them.
 
-1. take every datagram the receiver drained since the last step, open the
-   envelopes (unknown or forged senders, replays, garbage: dropped and
-   counted before any protobuf parsing), decode, feed the engine;
-2. apply queued control operations and appends;
+Everything that changes state happens in :meth:`Node._step`, synchronously
+(no ``await`` inside, so no other task can interleave) and inside ONE store
+transaction:
+
+1. take every datagram the receiver drained since the last step through the
+   gate (unknown or forged senders, replays, garbage: dropped and counted
+   before any protobuf parsing) and feed the engine;
+2. apply queued appends and the sharing of queued config edits (the new
+   config computed and its file staged before the transaction);
 3. collect the payloads to send, split them into datagrams and seal them;
 4. commit.
 
-Only after the commit succeeds are datagrams sent (so no ACK ever leaves for
-a message that is not on disk), appends answered (so an append returns only
-once durable) and received messages handed to readers.  If the commit
-fails, nothing is sent, appends get an error, the error is logged, and a
-fresh engine is built on the store (the engine keeps nothing durable in
+Only after the commit succeeds is the new config swapped in and its file
+renamed into place, are datagrams sent (so no ACK ever leaves for a message
+that is not on disk), commands answered (so an append returns only once
+durable) and received messages handed to readers.  If the commit fails,
+nothing is sent or changed, commands get an error, the error is logged, and
+a fresh engine is built on the store (the engine keeps nothing durable in
 memory).  An error that may clear up (locked, disk full) is retried after a
 growing pause; a fatal one (corrupt file, I/O error) stops the node: the
 :class:`~mvds.store.errors.StoreError` comes out of :meth:`Node.open`, and

@@ -43,6 +43,21 @@ def edit(config: NodeConfig, change: Callable[..., NodeConfig], *args: Any, **kw
         raise CliError(str(exc)) from None
 
 
+def change_config(
+    nodedir: NodeDir, request: dict[str, Any], change: Callable[..., NodeConfig], *args: Any,
+    **kwargs: Any,
+) -> None:
+    """One peer/group edit: through the running daemon's control API
+    (``request``: its op and fields), or on DIR/mvds.toml with ``change``
+    (an edit of mvds.daemon.admin) when the daemon is stopped.  Either way
+    the same rules apply (the daemon calls the same edit)."""
+    if daemon_running(nodedir):
+        with connect(nodedir) as client:
+            call(client, **request)
+        return
+    save(nodedir, edit(load(nodedir), change, *args, **kwargs))
+
+
 def save(nodedir: NodeDir, config: NodeConfig) -> None:
     """Write an edited config's peers and groups to DIR/mvds.toml (comments kept)."""
     from mvds.daemon import admin

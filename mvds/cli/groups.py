@@ -4,17 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mvds.cli.common import (
-    add_dir_argument,
-    call,
-    connect,
-    daemon_running,
-    edit,
-    group_arg,
-    load,
-    node_dir,
-    save,
-)
+from mvds.cli.common import add_dir_argument, change_config, group_arg, node_dir
 from mvds.daemon import admin
 
 
@@ -41,22 +31,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_share(args: argparse.Namespace) -> int:
     group_arg(args.group)
-    nodedir = node_dir(args.dir)
-    if daemon_running(nodedir):
-        with connect(nodedir) as client:
-            call(client, "share" if args.add else "unshare", group=args.group, peer=args.peer)
-        return 0
-    change = admin.share if args.add else admin.unshare
-    save(nodedir, edit(load(nodedir), change, args.group, args.peer))
+    change_config(
+        node_dir(args.dir), {"op": "share" if args.add else "unshare", "group": args.group,
+                             "peer": args.peer},
+        admin.share if args.add else admin.unshare, args.group, args.peer,
+    )
     return 0
 
 
 def run_join(args: argparse.Namespace) -> int:
     group_arg(args.group)
-    nodedir = node_dir(args.dir)
-    if daemon_running(nodedir):
-        with connect(nodedir) as client:
-            call(client, "join", group=args.group)
-        return 0
-    save(nodedir, edit(load(nodedir), admin.join, args.group))
+    change_config(node_dir(args.dir), {"op": "join", "group": args.group}, admin.join, args.group)
     return 0

@@ -10,18 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from mvds.cli.common import (
-    add_dir_argument,
-    call,
-    connect,
-    daemon_running,
-    edit,
-    group_arg,
-    load,
-    node_dir,
-    print_json,
-    save,
-)
+from mvds.cli.common import add_dir_argument, change_config, edit, group_arg, load, node_dir, print_json
 from mvds.daemon import admin
 from mvds.ids import parse_peer_id
 from mvds.secure import Identity
@@ -61,26 +50,20 @@ def run_add(args: argparse.Namespace) -> int:
     for group in args.group:
         group_arg(group)
     nodedir = node_dir(args.dir)
-    own_id = Identity.load(nodedir.key).peer_id
-    if daemon_running(nodedir):
-        edit(load(nodedir), admin.add_peer, args.name, args.peer_id, args.address, args.group,
-             plaintext=args.plaintext, own_id=own_id)  # a bad request: the same error, offline
-        with connect(nodedir) as client:
-            call(client, "add_peer", name=args.name, peer_id=parse_peer_id(args.peer_id).hex(),
-                 address=args.address, groups=args.group, plaintext=args.plaintext)
-        return 0
-    save(nodedir, edit(load(nodedir), admin.add_peer, args.name, args.peer_id, args.address,
-                       args.group, plaintext=args.plaintext, own_id=own_id))
+    config = load(nodedir)
+    fields = dict(plaintext=args.plaintext, own_id=Identity.load(nodedir.key).peer_id)
+    # Checked here even with the daemon running: the same error, before any request.
+    edit(config, admin.add_peer, args.name, args.peer_id, args.address, args.group, **fields)
+    request = {"op": "add_peer", "name": args.name, "peer_id": parse_peer_id(args.peer_id).hex(),
+               "address": args.address, "groups": args.group, "plaintext": args.plaintext}
+    change_config(nodedir, request, admin.add_peer, args.name, args.peer_id, args.address,
+                  args.group, **fields)
     return 0
 
 
 def run_remove(args: argparse.Namespace) -> int:
-    nodedir = node_dir(args.dir)
-    if daemon_running(nodedir):
-        with connect(nodedir) as client:
-            call(client, "remove_peer", name=args.name)
-        return 0
-    save(nodedir, edit(load(nodedir), admin.remove_peer, args.name))
+    change_config(node_dir(args.dir), {"op": "remove_peer", "name": args.name},
+                  admin.remove_peer, args.name)
     return 0
 
 

@@ -384,11 +384,11 @@ class ConfigTarget:
 
     def _usable(self, config: NodeConfig) -> None:
         from mvds.daemon.node import engine_config
-        from mvds.daemon.schedule import Schedule
+        from mvds.daemon.radio import RadioSchedule
 
         engine_config(config)
         if config.schedule:
-            schedule = Schedule.parse(config.schedule)
+            schedule = RadioSchedule.parse(config.schedule)
             up, remaining = schedule.state_at(12345.6)
             assert remaining > 0, (config.schedule, remaining)
         again = parse_config(render_config(config).encode("utf-8"), "fuzz.toml")

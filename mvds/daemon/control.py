@@ -26,6 +26,7 @@ from mvds import __version__
 from mvds.daemon import control_protocol as protocol
 from mvds.daemon.control_protocol import LineFramer, LineTooLong, Request, RequestError
 from mvds.daemon.logs import get_logger
+from mvds.daemon.logthrottle import LogThrottle
 from mvds.daemon.node import Node, NodeError
 
 
@@ -41,6 +42,9 @@ class ControlServer:
         # Refused, not queued, once full: an idle or stuck client must not be
         # able to make the daemon hold unbounded connections and buffers.
         self._slots = trio.CapacityLimiter(self.max_clients)
+        # Refusals are logged at a limited rate: a misbehaving client must
+        # not turn into a log flood.
+        self._refusals = LogThrottle(interval=60.0)
         self._ops: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
             "ping": self._ping,
             "status": self._status,
@@ -104,7 +108,7 @@ class ControlServer:
     def _refuse(self, reason: str) -> None:
         counters = self.node.counters
         counters[f"control_refused_{reason}"] += 1
-        if self.node._warnings.drop(f"control/{reason}", time.monotonic()) is not None:
+        if self._refusals.count(reason, time.monotonic()) is not None:
             self.log.warning("control.refused", reason=reason,
                              count=counters[f"control_refused_{reason}"])
 
@@ -194,12 +198,16 @@ class ControlServer:
         from mvds.ids import parse_group
 
         out = []
-        for name in self.node.config.all_groups():
+        config = self.node.config
+        for name in config.all_groups():
+            group_id = parse_group(name)
             out.append(
                 {
                     "group": name,
-                    "group_id": parse_group(name).hex(),
-                    "peers": [p.name for p in self.node.config.peers if name in p.groups],
+                    "group_id": group_id.hex(),
+                    # By id: a peer may name the group by its hex id.
+                    "peers": [p.name for p in config.peers
+                              if any(parse_group(g) == group_id for g in p.groups)],
                 }
             )
         return {"groups": out}

@@ -43,5 +43,3 @@ class LogThrottle:
         self._last_logged[reason] = now
         return self._pending.pop(reason)
 
-    drop = count
-    """The name the control server calls it by (mvds/daemon/control.py)."""

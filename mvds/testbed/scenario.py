@@ -22,11 +22,22 @@ from pathlib import Path
 from typing import Any
 
 from mvds.daemon.netem import LinkConditions, LinksError
-from mvds.daemon.schedule import Schedule, parse_duration
+from mvds.daemon.radio import RadioSchedule
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 FAULT_ACTIONS = ("partition", "heal", "kill", "restart", "pause", "resume", "move")
 LINK_KEYS = ("latency", "jitter", "loss", "duplicate", "reorder", "rate")
+
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """'500ms', '2s', '1.5m', '1h' -> seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*", text)
+    if not match:
+        raise ValueError(f"bad duration {text!r}: use a number with ms, s, m or h")
+    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 class ScenarioError(ValueError):
@@ -293,7 +304,7 @@ def parse_scenario(text: str, where: str = "scenario") -> Scenario:
         schedule = _str(f"{w}.schedule", table.get("schedule", ""))
         if schedule:
             try:
-                Schedule.parse(schedule)
+                RadioSchedule.parse(schedule)
             except ValueError as exc:
                 raise ScenarioError(f"{w}.schedule: {exc}") from None
         loss = _fraction(f"{w}.loss", table.get("loss", 0.0))

@@ -34,7 +34,7 @@ from mvds.sim.model import AppendSpec, LinkSpec, NodeSpec, Setup, ShareSpec
 from mvds.sim.network import Simulation
 from mvds.testbed.plan import cut_windows, down_windows, plan_appends
 from mvds.testbed.scenario import Scenario, parse_scenario, render_scenario
-from mvds.daemon.schedule import Schedule as DaemonSchedule
+from mvds.daemon.radio import RadioSchedule
 
 MIN_LATENCY_S = 0.0001
 """A link without latency still takes loopback's ~0.1 ms (the simulator
@@ -83,7 +83,7 @@ def to_setup(scenario: Scenario) -> Setup:
         if spec.schedule:
             phases = tuple(
                 (up, max(1, round(_ticks(seconds, epoch))))
-                for up, seconds in DaemonSchedule.parse(spec.schedule).phases
+                for up, seconds in RadioSchedule.parse(spec.schedule).phases
             )
         down = tuple((math.floor(_ticks(a, epoch)), math.ceil(_ticks(b, epoch)))
                      for a, b in downs[spec.name])

@@ -181,6 +181,8 @@ class DocMessage:
     body: bytes
     parents: list[bytes] = field(default_factory=list)
     ephemeral: bool = False
+    has_metadata: bool = field(default=True, compare=False)
+    """Whether the ``metadata`` field was on the wire (decoding sets it)."""
 
     @property
     def id(self) -> bytes:
@@ -212,13 +214,15 @@ def _bytes_field(key: int, data: bytes) -> bytes:
     return bytes([key]) + varint(len(data)) + data
 
 
-def encode_message(message: DocMessage) -> bytes:
+def encode_message(message: DocMessage, *, always_metadata: bool = True) -> bytes:
+    """Section 10.2: metadata is always written (``always_metadata=False``
+    omits it when it holds only defaults, which is valid proto3 too)."""
     out = _bytes_field(0x0A, message.group_id)
     if message.timestamp:
         out += b"\x10" + varint(message.timestamp)
     if message.body:
         out += _bytes_field(0x1A, message.body)
-    if message.parents or message.ephemeral:
+    if always_metadata or message.parents or message.ephemeral:
         meta = b"".join(_bytes_field(0x0A, p) for p in message.parents)
         if message.ephemeral:
             meta += b"\x10\x01"
@@ -226,13 +230,13 @@ def encode_message(message: DocMessage) -> bytes:
     return out
 
 
-def encode_payload(payload: DocPayload) -> bytes:
+def encode_payload(payload: DocPayload, *, always_metadata: bool = True) -> bytes:
     out = bytearray()
     for key, ids in ((0x0A, payload.acks), (0x12, payload.offers), (0x1A, payload.requests)):
         for identifier in ids:
             out += _bytes_field(key, identifier)
     for message in payload.messages:
-        out += _bytes_field(0x22, encode_message(message))
+        out += _bytes_field(0x22, encode_message(message, always_metadata=always_metadata))
     return bytes(out)
 
 
@@ -295,6 +299,7 @@ def decode_message(data: bytes) -> DocMessage:
     body = b""
     parents: list[bytes] = []
     ephemeral = False
+    has_metadata = False
     for number, wire, value in _fields(data):
         if number == 1 and wire == 2:
             group = bytes(value)
@@ -303,6 +308,7 @@ def decode_message(data: bytes) -> DocMessage:
         elif number == 3 and wire == 2:
             body = bytes(value)
         elif number == 4 and wire == 2:  # repeated occurrences merge
+            has_metadata = True
             for n, w, v in _fields(value):
                 if n == 1 and w == 2:
                     parents.append(_id(v))
@@ -310,7 +316,7 @@ def decode_message(data: bytes) -> DocMessage:
                     ephemeral = bool(v)
     if group is None or len(group) != 32:
         raise MalformedPayload("a group id is 32 bytes")
-    return DocMessage(group, timestamp, body, parents, ephemeral)
+    return DocMessage(group, timestamp, body, parents, ephemeral, has_metadata)
 
 
 def decode_payload(data: bytes) -> DocPayload:

@@ -52,6 +52,7 @@ from mvds.engine import (
     GaveUp,
     MessageAcknowledged,
     MessageReceived,
+    MessageRefused,
     Mode,
     PeerReachable,
     RecordType,
@@ -882,6 +883,12 @@ class Node:
                 )
             elif isinstance(event, PeerReachable):
                 self.log.info("peer.reachable", peer=self._peer_name(event.peer))
+            elif isinstance(event, MessageRefused):  # rate-limited by the engine
+                self.log.warning(
+                    "message.refused", message=short(event.message_id),
+                    peer=self._peer_name(event.peer), group=event.group_id.hex(),
+                    reason=event.reason, suppressed=event.suppressed,
+                )
         if delivered:
             self._delivered.set()
             self._delivered = trio.Event()

@@ -185,6 +185,7 @@ def test_a_peer_that_talks_but_never_acks_a_duplicate_gets_a_backoff_not_a_storm
         assert peer["pending"]["message"] == 5, "nothing could settle them"
         # 8 s = 160 epochs: sends at 0, 1, 3, 7, 15, 31, 63, 127 (+ jitter)
         # is at most 7 resends each; a storm was several times that.
+        print("retransmissions", peer["retransmissions"])
         assert peer["retransmissions"] <= 5 * 7 * 1.5, peer["retransmissions"]
     finally:
         ref.close()
@@ -222,6 +223,7 @@ def mixed_run(tmp_path, mode: str, count: int, spacing: float) -> dict:
     """``count`` messages each way, appends interleaved in time, 20% loss both
     ways; then the network heals.  Returns what was measured."""
     daemon, ref = ref_network(tmp_path, docpeer.Quirks(**REFERENCE), mode=mode, loss=0.2, seed=7)
+    started = time.monotonic()
     try:
         theirs = []
         with daemon.client() as client:
@@ -244,7 +246,11 @@ def mixed_run(tmp_path, mode: str, count: int, spacing: float) -> dict:
         assert len(ids) == len(set(ids)) == count
         assert set(ids) == {m.id.hex() for m in theirs}
         assert len(set(ref.received)) == count and ref.crashes == 0
-        return {"retransmissions": peer_status(daemon)["retransmissions"], "ref_resends": ref.resends}
+        return {
+            "retransmissions": peer_status(daemon)["retransmissions"],
+            "ref_resends": ref.resends,
+            "seconds": round(time.monotonic() - started, 1),
+        }
     finally:
         ref.close()
         stop_all([daemon])
@@ -257,18 +263,12 @@ def resend_bound(records: int, loss: float = 0.2) -> float:
     return 3 * records * (1 / q - 1)
 
 
-@pytest.mark.parametrize("mode", ["batch", "interactive"])
-def test_mixed_run_with_a_reference_peer_converges(tmp_path, mode):
-    measured = mixed_run(tmp_path, mode, count=100, spacing=0.01)
-    # Batch: one MESSAGE record per message; interactive: an OFFER and a
-    # MESSAGE record per message, and a REQUEST for each of the peer's.
-    records = 100 if mode == "batch" else 300
-    assert measured["retransmissions"] <= resend_bound(records), measured
-
-
-@pytest.mark.slow
+@pytest.mark.slow  # about 8 s each
 @pytest.mark.parametrize("mode", ["batch", "interactive"])
 def test_mixed_run_500_each_way_converges(tmp_path, mode):
     measured = mixed_run(tmp_path, mode, count=500, spacing=0.01)
+    # Batch: one MESSAGE record per message; interactive: an OFFER and a
+    # MESSAGE record per message, and a REQUEST for each of the peer's.
     records = 500 if mode == "batch" else 1500
+    print(mode, measured, "bound", resend_bound(records))
     assert measured["retransmissions"] <= resend_bound(records), measured

@@ -272,3 +272,37 @@ def test_mixed_run_500_each_way_converges(tmp_path, mode):
     records = 500 if mode == "batch" else 1500
     print(mode, measured, "bound", resend_bound(records))
     assert measured["retransmissions"] <= resend_bound(records), measured
+
+
+@pytest.mark.slow  # about 25 s
+def test_mixed_run_with_a_reference_sqlite_node_neither_stalls_nor_storms(tmp_path):
+    """The reference on its SQLite store never re-ACKs a duplicate, so every
+    message whose first ACK was lost stays pending at the daemon (only a
+    give-up could end it).  Everything is still delivered, the peer's own
+    records settle, and once the peer stops answering anything the daemon
+    resends those records on the backoff curve: the measured storm was 435
+    retransmissions a second for 311 such records."""
+    quirks = docpeer.Quirks(**REFERENCE, never_ack_duplicate=True)
+    daemon, ref = ref_network(tmp_path, quirks, loss=0.2, seed=3)
+    count = 200
+    try:
+        with daemon.client() as client:
+            for i in range(count):
+                ref.append(CHAT, b"ref %d" % i, 1764000000 + i)
+                client.request("append", group="chat", text=f"mvds {i}")
+                ref.step(0.01)
+        ref.loss = 0.0
+        run_until(ref, lambda: len(ref.received) == count and ref.pending() == 0
+                  and daemon.status()["last_seq"] == count, 30, "every message delivered")
+        ref.step(11)  # the last ACK is older than offline_after: no online cap
+        stuck = peer_status(daemon)["pending"]["message"]
+        assert 0 < stuck < count  # the lost first ACKs (20% loss)
+        before = peer_status(daemon)["retransmissions"]
+        ref.step(6)  # 120 epochs: at most 2 resends a record at the 64-epoch cap
+        resent = peer_status(daemon)["retransmissions"] - before
+        print("stuck", stuck, "resent in 6 s", resent)
+        assert resent <= 3 * stuck, (stuck, resent)
+        assert len(tail_ids(daemon)) == count
+    finally:
+        ref.close()
+        stop_all([daemon])

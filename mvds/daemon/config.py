@@ -89,7 +89,7 @@ class NodeConfig:
     max_inflight: int = 1024
     """Unacknowledged messages per peer and group before new ones wait."""
     max_parents: int = MAX_PARENTS_ON_WIRE
-    """Most parents put on an appended message and accepted on a received one (more: dropped, counted)."""
+    """Most parents put on an appended message and waited for on a received one (more: kept in part, counted)."""
     max_requests: int = 4096
     """Most REQUEST records kept towards one peer; beyond it OFFERs are not requested (counted)."""
     control_max_clients: int = 32

@@ -61,7 +61,14 @@ from mvds.daemon.status import build_status
 from mvds.daemon.subscriptions import Subscriptions
 from mvds.daemon.transport import SMALL_BUFFER, UdpTransport
 from mvds.excgroups import leaves
-from mvds.engine import Engine, GaveUp, MessageAcknowledged, MessageReceived, PeerReachable
+from mvds.engine import (
+    Engine,
+    GaveUp,
+    MessageAcknowledged,
+    MessageReceived,
+    MessageRefused,
+    PeerReachable,
+)
 from mvds.ids import ID_SIZE, parse_group, short
 from mvds.secure import EnvelopeCodec, Identity, NonceCounter
 from mvds.store.base import Store
@@ -588,6 +595,12 @@ class Node:
                 )
             elif isinstance(event, PeerReachable):
                 self.log.info("peer.reachable", peer=self._peer_name(event.peer))
+            elif isinstance(event, MessageRefused):  # rate-limited by the engine
+                self.log.warning(
+                    "message.refused", message=short(event.message_id),
+                    peer=self._peer_name(event.peer), group=event.group_id.hex(),
+                    reason=event.reason, suppressed=event.suppressed,
+                )
         if delivered:
             self.subscriptions.notify()
 

@@ -17,6 +17,7 @@ from typing import Iterable, Iterator
 
 from mvds.engine.records import Record, RecordType
 from mvds.store.base import StoredMessage
+from mvds.store.rangeindex import GroupRanges, RangeIndex
 from mvds.wire import Message
 
 
@@ -48,6 +49,7 @@ class MemoryStore:
         self._versions: dict[tuple[bytes, bytes], int] = {}
         self._counter = itertools.count()
         self._meta: dict[str, bytes] = {}
+        self._ranges = GroupRanges(self._group_keys, self._messages.__contains__)
 
     # -- transactions -----------------------------------------------------
     @contextlib.contextmanager
@@ -125,6 +127,7 @@ class MemoryStore:
             self._referenced.add(parent)
         if mid not in self._referenced:
             leaves[mid] = None
+        self._ranges.added(message.group_id, message.timestamp, mid)
 
     def mark_ready(self, message_id: bytes, *, deliver: bool) -> int | None:
         stored = self._messages[message_id]
@@ -144,6 +147,14 @@ class MemoryStore:
 
     def group_message_ids(self, group_id: bytes) -> Iterable[bytes]:
         return list(self._group_messages.get(group_id, ()))
+
+    def range_index(self, group_id: bytes) -> RangeIndex:
+        return self._ranges.get(group_id)
+
+    def _group_keys(self, group_id: bytes) -> Iterator[tuple[int, bytes]]:
+        messages = self._messages
+        for mid in self._group_messages.get(group_id, ()):
+            yield messages[mid].message.timestamp, mid
 
     def add_waiting(self, child: bytes, missing_parents: Iterable[bytes]) -> None:
         missing = self._missing.setdefault(child, set())

@@ -79,9 +79,10 @@ class RangeIndex:
     def __init__(
         self, keys: Iterable[bytes] = (), has_id: Callable[[bytes], bool] | None = None
     ) -> None:
-        """``has_id`` answers whether an id is held (the store's own lookup);
-        without it the index keeps a set of its ids."""
-        ordered = sorted(set(keys))
+        """``keys`` must be distinct.  ``has_id`` answers whether an id is
+        held (the store's own lookup); without it the index keeps a set of
+        its ids."""
+        ordered = sorted(keys)
         self._has_id = has_id
         self._ids: set[bytes] | None = None if has_id else {k[8:] for k in ordered}
         half = BLOCK // 2
@@ -236,3 +237,59 @@ class RangeIndex:
         for block in self._blocks:
             yield from block
 
+
+
+def encoded_timestamp(encoded: bytes, offset: int = 34) -> int:
+    """The timestamp of a stored message from its wire encoding (group id
+    field first, 34 bytes, then field 2 unless the timestamp is 0), without
+    a protobuf parse: building an index reads a whole group's rows.  With
+    ``offset=0`` ``encoded`` is the encoding from byte 34 on (what the SQLite
+    store reads: ``substr(encoded, 35, 11)``)."""
+    if len(encoded) <= offset or encoded[offset] != 0x10:
+        return 0
+    value = 0
+    shift = 0
+    i = offset + 1
+    while True:
+        byte = encoded[i]
+        value |= (byte & 0x7F) << shift
+        i += 1
+        if byte < 0x80:
+            break
+        shift += 7
+    value &= (1 << 64) - 1
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+class GroupRanges:
+    """A :class:`RangeIndex` per group, built on first use and then kept up
+    to date on every append (the stores hold one of these)."""
+
+    def __init__(
+        self,
+        load: Callable[[bytes], Iterable[tuple[int, bytes]]],
+        has_id: Callable[[bytes], bool],
+    ) -> None:
+        """``load(group_id)`` yields (timestamp, id) of every stored message
+        of the group; ``has_id`` is the store's own id lookup."""
+        self._load = load
+        self._has_id = has_id
+        self._indexes: dict[bytes, RangeIndex] = {}
+
+    def get(self, group_id: bytes) -> RangeIndex:
+        index = self._indexes.get(group_id)
+        if index is None:
+            keys = (make_key(ts, mid) for ts, mid in self._load(group_id))
+            index = self._indexes[group_id] = RangeIndex(keys, self._has_id)
+        return index
+
+    def added(self, group_id: bytes, timestamp: int, message_id: bytes) -> None:
+        """A message was stored: add it to its group's index if one is built."""
+        index = self._indexes.get(group_id)
+        if index is not None:
+            index.add(make_key(timestamp, message_id))
+
+    def clear(self) -> None:
+        """Forget every index (after a rollback: they may hold rolled-back
+        messages); the next use rebuilds from the store."""
+        self._indexes.clear()

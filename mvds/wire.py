@@ -186,6 +186,8 @@ class ReconcileMessage:
     group_id: bytes
     lower: bytes
     ranges: list[Range]
+    reply: bool = False
+    """An answer from the responder (True) or a query from the initiator."""
 
     @property
     def upper(self) -> bytes:
@@ -339,6 +341,8 @@ def encode_reconcile(message: ReconcileMessage) -> bytes:
     ]
     for r in message.ranges:
         parts.append(_length_delimited(b"\x22", _range_encoding(r)))
+    if message.reply:
+        parts.append(b"\x28\x01")
     return b"".join(parts)
 
 
@@ -346,7 +350,7 @@ _TAG_FEATURES = b"\x50"  # field 10, varint
 _TAG_RECONCILE = b"\x5a"  # field 11, length-delimited
 
 
-def _fields(payload: Payload) -> Iterable[bytes]:
+def _fields(payload: Payload, features: bool = True) -> Iterable[bytes]:
     """Each record's field encoding, in protobuf's canonical (field number) order."""
     for identifier in payload.acks:
         yield _id_field(_TAG_ACK, identifier)
@@ -356,7 +360,7 @@ def _fields(payload: Payload) -> Iterable[bytes]:
         yield _id_field(_TAG_REQUEST, identifier)
     for message in payload.messages:
         yield _message_field(message)
-    if payload.features:
+    if payload.features and features:
         yield _TAG_FEATURES + _varint(payload.features)
     for reconcile in payload.reconcile:
         yield _length_delimited(_TAG_RECONCILE, encode_reconcile(reconcile))
@@ -375,21 +379,25 @@ def split_payload(payload: Payload, max_size: int) -> list[bytes]:
     retransmits).  Records are packed greedily in their order; a single
     message whose encoding exceeds ``max_size`` travels alone in a chunk of
     its own, larger than ``max_size``.  An empty payload gives one empty
-    chunk, which still tells the peer we are here.
+    chunk, which still tells the peer we are here.  ``features`` goes
+    into every chunk.
     """
     if max_size < 64:
         raise ValueError("max_size below 64 bytes cannot carry a single record")
+    # ``features`` describes the sender, not a record: every chunk has it,
+    # so a receiver learns it from any datagram (docs/PROTOCOL.md 15.1).
+    head = _TAG_FEATURES + _varint(payload.features) if payload.features else b""
     chunks: list[bytes] = []
-    current: list[bytes] = []
-    size = 0
-    for encoded in _fields(payload):
-        if size + len(encoded) > max_size and current:
+    current: list[bytes] = [head]
+    size = len(head)
+    for encoded in _fields(payload, features=False):
+        if size + len(encoded) > max_size and len(current) > 1:
             chunks.append(b"".join(current))
-            current = []
-            size = 0
+            current = [head]
+            size = len(head)
         current.append(encoded)
         size += len(encoded)
-    if current or not chunks:
+    if len(current) > 1 or not chunks:
         chunks.append(b"".join(current))
     return chunks
 
@@ -487,7 +495,7 @@ def _reconcile_from(index: int, pr: "_pb.Reconcile") -> ReconcileMessage:
             )
         )
         previous = upper
-    return ReconcileMessage(pr.group_id, lower, ranges)
+    return ReconcileMessage(pr.group_id, lower, ranges, pr.reply)
 
 
 def decode_reconcile(data: bytes) -> ReconcileMessage:

@@ -98,6 +98,20 @@ class EngineConfig:
     seed: int = 0
     """Seed of the jitter generator, for reproducible runs."""
 
+    reconcile: bool = False
+    """Catch up by range-based set reconciliation with peers that announce
+    it (mvds/engine/catchup.py, docs/PROTOCOL.md section 15): a newly shared
+    group's history, a peer back after ``park_after``, and anti-entropy every
+    ``reconcile_interval``.  Peers that do not announce it get plain MVDS."""
+
+    reconcile_interval: float = 300.0
+    """Seconds between anti-entropy reconciliations of a (group, peer) that
+    speaks it (one fingerprint each way when in sync)."""
+
+    park_after: float = 120.0
+    """A peer heard again after a silence longer than this is reconciled
+    (every group shared with it) when it speaks reconciliation."""
+
     def __post_init__(self) -> None:
         if self.epoch_length <= 0:
             raise ValueError("epoch_length must be positive")
@@ -115,3 +129,7 @@ class EngineConfig:
             raise ValueError("max_body must not be negative")
         if self.max_requests < 1:
             raise ValueError("max_requests must be at least 1")
+        if not self.reconcile_interval > 0:
+            raise ValueError("reconcile_interval must be positive")
+        if not self.park_after >= 0:
+            raise ValueError("park_after must not be negative")

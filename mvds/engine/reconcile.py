@@ -86,9 +86,10 @@ IDLIST_THRESHOLD = 16
 """A range with at most this many of the sender's items goes as an id list
 (16 ids of 34 bytes fit a datagram with room to spare)."""
 
-MESSAGE_BUDGET = 900
-"""Most (estimated) bytes of ranges in one reconcile message: with the group
-id, bounds and the envelope it stays within the 1,200-byte datagram."""
+MESSAGE_BUDGET = 1000
+"""Most (estimated, from above) bytes of ranges in one reconcile message: with
+the group id and lower bound (about 50 bytes) and the envelope (57) it stays
+within the 1,200-byte datagram."""
 
 INT64_MIN = -(1 << 63)
 MIN_BOUND = make_key(INT64_MIN, b"")
@@ -173,7 +174,7 @@ def split(source: ItemSource, lower: bytes, upper: bytes) -> list[Range]:
     count = hi - lo
     if count <= IDLIST_THRESHOLD:
         return [Range(upper, Mode.IDLIST, ids=[key_id(k) for k in source.keys(lo, hi)])]
-    out: list[Range] = []
+    buckets: list[tuple[bytes, int, int]] = []
     start = lo
     for b in range(1, BUCKETS + 1):
         end = lo + (count * b) // BUCKETS
@@ -181,12 +182,21 @@ def split(source: ItemSource, lower: bytes, upper: bytes) -> list[Range]:
             bound = upper
         else:
             bound = bound_between(source.key_at(end - 1), source.key_at(end))
-        n = end - start
-        if n <= IDLIST_THRESHOLD:
-            out.append(Range(bound, Mode.IDLIST, ids=[key_id(k) for k in source.keys(start, end)]))
-        else:
-            out.append(Range(bound, Mode.FINGERPRINT, _source_fingerprint(source, start, end)))
+        buckets.append((bound, start, end))
         start = end
+    out = [
+        Range(bound, Mode.FINGERPRINT, _source_fingerprint(source, start, end))
+        for bound, start, end in buckets
+    ]
+    # Small buckets go as id lists instead while the whole answer stays
+    # within MESSAGE_BUDGET: one query's answer is never cut across messages.
+    room = MESSAGE_BUDGET - sum(map(range_size, out))
+    for i, (bound, start, end) in enumerate(buckets):
+        n = end - start
+        extra = n * 34 - FINGERPRINT_SIZE
+        if n <= IDLIST_THRESHOLD and extra <= room:
+            room -= extra
+            out[i] = Range(bound, Mode.IDLIST, ids=[key_id(k) for k in source.keys(start, end)])
     return out
 
 
@@ -195,7 +205,9 @@ def range_size(r: Range) -> int:
     return 20 + len(r.upper) + len(r.fingerprint) + 34 * len(r.ids) + len(r.missing)
 
 
-def _pack(group_id: bytes, lower: bytes, parts: list[tuple[bytes, list[Range]]]) -> list[ReconcileMessage]:
+def _pack(
+    group_id: bytes, lower: bytes, parts: list[tuple[bytes, list[Range]]], reply: bool = False
+) -> list[ReconcileMessage]:
     """Messages from consecutive ``(upper, ranges)`` groups covering
     ``[lower, ...)``, cut only between groups and when over the budget;
     consecutive SKIPs merge."""
@@ -206,7 +218,7 @@ def _pack(group_id: bytes, lower: bytes, parts: list[tuple[bytes, list[Range]]])
     for upper, ranges in parts:
         part_size = sum(map(range_size, ranges))
         if current and size + part_size > MESSAGE_BUDGET:
-            out.append(ReconcileMessage(group_id, start, current))
+            out.append(ReconcileMessage(group_id, start, current, reply))
             start = current[-1].upper
             current, size = [], 0
         for r in ranges:
@@ -216,7 +228,7 @@ def _pack(group_id: bytes, lower: bytes, parts: list[tuple[bytes, list[Range]]])
                 current.append(r)
         size += part_size
     if current:
-        out.append(ReconcileMessage(group_id, start, current))
+        out.append(ReconcileMessage(group_id, start, current, reply))
     return out
 
 
@@ -234,7 +246,7 @@ def respond(source: ItemSource, message: ReconcileMessage) -> list[ReconcileMess
     for r in message.ranges:
         parts.append((r.upper, _answer(source, lower, r)))
         lower = r.upper
-    return _pack(message.group_id, message.lower, parts)
+    return _pack(message.group_id, message.lower, parts, reply=True)
 
 
 def _answer(source: ItemSource, lower: bytes, r: Range) -> list[Range]:
@@ -330,7 +342,7 @@ class Session:
 
     def receive(self, message: ReconcileMessage) -> list[ReconcileMessage]:
         """Process a reply; return the queries it calls for (maybe none)."""
-        if message.group_id != self.group_id or not message.ranges:
+        if message.group_id != self.group_id or not message.ranges or not message.reply:
             return []
         start, end = message.lower, message.upper
         if start not in self._outstanding:

@@ -1,0 +1,362 @@
+"""Catch-up by range-based set reconciliation: the engine's side of it.
+
+:mod:`mvds.engine.reconcile` finds the difference between two sets; this
+module decides when to look for it and turns what it finds into ordinary MVDS
+records, paced like every other record:
+
+* **Negotiation.** With ``EngineConfig.reconcile`` on, every payload this
+  node sends carries ``features = FEATURE_RECONCILE``.  A peer is taken to
+  speak reconciliation while its payloads carry the bit; a payload without
+  it (the reference implementation, an older mvds, a node with the setting
+  off) makes it a plain MVDS peer, which gets nothing but plain MVDS.
+* **When a group is newly shared** with a peer, no record is made per
+  historic message.  A durable mark (store meta) says "history not yet
+  synced"; once the peer is known to speak reconciliation a session runs,
+  and when it completes the mark goes.  If the peer turns out to be plain,
+  the history becomes records as before (``Store.add_group_records``).
+* **When a peer is heard again** after a silence longer than ``park_after``,
+  and when the engine first hears a peer that speaks it (a restart), every
+  group shared with it is reconciled.
+* **Anti-entropy**: each (group, peer) again ``reconcile_interval`` seconds
+  after its last completed session.  In sync, that is one fingerprint each
+  way.
+
+What a session finds goes into queues, not into the store at once: ids
+(and whole ranges, "all of ours in [lo, hi) except these") the peer lacks
+become MESSAGE records only while the (peer, group) window has room and
+nothing else waits in it, and ids we lack become REQUEST records only while
+fewer than ``max_inflight`` (and ``max_requests``) REQUESTs are open towards
+the peer.  So a new peer joining a
+group of a million messages costs the sender a window of records, not a
+million.  The queues are transient: a restart loses them, and the next
+session (at the first payload from the peer) finds the rest again.
+
+A session that gets no answer for a while (a datagram lost, the peer away)
+is dropped and started afresh later, the wait doubling on each failure up to
+``reconcile_interval``; ranges already in sync cost one fingerprint each.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from mvds.engine.reconcile import INFINITY, GiveRange, Session, respond
+from mvds.engine.records import Mode, Record, RecordType
+from mvds.store.rangeindex import key_id
+from mvds.wire import FEATURE_RECONCILE, Payload, ReconcileMessage
+
+if TYPE_CHECKING:
+    from mvds.engine.engine import Engine
+
+_MESSAGE = RecordType.MESSAGE
+_REQUEST = RecordType.REQUEST
+
+NEGOTIATE_TIMEOUT = 10.0
+"""Seconds a newly shared group's history waits to learn whether the peer
+speaks reconciliation; a peer silent that long (an older node that does not
+answer a hello, or one that is offline) gets plain MVDS records for it."""
+
+FIRST_TIMEOUT = 2.0
+"""Seconds without an answer before a session is started afresh (doubling)."""
+
+_HISTORY = "rbsr-history/"
+"""Meta key prefix of the durable "history not yet synced" marks."""
+
+
+def _history_key(group_id: bytes, peer: bytes) -> str:
+    return f"{_HISTORY}{group_id.hex()}/{peer.hex()}"
+
+
+@dataclass
+class _Run:
+    session: Session
+    deadline: float
+    timeout: float
+
+
+@dataclass
+class _Cursor:
+    """The rest of a :class:`GiveRange` still to be fed into the window."""
+
+    next: bytes
+    upper: bytes
+    exclude: frozenset[bytes]
+
+
+@dataclass
+class _Give:
+    items: deque = field(default_factory=deque)  # bytes ids and _Cursors
+
+
+class Catchup:
+    """Reconciliation state of one engine (all transient but the marks)."""
+
+    def __init__(self, engine: "Engine", now: float) -> None:
+        self._engine = engine
+        self._store = engine.store
+        config = engine.config
+        self._interval = config.reconcile_interval
+        self._park_after = config.park_after
+        self._supports: dict[bytes, bool] = {}
+        self._runs: dict[tuple[bytes, bytes], _Run] = {}
+        self._failures: dict[tuple[bytes, bytes], float] = {}
+        self._next_round: dict[tuple[bytes, bytes], float] = {}
+        self._out: dict[bytes, list[ReconcileMessage]] = {}
+        self._give: dict[tuple[bytes, bytes], _Give] = {}
+        self._need: dict[bytes, deque[tuple[bytes, bytes]]] = {}
+        self._history: set[tuple[bytes, bytes]] = set()
+        self._undecided: dict[tuple[bytes, bytes], float] = {}
+        """History marks waiting for the peer's features, with a deadline."""
+        store = self._store
+        for group_id, peers in store.sharing().items():
+            for peer in peers:
+                if store.get_meta(_history_key(group_id, peer)):
+                    self._history.add((group_id, peer))
+                    self._undecided[(group_id, peer)] = now + NEGOTIATE_TIMEOUT
+
+    # -- inputs -------------------------------------------------------------
+    def on_share(self, group_id: bytes, peer: bytes, now: float) -> bool:
+        """A group was newly shared; True if its history is ours to sync
+        (else the engine makes one record per message, plain MVDS)."""
+        if self._supports.get(peer) is False:
+            return False
+        self._history.add((group_id, peer))
+        self._store.set_meta(_history_key(group_id, peer), b"1")
+        if self._supports.get(peer):
+            self._start(group_id, peer, now)
+        else:
+            self._engine.announce(peer, now)  # tells it we speak reconciliation
+            self._undecided[(group_id, peer)] = now + NEGOTIATE_TIMEOUT
+        return True
+
+    def on_unshare(self, group_id: bytes, peer: bytes) -> None:
+        key = (group_id, peer)
+        self._runs.pop(key, None)
+        self._give.pop(key, None)
+        self._next_round.pop(key, None)
+        self._undecided.pop(key, None)
+        self._clear_history(group_id, peer)
+        need = self._need.get(peer)
+        if need:
+            self._need[peer] = deque(item for item in need if item[0] != group_id)
+
+    def on_payload(
+        self, peer: bytes, payload: Payload, silence: float | None, now: float
+    ) -> None:
+        """After the engine processed a payload's records; ``silence`` is how
+        long the peer had not been heard (None: never, since we started)."""
+        if self.pending(peer):
+            self._engine._schedule_flush(peer, now)  # settled records made room
+        speaks = bool(payload.features & FEATURE_RECONCILE)
+        known = self._supports.get(peer)
+        self._supports[peer] = speaks
+        if not speaks:
+            if known is not False:
+                self._plain(peer, now)
+            return
+        if known is not True:
+            # First payload from it that says so (new peer, or our restart):
+            # answer so it learns we speak it too, and catch up every group.
+            self._engine.announce(peer, now)
+            self._reconcile_all(peer, now)
+        elif silence is not None and silence > self._park_after:
+            self._reconcile_all(peer, now)  # back after a long absence
+        for message in payload.reconcile:
+            self._engine.stats["reconcile_in"] += 1
+            if message.reply:
+                self._on_reply(peer, message, now)
+            else:
+                self._on_query(peer, message, now)
+
+    def _on_query(self, peer: bytes, message: ReconcileMessage, now: float) -> None:
+        store = self._store
+        if not store.is_shared(message.group_id, peer):
+            self._engine.stats["reconcile_refused"] += 1
+            return  # says nothing about groups not shared with it
+        replies = respond(store.range_index(message.group_id), message)
+        self._queue(peer, replies, now)
+
+    def _on_reply(self, peer: bytes, message: ReconcileMessage, now: float) -> None:
+        key = (message.group_id, peer)
+        run = self._runs.get(key)
+        if run is None:
+            return
+        queries = run.session.receive(message)
+        run.deadline = now + run.timeout
+        self._collect(key, run.session, now)
+        self._queue(peer, queries, now)
+        if run.session.done:
+            del self._runs[key]
+            self._failures.pop(key, None)
+            self._engine.stats["reconcile_sessions_done"] += 1
+            self._next_round[key] = now + self._interval
+            self._clear_history(*key)
+
+    # -- sessions -------------------------------------------------------------
+    def _reconcile_all(self, peer: bytes, now: float) -> None:
+        store = self._store
+        for group_id, peers in store.sharing().items():
+            if peer in peers and (group_id, peer) not in self._runs:
+                self._start(group_id, peer, now)
+
+    def _start(self, group_id: bytes, peer: bytes, now: float) -> None:
+        key = (group_id, peer)
+        session = Session(group_id, self._store.range_index(group_id))
+        timeout = self._failures.get(key, FIRST_TIMEOUT)
+        self._runs[key] = _Run(session, now + timeout, timeout)
+        self._next_round.pop(key, None)
+        self._engine.stats["reconcile_sessions"] += 1
+        self._queue(peer, session.start(), now)
+
+    def _plain(self, peer: bytes, now: float) -> None:
+        """The peer does not speak reconciliation: plain MVDS for it."""
+        engine = self._engine
+        for key in [k for k in self._runs if k[1] == peer]:
+            del self._runs[key]
+        for key in [k for k in self._next_round if k[1] == peer]:
+            del self._next_round[key]
+        for group_id, p in sorted(self._history):
+            if p == peer:
+                self._fall_back(group_id, peer, now)
+
+    def _fall_back(self, group_id: bytes, peer: bytes, now: float) -> None:
+        """The group's history goes to ``peer`` as plain MVDS records."""
+        engine = self._engine
+        self._undecided.pop((group_id, peer), None)
+        if self._store.is_shared(group_id, peer):
+            kind = RecordType.OFFER if engine.config.mode is Mode.INTERACTIVE else _MESSAGE
+            self._store.add_group_records(group_id, peer, kind, engine.epoch(now))
+            engine._schedule_flush(peer, now)
+            engine.stats["reconcile_fallbacks"] += 1
+        self._clear_history(group_id, peer)
+
+    def _clear_history(self, group_id: bytes, peer: bytes) -> None:
+        self._undecided.pop((group_id, peer), None)
+        if (group_id, peer) in self._history:
+            self._history.discard((group_id, peer))
+            self._store.set_meta(_history_key(group_id, peer), b"")
+
+    def _queue(self, peer: bytes, messages: list[ReconcileMessage], now: float) -> None:
+        if messages:
+            self._out.setdefault(peer, []).extend(messages)
+            self._engine._schedule_flush(peer, now)
+
+    def _collect(self, key: tuple[bytes, bytes], session: Session, now: float) -> None:
+        """Move what the session learned into the feeding queues."""
+        group_id, peer = key
+        if session.give_ids or session.give_ranges or session.need:
+            self._engine._schedule_flush(peer, now)
+        if session.give_ids or session.give_ranges:
+            give = self._give.setdefault(key, _Give())
+            give.items.extend(session.give_ids)
+            give.items.extend(_Cursor(g.lower, g.upper, g.exclude) for g in session.give_ranges)
+            session.give_ids.clear()
+            session.give_ranges.clear()
+        if session.need:
+            self._need.setdefault(peer, deque()).extend((group_id, mid) for mid in session.need)
+            session.need.clear()
+
+    def tick(self, now: float) -> None:
+        """Start due anti-entropy rounds; restart stalled sessions; give
+        histories to peers that never said they speak reconciliation."""
+        for key, deadline in list(self._undecided.items()):
+            if now >= deadline and self._supports.get(key[1]) is not True:
+                self._fall_back(*key, now)
+        for key, run in list(self._runs.items()):
+            if now >= run.deadline:
+                # No answer: try again later, backing off (an absent peer
+                # costs one small query per attempt, at most one per interval).
+                self._engine.stats["reconcile_timeouts"] += 1
+                del self._runs[key]
+                self._failures[key] = min(run.timeout * 2, max(self._interval, FIRST_TIMEOUT))
+                self._next_round[key] = now + run.timeout
+        for key, at in list(self._next_round.items()):
+            if now >= at:
+                self._start(*key, now)
+
+    def next_time(self) -> float | None:
+        times = [run.deadline for run in self._runs.values()]
+        times.extend(self._next_round.values())
+        times.extend(self._undecided.values())
+        return min(times) if times else None
+
+    def pending(self, peer: bytes) -> bool:
+        """Anything queued to feed into records for ``peer``."""
+        return bool(self._need.get(peer)) or any(
+            give.items for (_, p), give in self._give.items() if p == peer
+        )
+
+    def idle(self) -> bool:
+        return not (self._runs or self._out or any(self._need.values()) or any(
+            g.items for g in self._give.values()
+        ))
+
+    # -- output -------------------------------------------------------------
+    def fill(self, peer: bytes, payload: Payload, epoch: int) -> None:
+        """Before the engine picks records for ``peer``: feed queued
+        differences into records, and add reconcile messages and features."""
+        payload.features |= FEATURE_RECONCILE
+        self._feed_requests(peer, epoch)
+        for key in [k for k in self._give if k[1] == peer]:
+            self._feed_gives(key, epoch)
+        out = self._out.pop(peer, None)
+        if out:
+            payload.reconcile.extend(out)
+            self._engine.stats["reconcile_out"] += len(out)
+
+    def _feed_requests(self, peer: bytes, epoch: int) -> None:
+        need = self._need.get(peer)
+        if not need:
+            return
+        store = self._store
+        config = self._engine.config
+        # Paced like gives: at most a window of REQUESTs at a time, so the
+        # peer answering them holds a window of MESSAGE records, not more.
+        cap = min(config.max_requests, config.max_inflight)
+        while need and store.request_count(peer) < cap:
+            group_id, mid = need.popleft()
+            if store.has_message(mid) or store.get_record(mid, peer) is not None:
+                continue
+            store.insert_record(
+                Record(mid, peer, group_id, _REQUEST, 0, epoch, config.request_max_sends)
+            )
+        if not need:
+            del self._need[peer]
+
+    def _feed_gives(self, key: tuple[bytes, bytes], epoch: int) -> None:
+        group_id, peer = key
+        store = self._store
+        if group_id in store.groups_with_new_records(peer):
+            return  # the window has waiting records already: they go first
+        room = self._engine.config.max_inflight - store.inflight_count(peer, group_id)
+        items = self._give[key].items
+        index = store.range_index(group_id)
+        while room > 0 and items:
+            item = items[0]
+            if isinstance(item, bytes):
+                items.popleft()
+                room -= self._give_one(item, peer, group_id, epoch)
+                continue
+            lo = index.rank(item.next)
+            hi = len(index) if item.upper == INFINITY else index.rank(item.upper)
+            keys = index.keys(lo, min(hi, lo + room))
+            for k in keys:
+                mid = key_id(k)
+                if mid not in item.exclude:
+                    room -= self._give_one(mid, peer, group_id, epoch)
+            if lo + len(keys) >= hi:
+                items.popleft()
+            else:
+                item.next = keys[-1] + b"\x00"
+        if not items:
+            del self._give[key]
+
+    def _give_one(self, mid: bytes, peer: bytes, group_id: bytes, epoch: int) -> int:
+        store = self._store
+        if store.get_record(mid, peer) is not None or not store.has_message(mid):
+            return 0
+        store.insert_record(Record(mid, peer, group_id, _MESSAGE, 0, epoch))
+        self._engine.stats["reconcile_gives"] += 1
+        return 1

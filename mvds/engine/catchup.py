@@ -262,7 +262,9 @@ class Catchup:
         """Start due anti-entropy rounds; restart stalled sessions; give
         histories to peers that never said they speak reconciliation."""
         for key, deadline in list(self._undecided.items()):
-            if now >= deadline and self._supports.get(key[1]) is not True:
+            if self._supports.get(key[1]):
+                del self._undecided[key]  # decided: its sessions sync the history
+            elif now >= deadline:
                 self._fall_back(*key, now)
         for key, run in list(self._runs.items()):
             if now >= run.deadline:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from harness import GROUP, Net, peer
 
+from dataclasses import replace
+
 from mvds.engine import EngineConfig
+from mvds.wire import split_payload
 from mvds.engine.records import RecordType
 
 ON = EngineConfig(epoch_length=1.0, reconcile=True, reconcile_interval=60.0, max_inflight=64)
@@ -94,15 +97,22 @@ def test_anti_entropy_finds_a_message_whose_sending_was_given_up():
 
 def test_in_sync_anti_entropy_is_one_datagram_each_way():
     net = Net(seed=5)
-    net.add("a", ON)
-    net.add("b", ON)
+    # With their ids known, the lower one ("a") leads the routine rounds.
+    net.add("a", replace(ON, node_id=peer("a")))
+    net.add("b", replace(ON, node_id=peer("b")))
     _history(net, "a", 500)
+    _history(net, "b", 20)
     net.share(GROUP, "a", "b")
     net.run(100)
     assert net.quiet()
+    assert net.engines["a"].store.range_index(GROUP).range_sum(0, 520) == (
+        net.engines["b"].store.range_index(GROUP).range_sum(0, 520)
+    )
     start = len(net.sent)
     net.run(61)  # one reconcile_interval
     rounds = [s for s in net.sent[start:] if s.payload.reconcile]
-    # Each side runs its own round: a query and its answer, one payload each.
-    assert len(rounds) == 4
-    assert all(len(s.payload.reconcile) == 1 and len(s.payload.reconcile[0].ranges) == 1 for s in rounds)
+    assert [(s.src, s.dst) for s in rounds] == [("a", "b"), ("b", "a")]
+    for s in rounds:
+        (message,) = s.payload.reconcile
+        assert len(message.ranges) == 1
+        assert len(split_payload(s.payload, 1143)) == 1

@@ -21,15 +21,24 @@ records, paced like every other record:
   after its last completed session.  In sync, that is one fingerprint each
   way.
 
-What a session finds goes into queues, not into the store at once: ids
-(and whole ranges, "all of ours in [lo, hi) except these") the peer lacks
+Of two nodes that speak it, the one with the lower peer id leads
+(``EngineConfig.node_id``; the daemon sets it): only it starts the rounds on
+reconnect and the anti-entropy rounds; its query starts the other's session
+(it takes over, every ``2 * reconcile_interval``, when no query came from the
+leader for that long).  Each side still starts the reconciliation of a
+group's history it was newly asked to share.  Without ``node_id`` a node
+starts every round itself.
+
+What a session finds that the peer lacks goes into a queue, not into the
+store at once: ids (and whole ranges, "all of ours in [lo, hi) except these")
 become MESSAGE records only while the (peer, group) window has room and
-nothing else waits in it, and ids we lack become REQUEST records only while
-fewer than ``max_inflight`` (and ``max_requests``) REQUESTs are open towards
-the peer.  So a new peer joining a
-group of a million messages costs the sender a window of records, not a
-million.  The queues are transient: a restart loses them, and the next
-session (at the first payload from the peer) finds the rest again.
+nothing else waits in it, so a new peer joining a group of a million
+messages costs the sender a window of records, not a million.  The queue is
+transient: a restart loses it, and the next session finds the rest again.
+What *we* lack is not requested: each side gives, and a query from the peer
+starts our own session for that group (unless one just ran), so the peer's
+session gives us what we lack while ours gives it what it lacks -- nothing
+travels twice, and neither side holds a record for a message it lacks.
 
 A session that gets no answer for a while (a datagram lost, the peer away)
 is dropped and started afresh later, the wait doubling on each failure up to
@@ -44,14 +53,13 @@ from typing import TYPE_CHECKING
 
 from mvds.engine.reconcile import INFINITY, GiveRange, Session, respond
 from mvds.engine.records import Mode, Record, RecordType
-from mvds.store.rangeindex import key_id
-from mvds.wire import FEATURE_RECONCILE, Payload, ReconcileMessage
+from mvds.store.rangeindex import key_id, make_key
+from mvds.wire import FEATURE_RECONCILE, Mode as RangeMode, Payload, ReconcileMessage
 
 if TYPE_CHECKING:
     from mvds.engine.engine import Engine
 
 _MESSAGE = RecordType.MESSAGE
-_REQUEST = RecordType.REQUEST
 
 NEGOTIATE_TIMEOUT = 10.0
 """Seconds a newly shared group's history waits to learn whether the peer
@@ -83,6 +91,8 @@ class _Cursor:
     next: bytes
     upper: bytes
     exclude: frozenset[bytes]
+    ahead: set[bytes] = field(default_factory=set)
+    """Ids beyond ``next`` already given (as parents of earlier ones)."""
 
 
 @dataclass
@@ -98,6 +108,7 @@ class Catchup:
         self._store = engine.store
         config = engine.config
         self._interval = config.reconcile_interval
+        self._me = config.node_id
         self._park_after = config.park_after
         self._supports: dict[bytes, bool] = {}
         self._runs: dict[tuple[bytes, bytes], _Run] = {}
@@ -105,16 +116,21 @@ class Catchup:
         self._next_round: dict[tuple[bytes, bytes], float] = {}
         self._out: dict[bytes, list[ReconcileMessage]] = {}
         self._give: dict[tuple[bytes, bytes], _Give] = {}
-        self._need: dict[bytes, deque[tuple[bytes, bytes]]] = {}
+        self._done_at: dict[tuple[bytes, bytes], float] = {}
         self._history: set[tuple[bytes, bytes]] = set()
         self._undecided: dict[tuple[bytes, bytes], float] = {}
         """History marks waiting for the peer's features, with a deadline."""
+        self._probes: dict[bytes, tuple[float, float]] = {}
+        """Peers asked whether they speak it: (next hello, wait after it).  A
+        hello can be lost: until the peer answers, it is repeated at 0.5,
+        1, 2, 4 ... seconds (a few datagrams before the deadline)."""
         store = self._store
         for group_id, peers in store.sharing().items():
             for peer in peers:
                 if store.get_meta(_history_key(group_id, peer)):
                     self._history.add((group_id, peer))
                     self._undecided[(group_id, peer)] = now + NEGOTIATE_TIMEOUT
+                    self._probes[peer] = (now, 0.5)
 
     # -- inputs -------------------------------------------------------------
     def on_share(self, group_id: bytes, peer: bytes, now: float) -> bool:
@@ -129,6 +145,7 @@ class Catchup:
         else:
             self._engine.announce(peer, now)  # tells it we speak reconciliation
             self._undecided[(group_id, peer)] = now + NEGOTIATE_TIMEOUT
+            self._probes[peer] = (now + 0.5, 1.0)
         return True
 
     def on_unshare(self, group_id: bytes, peer: bytes) -> None:
@@ -138,9 +155,6 @@ class Catchup:
         self._next_round.pop(key, None)
         self._undecided.pop(key, None)
         self._clear_history(group_id, peer)
-        need = self._need.get(peer)
-        if need:
-            self._need[peer] = deque(item for item in need if item[0] != group_id)
 
     def on_payload(
         self, peer: bytes, payload: Payload, silence: float | None, now: float
@@ -177,6 +191,19 @@ class Catchup:
             return  # says nothing about groups not shared with it
         replies = respond(store.range_index(message.group_id), message)
         self._queue(peer, replies, now)
+        key = (message.group_id, peer)
+        # Each side gives only what the other lacks, so a query that shows a
+        # difference starts our session too (its query travels with our
+        # answer): both directions.  In sync, the answer is all SKIP and
+        # that is the whole round.
+        differs = any(r.mode is not RangeMode.SKIP for reply in replies for r in reply.ranges)
+        done = self._done_at.get(key)
+        if differs and key not in self._runs and (done is None or now - done > FIRST_TIMEOUT):
+            self._start(*key, now)
+        if not self._leads(peer) and key not in self._runs:
+            # The other side leads; should it stop querying (an older
+            # version, a different setting), we run rounds ourselves.
+            self._next_round[key] = now + 2 * self._interval
 
     def _on_reply(self, peer: bytes, message: ReconcileMessage, now: float) -> None:
         key = (message.group_id, peer)
@@ -189,16 +216,25 @@ class Catchup:
         self._queue(peer, queries, now)
         if run.session.done:
             del self._runs[key]
+            self._done_at[key] = now
             self._failures.pop(key, None)
             self._engine.stats["reconcile_sessions_done"] += 1
-            self._next_round[key] = now + self._interval
+            self._next_round[key] = now + self._interval * (1 if self._leads(peer) else 2)
             self._clear_history(*key)
 
     # -- sessions -------------------------------------------------------------
+    def _leads(self, peer: bytes) -> bool:
+        """Whether this node runs the pair's routine reconciliations."""
+        return not self._me or self._me < peer
+
     def _reconcile_all(self, peer: bytes, now: float) -> None:
+        """Reconcile every group shared with ``peer`` -- if this side leads;
+        groups whose history is still ours to sync are reconciled anyway."""
         store = self._store
+        leads = self._leads(peer)
         for group_id, peers in store.sharing().items():
-            if peer in peers and (group_id, peer) not in self._runs:
+            key = (group_id, peer)
+            if peer in peers and key not in self._runs and (leads or key in self._history):
                 self._start(group_id, peer, now)
 
     def _start(self, group_id: bytes, peer: bytes, now: float) -> None:
@@ -246,7 +282,8 @@ class Catchup:
     def _collect(self, key: tuple[bytes, bytes], session: Session, now: float) -> None:
         """Move what the session learned into the feeding queues."""
         group_id, peer = key
-        if session.give_ids or session.give_ranges or session.need:
+        session.need.clear()  # the peer's own session gives us those (see above)
+        if session.give_ids or session.give_ranges:
             self._engine._schedule_flush(peer, now)
         if session.give_ids or session.give_ranges:
             give = self._give.setdefault(key, _Give())
@@ -254,9 +291,6 @@ class Catchup:
             give.items.extend(_Cursor(g.lower, g.upper, g.exclude) for g in session.give_ranges)
             session.give_ids.clear()
             session.give_ranges.clear()
-        if session.need:
-            self._need.setdefault(peer, deque()).extend((group_id, mid) for mid in session.need)
-            session.need.clear()
 
     def tick(self, now: float) -> None:
         """Start due anti-entropy rounds; restart stalled sessions; give
@@ -266,6 +300,14 @@ class Catchup:
                 del self._undecided[key]  # decided: its sessions sync the history
             elif now >= deadline:
                 self._fall_back(*key, now)
+        for peer, (at, wait) in list(self._probes.items()):
+            if self._supports.get(peer) is not None or not any(
+                p == peer for _, p in self._undecided
+            ):
+                del self._probes[peer]
+            elif now >= at:
+                self._engine.announce(peer, now)
+                self._probes[peer] = (now + wait, wait * 2)
         for key, run in list(self._runs.items()):
             if now >= run.deadline:
                 # No answer: try again later, backing off (an absent peer
@@ -282,16 +324,17 @@ class Catchup:
         times = [run.deadline for run in self._runs.values()]
         times.extend(self._next_round.values())
         times.extend(self._undecided.values())
+        times.extend(at for at, _ in self._probes.values())
         return min(times) if times else None
 
     def pending(self, peer: bytes) -> bool:
         """Anything queued to feed into records for ``peer``."""
-        return bool(self._need.get(peer)) or any(
+        return any(
             give.items for (_, p), give in self._give.items() if p == peer
         )
 
     def idle(self) -> bool:
-        return not (self._runs or self._out or any(self._need.values()) or any(
+        return not (self._runs or self._out or any(
             g.items for g in self._give.values()
         ))
 
@@ -300,32 +343,12 @@ class Catchup:
         """Before the engine picks records for ``peer``: feed queued
         differences into records, and add reconcile messages and features."""
         payload.features |= FEATURE_RECONCILE
-        self._feed_requests(peer, epoch)
         for key in [k for k in self._give if k[1] == peer]:
             self._feed_gives(key, epoch)
         out = self._out.pop(peer, None)
         if out:
             payload.reconcile.extend(out)
             self._engine.stats["reconcile_out"] += len(out)
-
-    def _feed_requests(self, peer: bytes, epoch: int) -> None:
-        need = self._need.get(peer)
-        if not need:
-            return
-        store = self._store
-        config = self._engine.config
-        # Paced like gives: at most a window of REQUESTs at a time, so the
-        # peer answering them holds a window of MESSAGE records, not more.
-        cap = min(config.max_requests, config.max_inflight)
-        while need and store.request_count(peer) < cap:
-            group_id, mid = need.popleft()
-            if store.has_message(mid) or store.get_record(mid, peer) is not None:
-                continue
-            store.insert_record(
-                Record(mid, peer, group_id, _REQUEST, 0, epoch, config.request_max_sends)
-            )
-        if not need:
-            del self._need[peer]
 
     def _feed_gives(self, key: tuple[bytes, bytes], epoch: int) -> None:
         group_id, peer = key
@@ -344,16 +367,71 @@ class Catchup:
             lo = index.rank(item.next)
             hi = len(index) if item.upper == INFINITY else index.rank(item.upper)
             keys = index.keys(lo, min(hi, lo + room))
+            stopped = False
             for k in keys:
                 mid = key_id(k)
-                if mid not in item.exclude:
-                    room -= self._give_one(mid, peer, group_id, epoch)
-            if lo + len(keys) >= hi:
+                if mid in item.ahead:
+                    item.ahead.discard(mid)
+                elif mid not in item.exclude:
+                    given, complete = self._give_with_parents(k, item, peer, group_id, epoch, room)
+                    room -= given
+                    if not complete:
+                        stopped = True  # the window is full before k went
+                        break
+                item.next = k + b"\x00"
+                if room <= 0:
+                    stopped = True
+                    break
+            if not stopped and lo + len(keys) >= hi:
                 items.popleft()
-            else:
-                item.next = keys[-1] + b"\x00"
+            elif not keys:
+                items.popleft()
+            if stopped:
+                break
         if not items:
             del self._give[key]
+
+    def _give_with_parents(
+        self, key: bytes, item: _Cursor, peer: bytes, group_id: bytes, epoch: int, room: int
+    ) -> tuple[int, bool]:
+        """Give the message at ``key``, first its parents that this range
+        still has to give (depth first): (id, timestamp) order is not causal
+        order for messages of the same second, and a receiver that gets a
+        child first holds it and REQUESTs the parent.  Returns (records
+        made, whether the message itself was given)."""
+        store = self._store
+        mid = key_id(key)
+        stack = [mid]
+        seen = {mid}
+        given = 0
+        while stack:
+            current = stack[-1]
+            message = store.get_message(current)
+            parent_to_give = None
+            for parent in message.parents if message is not None else ():
+                if parent in seen or parent in item.ahead or parent in item.exclude:
+                    continue
+                stored = store.get_message(parent)
+                if stored is None or stored.group_id != group_id:
+                    continue
+                parent_key = make_key(stored.timestamp, parent)
+                if parent_key <= key or parent_key >= item.upper:
+                    continue  # given already, or not this range's to give
+                if store.get_record(parent, peer) is not None:
+                    continue
+                parent_to_give = parent
+                break
+            if parent_to_give is not None:
+                seen.add(parent_to_give)
+                stack.append(parent_to_give)
+                continue
+            if given >= room:
+                return given, False
+            stack.pop()
+            given += self._give_one(current, peer, group_id, epoch)
+            if current != mid:
+                item.ahead.add(current)
+        return given, True
 
     def _give_one(self, mid: bytes, peer: bytes, group_id: bytes, epoch: int) -> int:
         store = self._store

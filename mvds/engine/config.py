@@ -112,6 +112,12 @@ class EngineConfig:
     """A peer heard again after a silence longer than this is reconciled
     (every group shared with it) when it speaks reconciliation."""
 
+    node_id: bytes = b""
+    """This node's own peer id, if the caller knows it.  Of two nodes that
+    speak reconciliation, only the one with the lower id runs the periodic
+    and on-reconnect reconciliations of their groups (the other answers),
+    so they are not done twice; unknown (empty), a node runs them all."""
+
     def __post_init__(self) -> None:
         if self.epoch_length <= 0:
             raise ValueError("epoch_length must be positive")

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING
 
 from mvds.engine.reconcile import INFINITY, GiveRange, Session, respond
 from mvds.engine.records import Mode, Record, RecordType
-from mvds.store.rangeindex import key_id, make_key
+from mvds.store.rangeindex import key_id
 from mvds.wire import FEATURE_RECONCILE, Mode as RangeMode, Payload, ReconcileMessage
 
 if TYPE_CHECKING:
@@ -93,6 +93,8 @@ class _Cursor:
     exclude: frozenset[bytes]
     ahead: set[bytes] = field(default_factory=set)
     """Ids beyond ``next`` already given (as parents of earlier ones)."""
+    walk: tuple | None = None
+    """A parents-first walk the window interrupted: (key, stack, seen)."""
 
 
 @dataclass
@@ -239,7 +241,20 @@ class Catchup:
 
     def _start(self, group_id: bytes, peer: bytes, now: float) -> None:
         key = (group_id, peer)
-        session = Session(group_id, self._store.range_index(group_id))
+        give = self._give.get(key)
+        if give is not None and give.items:
+            # Still giving what the last session found: a new one would find
+            # the same again and give it twice.  Look again later.
+            self._next_round[key] = now + min(self._interval, 10 * FIRST_TIMEOUT)
+            return
+        index = self._store.range_index(group_id)
+        if not len(index):
+            # Nothing to give: the peer's sessions give us what we lack.
+            self._clear_history(group_id, peer)
+            if self._leads(peer):
+                self._next_round[key] = now + self._interval
+            return
+        session = Session(group_id, index)
         timeout = self._failures.get(key, FIRST_TIMEOUT)
         self._runs[key] = _Run(session, now + timeout, timeout)
         self._next_round.pop(key, None)
@@ -400,38 +415,54 @@ class Catchup:
         child first holds it and REQUESTs the parent.  Returns (records
         made, whether the message itself was given)."""
         store = self._store
+        index = store.range_index(group_id)
         mid = key_id(key)
-        stack = [mid]
-        seen = {mid}
+        if item.walk is not None and item.walk[0] == key:
+            _, stack, seen = item.walk  # resume where the window stopped it
+        else:
+            stack = [(mid, key, self._parents(mid))]
+            seen = {mid}
+        item.walk = None
         given = 0
         while stack:
-            current = stack[-1]
-            message = store.get_message(current)
+            current, current_key, parents = stack[-1]
+            head = current_key[:8]
             parent_to_give = None
-            for parent in message.parents if message is not None else ():
-                if parent in seen or parent in item.ahead or parent in item.exclude:
-                    continue
-                stored = store.get_message(parent)
-                if stored is None or stored.group_id != group_id:
-                    continue
-                parent_key = make_key(stored.timestamp, parent)
-                if parent_key <= key or parent_key >= item.upper:
-                    continue  # given already, or not this range's to give
-                if store.get_record(parent, peer) is not None:
+            while parents:
+                parent = parents.pop()
+                # A parent of an earlier second sorts before ``key``: given
+                # already.  Only one of the same second can sort after it
+                # (parents from a later second need a skewed clock: the
+                # receiver then asks for them, as MVDS does).
+                parent_key = head + parent
+                if (
+                    parent_key <= key
+                    or parent_key >= item.upper
+                    or parent in seen
+                    or parent in item.ahead
+                    or parent in item.exclude
+                    or parent_key not in index
+                    or store.get_record(parent, peer) is not None
+                ):
                     continue
                 parent_to_give = parent
                 break
             if parent_to_give is not None:
                 seen.add(parent_to_give)
-                stack.append(parent_to_give)
+                stack.append((parent_to_give, head + parent_to_give, self._parents(parent_to_give)))
                 continue
             if given >= room:
+                item.walk = (key, stack, seen)
                 return given, False
             stack.pop()
             given += self._give_one(current, peer, group_id, epoch)
             if current != mid:
                 item.ahead.add(current)
         return given, True
+
+    def _parents(self, message_id: bytes) -> list[bytes]:
+        message = self._store.get_message(message_id)
+        return list(message.parents) if message is not None else []
 
     def _give_one(self, mid: bytes, peer: bytes, group_id: bytes, epoch: int) -> int:
         store = self._store

@@ -34,7 +34,7 @@ from mvds.daemon.setup import init_node_dir
 from mvds.engine.reconcile import Session, respond
 from mvds.secure.limits import SEALED_OVERHEAD
 from mvds.store.rangeindex import RangeIndex, key_id, make_key
-from mvds.wire import FEATURE_RECONCILE, Payload, encode_payload, split_payload
+from mvds.wire import FEATURE_RECONCILE, Payload, split_payload
 
 START = 1_600_000_000
 DATAGRAM = 1200

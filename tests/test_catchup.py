@@ -9,7 +9,6 @@ from dataclasses import replace
 
 from mvds.engine import EngineConfig
 from mvds.wire import split_payload
-from mvds.engine.records import RecordType
 
 ON = EngineConfig(epoch_length=1.0, reconcile=True, reconcile_interval=60.0, max_inflight=64)
 OFF = EngineConfig(epoch_length=1.0, max_inflight=64)
@@ -116,3 +115,30 @@ def test_in_sync_anti_entropy_is_one_datagram_each_way():
         (message,) = s.payload.reconcile
         assert len(message.ranges) == 1
         assert len(split_payload(s.payload, 1143)) == 1
+
+
+def test_queries_are_answered_only_for_shared_groups_and_within_a_size():
+    from mvds.engine.catchup import MAX_QUERY_RANGES
+    from mvds.engine.reconcile import INFINITY, MIN_BOUND
+    from mvds.store.rangeindex import make_key
+    from mvds.wire import FEATURE_RECONCILE, Mode, Payload, Range, ReconcileMessage
+
+    net = Net(seed=6)
+    a = net.add("a", ON)
+    _history(net, "a", 50)
+    a.share(GROUP, peer("b"), net.now)
+
+    def query(group, ranges):
+        return Payload(features=FEATURE_RECONCILE, reconcile=[ReconcileMessage(group, MIN_BOUND, ranges)])
+
+    def answers():
+        return [m for _, p in a.payloads_to_send(net.now) for m in p.reconcile if m.reply]
+
+    one = [Range(INFINITY, Mode.FINGERPRINT, bytes(16))]
+    a.receive(peer("b"), query(b"X" * 32, one), net.now)  # not shared with b
+    assert answers() == [] and a.stats["reconcile_refused"] == 1
+    many = [Range(make_key(i, b""), Mode.FINGERPRINT, bytes(16)) for i in range(MAX_QUERY_RANGES)]
+    a.receive(peer("b"), query(GROUP, many + one), net.now)  # one range too many
+    assert answers() == [] and a.stats["reconcile_refused_large"] == 1
+    a.receive(peer("b"), query(GROUP, one), net.now)
+    assert len(answers()) == 1

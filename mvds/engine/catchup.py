@@ -51,7 +51,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from mvds.engine.reconcile import INFINITY, GiveRange, Session, respond
+from mvds.engine.reconcile import INFINITY, Session, respond
 from mvds.engine.records import Mode, Record, RecordType
 from mvds.store.rangeindex import key_id
 from mvds.wire import FEATURE_RECONCILE, Mode as RangeMode, Payload, ReconcileMessage
@@ -65,6 +65,12 @@ NEGOTIATE_TIMEOUT = 10.0
 """Seconds a newly shared group's history waits to learn whether the peer
 speaks reconciliation; a peer silent that long (an older node that does not
 answer a hello, or one that is offline) gets plain MVDS records for it."""
+
+MAX_QUERY_RANGES = 64
+"""Most ranges of one query this node answers.  An mvds query fits one
+datagram (about 40 ranges at most); each range may cost 16 fingerprints and
+a 16-fold answer, so a larger query is ignored (counted) rather than let a
+peer buy that much work and traffic with one datagram."""
 
 FIRST_TIMEOUT = 2.0
 """Seconds without an answer before a session is started afresh (doubling)."""
@@ -191,6 +197,9 @@ class Catchup:
         if not store.is_shared(message.group_id, peer):
             self._engine.stats["reconcile_refused"] += 1
             return  # says nothing about groups not shared with it
+        if len(message.ranges) > MAX_QUERY_RANGES:
+            self._engine.stats["reconcile_refused_large"] += 1
+            return
         replies = respond(store.range_index(message.group_id), message)
         self._queue(peer, replies, now)
         key = (message.group_id, peer)

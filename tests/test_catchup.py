@@ -142,3 +142,32 @@ def test_queries_are_answered_only_for_shared_groups_and_within_a_size():
     assert answers() == [] and a.stats["reconcile_refused_large"] == 1
     a.receive(peer("b"), query(GROUP, one), net.now)
     assert len(answers()) == 1
+
+
+def test_a_peer_away_longer_than_park_after_costs_no_records_and_no_sends():
+    net = Net(seed=7)
+    config = replace(ON, park_after=20.0)
+    a = net.add("a", replace(config, node_id=peer("a")))
+    net.add("b", replace(config, node_id=peer("b")))
+    net.share(GROUP, "a", "b")
+    net.run(5)
+    net.online = lambda name, t: name != "b" or not 10 <= t < 300
+    first = [net.append("a", b"before parking %d" % i).id for i in range(100)]
+    net.run(60)  # b silent since ~10 s: parked after 20 s
+    assert a.stats["reconcile_parked"] == 1
+    assert a.store.record_count() == 0
+    parked_since = net.now
+    later = []
+    for i in range(200):  # appends while it is parked
+        later.append(net.append("a", b"while parked %d" % i).id)
+        net.run(1)
+        assert a.store.record_count() == 0, "no records kept for a parked peer"
+    net.run(299 - net.now)
+    to_b = [s for s in net.sent if s.src == "a" and s.dst == "b" and s.time >= parked_since]
+    assert not any(s.payload.messages or s.payload.offers for s in to_b), "nothing but probes"
+    assert all(s.payload.reconcile or not s.payload.record_count() for s in to_b)
+    net.run(60)  # b is back
+    assert set(net.received_ids("b")) == set(first) | set(later)
+    assert len(net.received_ids("b")) == 300  # exactly once
+    assert a.stats["reconcile_unparked"] == 1
+    assert net.quiet()

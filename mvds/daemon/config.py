@@ -109,7 +109,7 @@ class NodeConfig:
     reconcile_interval_s: float = 300.0
     """Seconds between anti-entropy reconciliations of each group with each peer (with reconcile on)."""
     park_after_s: float = 120.0
-    """A peer heard again after a longer silence is reconciled at once (with reconcile on)."""
+    """A peer that speaks reconciliation, silent this long, is parked: no sync records kept for it; reconciled when back."""
     loss: float = 0.0
     """Simulated loss: this fraction of datagrams in and out is dropped."""
     seed: int | None = None

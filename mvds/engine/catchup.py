@@ -17,6 +17,13 @@ records, paced like every other record:
 * **When a peer is heard again** after a silence longer than ``park_after``,
   and when the engine first hears a peer that speaks it (a restart), every
   group shared with it is reconciled.
+* **Parking**: a peer that speaks it and has been silent longer than
+  ``park_after`` is parked: its records are dropped (and records made for
+  it later, by appends and relays, as soon as they appear), and one durable
+  mark per (group, peer) says "reconcile when back".  State for an absent
+  peer is O(groups), and nothing is sent to it but the reconciliation
+  queries that probe for it (backing off up to ``reconcile_interval``).
+  Anything from it unparks it; its marked groups are then reconciled.
 * **Anti-entropy**: each (group, peer) again ``reconcile_interval`` seconds
   after its last completed session.  In sync, that is one fingerprint each
   way.
@@ -52,7 +59,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mvds.engine.reconcile import INFINITY, Session, respond
-from mvds.engine.records import Mode, Record, RecordType
+from mvds.engine.records import UNKNOWN_GROUP, Mode, Record, RecordType
 from mvds.store.rangeindex import key_id
 from mvds.wire import FEATURE_RECONCILE, Mode as RangeMode, Payload, ReconcileMessage
 
@@ -81,6 +88,14 @@ _HISTORY = "rbsr-history/"
 
 def _history_key(group_id: bytes, peer: bytes) -> str:
     return f"{_HISTORY}{group_id.hex()}/{peer.hex()}"
+
+
+_NEW = b"1"
+"""Mark value: a newly shared group's history (plain records if the peer
+turns out not to speak reconciliation)."""
+
+_PARKED = b"2"
+"""Mark value: the peer was parked; reconcile the group when it is back."""
 
 
 @dataclass
@@ -132,10 +147,17 @@ class Catchup:
         """Peers asked whether they speak it: (next hello, wait after it).  A
         hello can be lost: until the peer answers, it is repeated at 0.5,
         1, 2, 4 ... seconds (a few datagrams before the deadline)."""
+        self._parked: set[bytes] = set()
+        """Peers silent longer than ``park_after``: no records are kept for
+        them, one mark per (group, peer) says "reconcile when back"."""
         store = self._store
         for group_id, peers in store.sharing().items():
             for peer in peers:
-                if store.get_meta(_history_key(group_id, peer)):
+                mark = store.get_meta(_history_key(group_id, peer))
+                if mark == _PARKED:
+                    self._history.add((group_id, peer))
+                    self._parked.add(peer)
+                elif mark:
                     self._history.add((group_id, peer))
                     self._undecided[(group_id, peer)] = now + NEGOTIATE_TIMEOUT
                     self._probes[peer] = (now, 0.5)
@@ -147,7 +169,7 @@ class Catchup:
         if self._supports.get(peer) is False:
             return False
         self._history.add((group_id, peer))
-        self._store.set_meta(_history_key(group_id, peer), b"1")
+        self._store.set_meta(_history_key(group_id, peer), _NEW)
         if self._supports.get(peer):
             self._start(group_id, peer, now)
         else:
@@ -171,6 +193,9 @@ class Catchup:
         long the peer had not been heard (None: never, since we started)."""
         if self.pending(peer):
             self._engine._schedule_flush(peer, now)  # settled records made room
+        if peer in self._parked:
+            self._parked.discard(peer)  # back: its marks get it reconciled below
+            self._engine.stats["reconcile_unparked"] += 1
         speaks = bool(payload.features & FEATURE_RECONCILE)
         known = self._supports.get(peer)
         self._supports[peer] = speaks
@@ -273,6 +298,7 @@ class Catchup:
     def _plain(self, peer: bytes, now: float) -> None:
         """The peer does not speak reconciliation: plain MVDS for it."""
         engine = self._engine
+        self._parked.discard(peer)
         for key in [k for k in self._runs if k[1] == peer]:
             del self._runs[key]
         for key in [k for k in self._next_round if k[1] == peer]:
@@ -316,9 +342,42 @@ class Catchup:
             session.give_ids.clear()
             session.give_ranges.clear()
 
+    def _park(self, peer: bytes, now: float) -> None:
+        """``peer`` (which speaks reconciliation) has been silent longer than
+        ``park_after``: keep one mark per group instead of its records."""
+        store = self._store
+        self._parked.add(peer)
+        self._engine.stats["reconcile_parked"] += 1
+        for group_id, peers in store.sharing().items():
+            if peer in peers:
+                self._history.add((group_id, peer))
+                store.set_meta(_history_key(group_id, peer), _PARKED)
+                self._give.pop((group_id, peer), None)
+                self._runs.pop((group_id, peer), None)
+
+    def _drop_parked_records(self) -> None:
+        """Records made for parked peers (appends, relays, REQUESTs) go at
+        once: nothing but reconciliation probes is sent to a parked peer."""
+        store = self._store
+        with_records = set(store.peers_with_records()) & self._parked
+        for peer in with_records:
+            groups = [g for g, peers in store.sharing().items() if peer in peers]
+            dropped = sum(store.delete_group_records(g, peer) for g in [*groups, UNKNOWN_GROUP])
+            self._engine.stats["reconcile_parked_records_dropped"] += dropped
+            self._engine._next_due_stale = True
+
     def tick(self, now: float) -> None:
         """Start due anti-entropy rounds; restart stalled sessions; give
-        histories to peers that never said they speak reconciliation."""
+        histories to peers that never said they speak reconciliation; park
+        peers silent for longer than ``park_after``."""
+        engine = self._engine
+        for peer, speaks in self._supports.items():
+            if speaks and peer not in self._parked:
+                heard = engine.last_heard(peer)
+                if heard is not None and now - heard > self._park_after:
+                    self._park(peer, now)
+        if self._parked:
+            self._drop_parked_records()
         for key, deadline in list(self._undecided.items()):
             if self._supports.get(key[1]):
                 del self._undecided[key]  # decided: its sessions sync the history
@@ -349,6 +408,11 @@ class Catchup:
         times.extend(self._next_round.values())
         times.extend(self._undecided.values())
         times.extend(at for at, _ in self._probes.values())
+        engine = self._engine
+        for peer, speaks in self._supports.items():
+            heard = engine.last_heard(peer)
+            if speaks and peer not in self._parked and heard is not None:
+                times.append(heard + self._park_after + 1e-6)
         return min(times) if times else None
 
     def pending(self, peer: bytes) -> bool:

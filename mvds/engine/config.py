@@ -109,8 +109,9 @@ class EngineConfig:
     speaks it (one fingerprint each way when in sync)."""
 
     park_after: float = 120.0
-    """A peer heard again after a silence longer than this is reconciled
-    (every group shared with it) when it speaks reconciliation."""
+    """A peer that speaks reconciliation and has been silent longer than
+    this is parked (its records dropped for one "reconcile when back" mark
+    per group); heard again after such a silence, it is reconciled."""
 
     node_id: bytes = b""
     """This node's own peer id, if the caller knows it.  Of two nodes that

@@ -171,3 +171,16 @@ def test_a_peer_away_longer_than_park_after_costs_no_records_and_no_sends():
     assert len(net.received_ids("b")) == 300  # exactly once
     assert a.stats["reconcile_unparked"] == 1
     assert net.quiet()
+
+
+def test_a_parked_peer_that_was_only_quiet_gets_news_within_seconds():
+    net = Net(seed=8)
+    config = replace(ON, park_after=20.0, reconcile_interval=600.0)
+    a = net.add("a", replace(config, node_id=peer("a")))
+    net.add("b", replace(config, node_id=peer("b")))
+    net.share(GROUP, "a", "b")
+    net.run(100)  # nobody says anything: b looks away to a, and is parked
+    assert a.stats["reconcile_parked"] == 1
+    news = net.append("a", b"news")
+    net.run(5)
+    assert news.id in net.received_ids("b")

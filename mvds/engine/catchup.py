@@ -355,9 +355,13 @@ class Catchup:
                 self._give.pop((group_id, peer), None)
                 self._runs.pop((group_id, peer), None)
 
-    def _drop_parked_records(self) -> None:
+    def _drop_parked_records(self, now: float) -> None:
         """Records made for parked peers (appends, relays, REQUESTs) go at
-        once: nothing but reconciliation probes is sent to a parked peer."""
+        once: nothing but reconciliation probes is sent to a parked peer.
+        A peer can be silent and still there (nothing to say): something
+        new for it brings the next probe forward to the current backoff, so
+        it gets the news within seconds if it is, and a query per backoff
+        (at most one per ``reconcile_interval``) if it is not."""
         store = self._store
         with_records = set(store.peers_with_records()) & self._parked
         for peer in with_records:
@@ -365,6 +369,11 @@ class Catchup:
             dropped = sum(store.delete_group_records(g, peer) for g in [*groups, UNKNOWN_GROUP])
             self._engine.stats["reconcile_parked_records_dropped"] += dropped
             self._engine._next_due_stale = True
+            for group_id in groups:
+                key = (group_id, peer)
+                at = now + self._failures.get(key, FIRST_TIMEOUT)
+                if key not in self._runs and self._next_round.get(key, at + 1) > at:
+                    self._next_round[key] = at
 
     def tick(self, now: float) -> None:
         """Start due anti-entropy rounds; restart stalled sessions; give
@@ -377,7 +386,7 @@ class Catchup:
                 if heard is not None and now - heard > self._park_after:
                     self._park(peer, now)
         if self._parked:
-            self._drop_parked_records()
+            self._drop_parked_records(now)
         for key, deadline in list(self._undecided.items()):
             if self._supports.get(key[1]):
                 del self._undecided[key]  # decided: its sessions sync the history

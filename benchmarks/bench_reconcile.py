@@ -15,6 +15,11 @@
   records for B (polled every 20 ms, so a lower bound of the true peak).
   ``plain`` is today's path (a record per historic message); both run in
   the same invocation.
+* ``reconcile.away.<plain|reconcile>``: B is stopped (SIGTERM) while A
+  appends N messages, then restarted.  A's sync records for B at the end of
+  the appends (with reconciliation B is parked after ``park_after_s`` = 2 s),
+  A's retransmissions while B was away, and the time from B's restart until
+  it has handed over all N.
 """
 
 from __future__ import annotations
@@ -175,6 +180,58 @@ def join(count: int, reconcile: bool) -> dict[str, float]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+def away(count: int, reconcile: bool) -> dict[str, float]:
+    base = Path(tempfile.mkdtemp(prefix="mvds-bench-away-"))
+    daemons: list[BenchDaemon] = []
+    try:
+        ids = {}
+        for name in "ab":
+            _, identity = init_node_dir(base / name)
+            ids[name] = identity.peer_id_hex
+        listens = {n: load_config(base / n / "mvds.toml").listen for n in "ab"}
+        for name in "ab":
+            other = "b" if name == "a" else "a"
+            config = load_config(base / name / "mvds.toml")
+            config.reconcile = reconcile
+            config.park_after_s = 2.0
+            config.groups = [GROUP]
+            config.peers = [PeerConfig(other, ids[other], listens[other], [GROUP])]
+            save_config(base / name / "mvds.toml", config)
+        daemons = [BenchDaemon(base / n) for n in "ab"]
+        for daemon in daemons:
+            daemon.start()
+        a, b = daemons
+        time.sleep(0.5)
+        b.stop()
+        time.sleep(3.0)  # longer than park_after_s
+        retransmitted = a.status()["engine"].get("retransmissions", 0)
+        with a.client() as client:
+            for offset in range(0, count, 1000):
+                n = min(1000, count - offset)
+                client.request("append_many", group=GROUP, texts=[body(offset + i) for i in range(n)])
+        time.sleep(3.0)
+        status = a.status()
+        records = sum(status["peers"][0]["pending"].values())
+        retransmitted = status["engine"].get("retransmissions", 0) - retransmitted
+        started = time.perf_counter()
+        b.start()
+        subscriber = Subscriber(b)
+        try:
+            subscriber.wait_for(count, timeout=max(300.0, count / 50))
+            elapsed = max(subscriber.arrivals.values()) - started
+        finally:
+            subscriber.close()
+        return {
+            "records_for_absent_peer": records,
+            "retransmissions_while_away": retransmitted,
+            "seconds_to_catch_up": elapsed,
+        }
+    finally:
+        for daemon in daemons:
+            daemon.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def benchmarks(quick: bool) -> list[Benchmark]:
     shared = 10_000 if quick else 1_000_000
     extra = 100 if quick else 1_000
@@ -219,6 +276,23 @@ def benchmarks(quick: bool) -> list[Benchmark]:
                          "wire_bytes_per_message": "B/msg", "peak_records": "records"},
                 targets={"peak_records": "<= max_inflight (1,024)" if reconcile else ""},
                 params={"messages": joining, "body_bytes": 256, "reconcile": reconcile},
+            )
+        )
+    for reconcile in (False, True):
+        label = "reconcile" if reconcile else "plain"
+        out.append(
+            Benchmark(
+                name=f"reconcile.away.{label}",
+                description=f"a peer away while {joining:,} messages are written ({label}), real daemons",
+                run=lambda reconcile=reconcile: away(joining, reconcile),
+                metrics={"records_for_absent_peer": "records",
+                         "retransmissions_while_away": "records",
+                         "seconds_to_catch_up": "s"},
+                targets={"records_for_absent_peer": "0 (parked)" if reconcile else "",
+                         "retransmissions_while_away": "0" if reconcile else "",
+                         "seconds_to_catch_up": "<= 10"},
+                params={"messages": joining, "body_bytes": 256, "reconcile": reconcile,
+                        "park_after_s": 2.0},
             )
         )
     return out

@@ -184,3 +184,22 @@ def test_a_parked_peer_that_was_only_quiet_gets_news_within_seconds():
     news = net.append("a", b"news")
     net.run(5)
     assert news.id in net.received_ids("b")
+
+
+def test_a_returning_parked_peer_does_not_wait_out_a_lost_probe():
+    net = Net(seed=9)
+    config = replace(ON, park_after=5.0, reconcile_interval=600.0)
+    a = net.add("a", replace(config, node_id=peer("a")))
+    b = net.add("b", replace(config, node_id=peer("b")))
+    net.share(GROUP, "a", "b")
+    net.run(2)
+    back = 200.0
+    net.online = lambda name, t: name != "b" or not 3 <= t < back
+    net.run(10)
+    ids = [net.append("a", b"while away %d" % i).id for i in range(50)]
+    net.run(back - net.now - 1)  # probes back off while b is away
+    assert a.stats["reconcile_timeouts"] >= 4
+    net.run(1)
+    b.announce(peer("a"), net.now)  # b is back and says so
+    net.run(3)
+    assert set(net.received_ids("b")) == set(ids)

@@ -196,6 +196,12 @@ class Catchup:
         if peer in self._parked:
             self._parked.discard(peer)  # back: its marks get it reconciled below
             self._engine.stats["reconcile_unparked"] += 1
+            # A probe sent while it was away is lost and may be in a long
+            # backoff: start afresh now instead of waiting it out.
+            for key in [k for k in self._runs if k[1] == peer]:
+                del self._runs[key]
+            for key in [k for k in self._failures if k[1] == peer]:
+                del self._failures[key]
         speaks = bool(payload.features & FEATURE_RECONCILE)
         known = self._supports.get(peer)
         self._supports[peer] = speaks

@@ -21,6 +21,7 @@ what protobuf cannot: ids and group ids are 32 bytes.  Any problem raises
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Iterable, Sequence
 
 from google.protobuf.message import DecodeError
@@ -30,12 +31,18 @@ from mvds.ids import ID_SIZE, INT64_MAX, INT64_MIN, message_id
 from mvds.ids import _ID_DOMAIN, _pack_timestamp, _sha256
 
 __all__ = [
+    "FEATURE_RECONCILE",
     "Message",
+    "Mode",
     "Payload",
+    "Range",
+    "ReconcileMessage",
     "WireError",
     "decode_payload",
+    "decode_reconcile",
     "encode_message",
     "encode_payload",
+    "encode_reconcile",
     "split_payload",
 ]
 
@@ -136,20 +143,85 @@ class Message:
         )
 
 
+# --- the reconciliation extension (docs/PROTOCOL.md section 16) -------------
+
+FEATURE_RECONCILE = 1
+"""Bit of ``Payload.features``: the sender answers and sends Reconcile."""
+
+RECONCILE_INFINITY = b"\xff" * 41
+"""The bound key above every item (see :mod:`mvds.store.rangeindex`)."""
+
+_BIAS = 1 << 63
+
+
+class Mode(IntEnum):
+    """What a reconcile range carries."""
+
+    SKIP = 0
+    FINGERPRINT = 1
+    IDLIST = 2
+    IDLIST_REPLY = 3
+
+
+@dataclass(slots=True)
+class Range:
+    """One range of a reconcile message; its lower bound is the previous
+    range's upper bound (or the message's ``lower``)."""
+
+    upper: bytes
+    """Bound key: 8-byte biased big-endian timestamp || id prefix
+    (:func:`mvds.store.rangeindex.make_key`), or ``RECONCILE_INFINITY``."""
+    mode: Mode
+    fingerprint: bytes = b""
+    ids: list[bytes] = field(default_factory=list)
+    """IDLIST: the sender's ids in the range, in item order.  IDLIST_REPLY:
+    the replier's ids in the range that the list did not name."""
+    missing: bytes = b""
+    """IDLIST_REPLY: bit ``i`` (byte ``i // 8``, bit ``i % 8``, least
+    significant first) set when the replier lacks the list's ``i``-th id."""
+
+
+@dataclass(slots=True)
+class ReconcileMessage:
+    """A reconcile message about one group: contiguous ranges from ``lower``."""
+
+    group_id: bytes
+    lower: bytes
+    ranges: list[Range]
+    reply: bool = False
+    """An answer from the responder (True) or a query from the initiator."""
+
+    @property
+    def upper(self) -> bytes:
+        return self.ranges[-1].upper if self.ranges else self.lower
+
+
 @dataclass(slots=True)
 class Payload:
-    """One MVDS payload: ACK, OFFER and REQUEST ids and whole MESSAGEs."""
+    """One MVDS payload: ACK, OFFER and REQUEST ids and whole MESSAGEs, and
+    mvds's extension fields (ignored by the reference implementation)."""
 
     acks: list[bytes] = field(default_factory=list)
     offers: list[bytes] = field(default_factory=list)
     requests: list[bytes] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
+    features: int = 0
+    """Extensions the sender speaks (``FEATURE_RECONCILE``); not a record."""
+    reconcile: list[ReconcileMessage] = field(default_factory=list)
 
     def is_empty(self) -> bool:
-        return not (self.acks or self.offers or self.requests or self.messages)
+        return not (
+            self.acks or self.offers or self.requests or self.messages or self.reconcile
+        )
 
     def record_count(self) -> int:
-        return len(self.acks) + len(self.offers) + len(self.requests) + len(self.messages)
+        return (
+            len(self.acks)
+            + len(self.offers)
+            + len(self.requests)
+            + len(self.messages)
+            + len(self.reconcile)
+        )
 
 
 # --- encoding -------------------------------------------------------------
@@ -245,7 +317,49 @@ def _message_field(message: Message) -> bytes:
     return _length_delimited(_TAG_MESSAGE, encode_message(message))
 
 
-def _fields(payload: Payload) -> Iterable[bytes]:
+def _bound_fields(key: bytes, ts_tag: bytes, id_tag: bytes, infinite_tag: bytes | None) -> bytes:
+    if key == RECONCILE_INFINITY:
+        assert infinite_tag is not None
+        return infinite_tag + b"\x01"
+    timestamp = int.from_bytes(key[:8], "big") - _BIAS
+    out = ts_tag + _varint(timestamp) if timestamp else b""
+    prefix = key[8:]
+    if prefix:
+        out += _length_delimited(id_tag, prefix)
+    return out
+
+
+def _range_encoding(r: Range) -> bytes:
+    parts = [_bound_fields(r.upper, b"\x08", b"\x12", b"\x18")]
+    if r.mode:
+        parts.append(b"\x20" + _varint(int(r.mode)))
+    if r.fingerprint:
+        parts.append(_length_delimited(b"\x2a", r.fingerprint))
+    for identifier in r.ids:
+        parts.append(_length_delimited(b"\x32", identifier))
+    if r.missing:
+        parts.append(_length_delimited(b"\x3a", r.missing))
+    return b"".join(parts)
+
+
+def encode_reconcile(message: ReconcileMessage) -> bytes:
+    """Encode a ``Reconcile`` (docs/PROTOCOL.md section 16), as protobuf would."""
+    parts = [
+        _length_delimited(b"\x0a", message.group_id),
+        _bound_fields(message.lower, b"\x10", b"\x1a", None),
+    ]
+    for r in message.ranges:
+        parts.append(_length_delimited(b"\x22", _range_encoding(r)))
+    if message.reply:
+        parts.append(b"\x28\x01")
+    return b"".join(parts)
+
+
+_TAG_FEATURES = b"\x50"  # field 10, varint
+_TAG_RECONCILE = b"\x5a"  # field 11, length-delimited
+
+
+def _fields(payload: Payload, features: bool = True) -> Iterable[bytes]:
     """Each record's field encoding, in protobuf's canonical (field number) order."""
     for identifier in payload.acks:
         yield _id_field(_TAG_ACK, identifier)
@@ -255,6 +369,10 @@ def _fields(payload: Payload) -> Iterable[bytes]:
         yield _id_field(_TAG_REQUEST, identifier)
     for message in payload.messages:
         yield _message_field(message)
+    if payload.features and features:
+        yield _TAG_FEATURES + _varint(payload.features)
+    for reconcile in payload.reconcile:
+        yield _length_delimited(_TAG_RECONCILE, encode_reconcile(reconcile))
 
 
 def encode_payload(payload: Payload) -> bytes:
@@ -270,21 +388,25 @@ def split_payload(payload: Payload, max_size: int) -> list[bytes]:
     retransmits).  Records are packed greedily in their order; a single
     message whose encoding exceeds ``max_size`` travels alone in a chunk of
     its own, larger than ``max_size``.  An empty payload gives one empty
-    chunk, which still tells the peer we are here.
+    chunk, which still tells the peer we are here.  ``features`` goes
+    into every chunk.
     """
     if max_size < 64:
         raise ValueError("max_size below 64 bytes cannot carry a single record")
+    # ``features`` describes the sender, not a record: every chunk has it,
+    # so a receiver learns it from any datagram (docs/PROTOCOL.md 16.1).
+    head = _TAG_FEATURES + _varint(payload.features) if payload.features else b""
     chunks: list[bytes] = []
-    current: list[bytes] = []
-    size = 0
-    for encoded in _fields(payload):
-        if size + len(encoded) > max_size and current:
+    current: list[bytes] = [head]
+    size = len(head)
+    for encoded in _fields(payload, features=False):
+        if size + len(encoded) > max_size and len(current) > 1:
             chunks.append(b"".join(current))
-            current = []
-            size = 0
+            current = [head]
+            size = len(head)
         current.append(encoded)
         size += len(encoded)
-    if current or not chunks:
+    if len(current) > 1 or not chunks:
         chunks.append(b"".join(current))
     return chunks
 
@@ -338,4 +460,58 @@ def decode_payload(data: bytes) -> Payload:
         offers=_check_ids("offer", parsed.offers),
         requests=_check_ids("request", parsed.requests),
         messages=messages,
+        features=parsed.features,
+        reconcile=[_reconcile_from(index, pr) for index, pr in enumerate(parsed.reconcile)],
     )
+
+
+def _bound_key(where: str, timestamp: int, prefix: bytes) -> bytes:
+    if len(prefix) > ID_SIZE:
+        raise WireError(f"{where}: an id prefix is at most {ID_SIZE} bytes")
+    # Trailing zero bytes name the same bound: drop them (one canonical form).
+    return (timestamp + _BIAS).to_bytes(8, "big") + prefix.rstrip(b"\x00")
+
+
+def _reconcile_from(index: int, pr: "_pb.Reconcile") -> ReconcileMessage:
+    where = f"reconcile {index}"
+    if len(pr.group_id) != ID_SIZE:
+        raise WireError(f"{where} has a {len(pr.group_id)}-byte group id")
+    lower = _bound_key(where, pr.lower_timestamp, pr.lower_id)
+    ranges = []
+    previous = lower
+    for n, prange in enumerate(pr.ranges):
+        at = f"{where} range {n}"
+        if previous == RECONCILE_INFINITY:
+            raise WireError(f"{at} follows the infinite bound")
+        if prange.infinite:
+            upper = RECONCILE_INFINITY
+        else:
+            upper = _bound_key(at, prange.timestamp, prange.id)
+        if upper <= previous:
+            raise WireError(f"{at}: bounds must increase")
+        if prange.mode > Mode.IDLIST_REPLY:
+            raise WireError(f"{at}: unknown mode {prange.mode}")
+        mode = Mode(prange.mode)
+        if mode is Mode.FINGERPRINT and len(prange.fingerprint) != 16:
+            raise WireError(f"{at}: a fingerprint is 16 bytes")
+        ranges.append(
+            Range(
+                upper,
+                mode,
+                prange.fingerprint,
+                _check_ids(f"{at} id", prange.ids),
+                prange.missing,
+            )
+        )
+        previous = upper
+    return ReconcileMessage(pr.group_id, lower, ranges, pr.reply)
+
+
+def decode_reconcile(data: bytes) -> ReconcileMessage:
+    """Parse one ``Reconcile`` encoding (tests and tools; payloads carry them)."""
+    parsed = _pb.Reconcile()
+    try:
+        parsed.ParseFromString(bytes(data))
+    except Exception as exc:
+        raise WireError(f"malformed reconcile: {exc}") from None
+    return _reconcile_from(0, parsed)

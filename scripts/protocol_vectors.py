@@ -15,7 +15,9 @@ from pathlib import Path
 from mvds.ids import group_id_for_name, message_id
 from mvds.secure import EnvelopeCodec, Identity, NonceCounter
 from mvds.secure.keys import direction_key
-from mvds.wire import Message, Payload, encode_payload
+from mvds.engine.reconcile import INFINITY, MIN_BOUND, Session, fingerprint_of_ids, respond
+from mvds.store.rangeindex import RangeIndex, make_key
+from mvds.wire import FEATURE_RECONCILE, Message, Mode, Payload, Range, ReconcileMessage, encode_payload
 
 # RFC 7748 section 6.1: implementers can check their X25519 against the RFC too.
 ALICE_PRIVATE = bytes.fromhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
@@ -44,6 +46,42 @@ def edge_payload() -> Payload:
             Message(GROUP, -1, b"x"),
         ]
     )
+
+
+def reconcile_vectors() -> dict[str, Payload]:
+    """Section 15: payloads of a reconciliation of GROUP.
+
+    The initiator holds one item: the ``message_id`` vector's message
+    (timestamp 1700000000).  ``reconcile_split_reply`` comes from a responder
+    holding 20 items ``(1700000000 + i, SHA-256(u64le(i)))``, i = 0..19, that
+    was asked with the fingerprint of an empty set; ``reconcile_idlist_*``
+    from a responder holding the vector message and ``(1700000001, 0x33 x 32)``.
+    """
+    import hashlib
+
+    vector_id = message_id(GROUP, 1700000000, b"hello world")
+    one = RangeIndex([make_key(1700000000, vector_id)])
+    query = Session(GROUP, one).start()
+    twenty = RangeIndex(
+        [make_key(1700000000 + i, hashlib.sha256(i.to_bytes(8, "little")).digest()) for i in range(20)]
+    )
+    empty_query = Session(GROUP, RangeIndex()).start()
+    listed = ReconcileMessage(
+        GROUP, MIN_BOUND, [Range(INFINITY, Mode.IDLIST, ids=[vector_id, bytes([0x22]) * 32])]
+    )
+    holder = RangeIndex([make_key(1700000000, vector_id), make_key(1700000001, bytes([0x33]) * 32)])
+
+    def payload(messages: list[ReconcileMessage]) -> Payload:
+        return Payload(features=FEATURE_RECONCILE, reconcile=messages)
+
+    return {
+        "reconcile_query": payload(query),
+        "reconcile_in_sync_reply": payload(respond(one, query[0])),
+        "reconcile_empty_reply": payload(respond(RangeIndex(), query[0])),
+        "reconcile_split_reply": payload(respond(twenty, empty_query[0])),
+        "reconcile_idlist_query": payload([listed]),
+        "reconcile_idlist_reply": payload(respond(holder, listed)),
+    }
 
 
 def _seal_at(sender: Identity, receiver: Identity, counter: int, payload: bytes) -> bytes:
@@ -81,6 +119,11 @@ def vectors() -> dict[str, bytes]:
         "sealed_alice_to_bob": _seal_at(alice, bob, SEALED_COUNTER, payload),
         "sealed_hello_bob_to_alice": _seal_at(bob, alice, HELLO_COUNTER, b""),
         "plaintext_alice_to_bob": _plaintext(alice, bob, payload),
+        "fingerprint_one": fingerprint_of_ids([message_id(GROUP, 1700000000, b"hello world")]),
+        "fingerprint_two": fingerprint_of_ids(
+            [message_id(GROUP, 1700000000, b"hello world"), bytes([0x11]) * 32]
+        ),
+        **{name: encode_payload(p) for name, p in reconcile_vectors().items()},
     }
 
 

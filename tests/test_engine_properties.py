@@ -10,6 +10,11 @@ offline periods; then the network heals.  Whatever hypothesis draws:
 * nothing is delivered that nobody appended;
 * once healed and quiet, every node's sync state is empty.
 
+Each node draws whether it catches up by range-based reconciliation
+(mvds/engine/catchup.py), so networks mix nodes that speak it with nodes
+that do not, and some links are shared only after messages were written
+(their history travels by reconciliation or, with a plain peer, by records).
+
 Runs are seeded (the drawn ``seed`` drives the network) and the hypothesis
 profile is derandomized by default, so failures reproduce.
 """
@@ -57,6 +62,7 @@ def scenarios(draw):
             "mode": draw(st.sampled_from([Mode.BATCH, Mode.INTERACTIVE])),
             "delivery": draw(st.sampled_from([Delivery.CAUSAL, Delivery.EVENTUAL])),
             "max_inflight": draw(st.sampled_from([2, 8, 1024])),
+            "reconcile": draw(st.booleans()),
             "offline": draw(
                 st.lists(
                     st.tuples(
@@ -79,9 +85,11 @@ def scenarios(draw):
             max_size=25,
         )
     )
+    late = draw(st.sets(st.sampled_from(sorted(edges)), max_size=2))
     return {
         "names": names,
         "edges": sorted(edges),
+        "late": sorted(late),
         "edges2": sorted(edges2),
         "members2": members2,
         "nodes": nodes,
@@ -121,22 +129,34 @@ def run_scenario(sc):
                 max_inflight=spec["max_inflight"],
                 policy=ExponentialBackoff(max_delay=32),
                 seed=sc["seed"],
+                reconcile=spec.get("reconcile", False),
+                reconcile_interval=30.0,
+                park_after=10.0,
             ),
         )
+    late = set(sc.get("late", ()))
     for a, b in sc["edges"]:
-        net.share(GROUP, a, b)
+        if (a, b) not in late:
+            net.share(GROUP, a, b)
     for a, b in sc.get("edges2", ()):
         net.share(GROUP2, a, b)
 
     appended: dict[bytes, dict] = {}
     own: dict[str, list[bytes]] = {name: [] for name in sc["names"]}
     for i, (t, name, second) in enumerate(sc["appends"]):
+        if late and t >= 25.0:  # shared after some history was written
+            net.run(max(0.0, 25.0 - net.now))
+            for a, b in sorted(late):
+                net.share(GROUP, a, b)
+            late = set()
         net.run(max(0.0, t - net.now))
         group = GROUP2 if (second and name in sc.get("members2", "")) else GROUP
         m = net.append(name, b"%s-%d" % (name.encode(), i), group)
         appended[m.id] = {"author": name, "message": m, "group": group}
         own[name].append(m.id)
         # Causal check needs to know what the author had when appending.
+    for a, b in sorted(late):
+        net.share(GROUP, a, b)
     net.run(max(0.0, healed["at"] - net.now))
     net.loss = 0.0
     net.duplicate = 0.0

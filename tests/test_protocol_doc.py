@@ -138,3 +138,76 @@ def test_schema_in_the_document_is_the_committed_proto(name):
 
     assert _fields(message_block(doc_schema)) == _fields(message_block(proto))
     assert _fields(message_block(doc_schema))
+
+
+# --- section 16: the reconciliation extension ---------------------------------------
+
+
+def _section(number: int) -> str:
+    start = DOC.index(f"## {number}. ")
+    end = DOC.find("\n## ", start + 1)
+    return DOC[start:] if end < 0 else DOC[start:end]
+
+
+@pytest.mark.parametrize("name", ["Reconcile", "Range"])
+def test_section_16_schema_is_the_committed_proto(name):
+    proto = (ROOT / "proto" / "mvds.proto").read_text()
+    blocks = re.findall(r"```proto\n(.*?)```", _section(16), re.S)
+
+    def message_block(text):
+        return re.search(rf"message {name} \{{(.*?)\}}", text, re.S).group(1)
+
+    documented = next(b for b in blocks if f"message {name} " in b)
+    assert _fields(message_block(documented)) == _fields(message_block(proto))
+
+
+def test_section_16_extension_fields_and_key_bytes():
+    from mvds.engine.reconcile import BUCKETS, IDLIST_THRESHOLD
+    from mvds.engine.catchup import NEGOTIATE_TIMEOUT
+    from mvds.wire import FEATURE_RECONCILE
+
+    proto = (ROOT / "proto" / "mvds.proto").read_text()
+    section = _section(16)
+    for field in ("uint32 features = 10", "repeated Reconcile reconcile = 11"):
+        assert field in proto and field in section
+    assert FEATURE_RECONCILE == 1 and "bit 0 (value 1)" in section
+    assert f"**{BUCKETS} sub-ranges**" in section and f"more than\n{IDLIST_THRESHOLD} items" in section
+    assert f"says nothing within {NEGOTIATE_TIMEOUT:.0f} s" in section
+    # Every key byte in the table is (field number << 3) | wire type.
+    schema = "".join(re.findall(r"```proto\n(.*?)```", section, re.S))
+    numbers = {}
+    for message in ("Payload", "Reconcile", "Range"):
+        body = re.search(rf"message {message} \{{(.*?)\}}", schema, re.S).group(1)
+        for kind, name, number in re.findall(r"^\s*(?:repeated )?(\w+) (\w+) = (\d+);", body, re.M):
+            numbers[f"{message}.{name}"] = (kind, int(number))
+    rows = re.findall(r"^\| (\w+\.\w+)\s+\| `0x([0-9a-f]{2})`", section, re.M)
+    assert len(rows) == 14
+    for field, key in rows:
+        kind, number = numbers[field]
+        wire_type = 0 if kind in ("uint32", "int64", "bool") else 2
+        assert int(key, 16) == (number << 3) | wire_type, field
+
+
+def test_section_16_vectors_decode_as_documented():
+    from mvds.engine.reconcile import INFINITY, MIN_BOUND, fingerprint_of_ids
+    from mvds.wire import Mode
+
+    query = decode_payload(VECTORS["reconcile_query"])
+    assert query.features == 1 and query.record_count() == 1
+    (q,) = query.reconcile
+    assert q.group_id == bytes(range(32)) and q.lower == MIN_BOUND and not q.reply
+    (r,) = q.ranges
+    assert (r.upper, r.mode, r.fingerprint) == (INFINITY, Mode.FINGERPRINT, VECTORS["fingerprint_one"])
+    assert VECTORS["fingerprint_one"] == fingerprint_of_ids([VECTORS["message_id"]])
+    (skip,) = decode_payload(VECTORS["reconcile_in_sync_reply"]).reconcile
+    assert skip.reply and [x.mode for x in skip.ranges] == [Mode.SKIP]
+    (empty,) = decode_payload(VECTORS["reconcile_empty_reply"]).reconcile
+    assert [(x.mode, x.ids) for x in empty.ranges] == [(Mode.IDLIST, [])]
+    (split,) = decode_payload(VECTORS["reconcile_split_reply"]).reconcile
+    assert len(split.ranges) == 16 and split.ranges[-1].upper == INFINITY
+    assert sum(len(x.ids) for x in split.ranges if x.mode is Mode.IDLIST) + sum(
+        1 for x in split.ranges if x.mode is Mode.FINGERPRINT
+    ) <= 20
+    (answer,) = decode_payload(VECTORS["reconcile_idlist_reply"]).reconcile
+    (a,) = answer.ranges
+    assert (a.mode, a.ids, a.missing) == (Mode.IDLIST_REPLY, [b"\x33" * 32], b"\x02")

@@ -451,3 +451,43 @@ def test_a_returned_record_can_be_deleted_then_reinserted(store):
     assert store.new_records(P, G1, 5) == [] and not store.has_new_records(P)
     store.insert_record(rec(one, kind=MESSAGE))
     assert [x.kind for x in store.new_records(P, G1, 5)] == [MESSAGE]
+
+
+# -- reconciliation index ----------------------------------------------------------
+
+
+def test_range_index_orders_a_group_by_timestamp_then_id_and_follows_appends(store):
+    from mvds.store.rangeindex import id_value, key_id, key_timestamp
+
+    early = [add(store, msg(b"e%d" % n, ts=-5 + n % 3)) for n in range(40)]
+    add(store, msg(b"other group", G2))
+    index = store.range_index(G1)  # built from what is stored ...
+    late = [add(store, msg(b"l%d" % n, ts=n % 7)) for n in range(300)]  # ... then kept up
+    messages = early + late
+    expected = sorted((m.timestamp, m.id) for m in messages)
+    keys = list(index)
+    assert [(key_timestamp(k), key_id(k)) for k in keys] == expected
+    assert store.range_index(G1) is index
+    assert len(index) == 340
+    total = sum(int.from_bytes(m.id, "little") for m in messages) % (1 << 256)
+    assert index.range_sum(0, 340) == total
+    assert index.range_sum(17, 250) == sum(map(id_value, keys[17:250])) % (1 << 256)
+    assert index.has_id(late[0].id) and not index.has_id(mid(1))
+    assert len(store.range_index(G2)) == 1 and len(store.range_index(b"3" * 32)) == 0
+
+
+def test_range_index_forgets_a_rolled_back_append(tmp_path):
+    s = SQLiteStore(tmp_path / "store.db")
+    with s.transaction():
+        add(s, msg(b"kept"))
+    assert len(s.range_index(G1)) == 1
+    with pytest.raises(RuntimeError):
+        with s.transaction():
+            add(s, msg(b"rolled back"))
+            assert len(s.range_index(G1)) == 2
+            raise RuntimeError
+    keys = list(s.range_index(G1))
+    assert len(keys) == 1
+    s.close()
+    with SQLiteStore(tmp_path / "store.db") as reopened:  # rebuilt at first use
+        assert list(reopened.range_index(G1)) == keys

@@ -24,17 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\nmvds.proto\x12\x04mvds\"Z\n\x07Payload\x12\x0c\n\x04\x61\x63ks\x18\x01 \x03(\x0c\x12\x0e\n\x06offers\x18\x02 \x03(\x0c\x12\x10\n\x08requests\x18\x03 \x03(\x0c\x12\x1f\n\x08messages\x18\x04 \x03(\x0b\x32\r.mvds.Message\"^\n\x07Message\x12\x10\n\x08group_id\x18\x01 \x01(\x0c\x12\x11\n\ttimestamp\x18\x02 \x01(\x03\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12 \n\x08metadata\x18\x04 \x01(\x0b\x32\x0e.mvds.Metadata\".\n\x08Metadata\x12\x0f\n\x07parents\x18\x01 \x03(\x0c\x12\x11\n\tephemeral\x18\x02 \x01(\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\nmvds.proto\x12\x04mvds\"\x90\x01\n\x07Payload\x12\x0c\n\x04\x61\x63ks\x18\x01 \x03(\x0c\x12\x0e\n\x06offers\x18\x02 \x03(\x0c\x12\x10\n\x08requests\x18\x03 \x03(\x0c\x12\x1f\n\x08messages\x18\x04 \x03(\x0b\x32\r.mvds.Message\x12\x10\n\x08\x66\x65\x61tures\x18\n \x01(\r\x12\"\n\treconcile\x18\x0b \x03(\x0b\x32\x0f.mvds.Reconcile\"t\n\tReconcile\x12\x10\n\x08group_id\x18\x01 \x01(\x0c\x12\x17\n\x0flower_timestamp\x18\x02 \x01(\x03\x12\x10\n\x08lower_id\x18\x03 \x01(\x0c\x12\x1b\n\x06ranges\x18\x04 \x03(\x0b\x32\x0b.mvds.Range\x12\r\n\x05reply\x18\x05 \x01(\x08\"y\n\x05Range\x12\x11\n\ttimestamp\x18\x01 \x01(\x03\x12\n\n\x02id\x18\x02 \x01(\x0c\x12\x10\n\x08infinite\x18\x03 \x01(\x08\x12\x0c\n\x04mode\x18\x04 \x01(\r\x12\x13\n\x0b\x66ingerprint\x18\x05 \x01(\x0c\x12\x0b\n\x03ids\x18\x06 \x03(\x0c\x12\x0f\n\x07missing\x18\x07 \x01(\x0c\"^\n\x07Message\x12\x10\n\x08group_id\x18\x01 \x01(\x0c\x12\x11\n\ttimestamp\x18\x02 \x01(\x03\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12 \n\x08metadata\x18\x04 \x01(\x0b\x32\x0e.mvds.Metadata\".\n\x08Metadata\x12\x0f\n\x07parents\x18\x01 \x03(\x0c\x12\x11\n\tephemeral\x18\x02 \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mvds_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PAYLOAD']._serialized_start=20
-  _globals['_PAYLOAD']._serialized_end=110
-  _globals['_MESSAGE']._serialized_start=112
-  _globals['_MESSAGE']._serialized_end=206
-  _globals['_METADATA']._serialized_start=208
-  _globals['_METADATA']._serialized_end=254
+  _globals['_PAYLOAD']._serialized_start=21
+  _globals['_PAYLOAD']._serialized_end=165
+  _globals['_RECONCILE']._serialized_start=167
+  _globals['_RECONCILE']._serialized_end=283
+  _globals['_RANGE']._serialized_start=285
+  _globals['_RANGE']._serialized_end=406
+  _globals['_MESSAGE']._serialized_start=408
+  _globals['_MESSAGE']._serialized_end=502
+  _globals['_METADATA']._serialized_start=504
+  _globals['_METADATA']._serialized_end=550
 # @@protoc_insertion_point(module_scope)

@@ -104,6 +104,12 @@ class NodeConfig:
     """How long new records may wait to be coalesced into one payload."""
     backoff_max_epochs: int = 64
     """Upper bound of the exponential retransmission backoff, in epochs."""
+    reconcile: bool = False
+    """Catch up by range-based set reconciliation with peers that announce it (others get plain MVDS)."""
+    reconcile_interval_s: float = 300.0
+    """Seconds between anti-entropy reconciliations of each group with each peer (with reconcile on)."""
+    park_after_s: float = 120.0
+    """A peer that speaks reconciliation, silent this long, is parked: no sync records kept for it; reconciled when back."""
     loss: float = 0.0
     """Simulated loss: this fraction of datagrams in and out is dropped."""
     seed: int | None = None
@@ -170,6 +176,10 @@ class NodeConfig:
             fail("flush_ms", "must be between 0 and 60000")
         if not 1 <= self.backoff_max_epochs <= 1_000_000:
             fail("backoff_max_epochs", "must be between 1 and 1000000")
+        if not 1 <= self.reconcile_interval_s <= 86_400 * 7:  # also refuses nan
+            fail("reconcile_interval_s", "must be between 1 and 604800")
+        if not 0 <= self.park_after_s <= 86_400 * 7:
+            fail("park_after_s", "must be between 0 and 604800")
         if not 0.0 <= self.loss < 1.0:
             fail("loss", "must be at least 0 and below 1")
         if self.schedule:

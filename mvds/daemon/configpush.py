@@ -32,6 +32,9 @@ def engine_config(config: NodeConfig) -> EngineConfig:
         max_requests=config.max_requests,
         max_parents=config.max_parents,
         seed=config.seed or 0,
+        reconcile=config.reconcile,
+        reconcile_interval=config.reconcile_interval_s,
+        park_after=config.park_after_s,
     )
 
 

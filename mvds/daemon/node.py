@@ -105,7 +105,9 @@ class Node:
         self.identity = identity
         self.nodedir = nodedir
         self.codec = EnvelopeCodec(identity, nonces)
-        self.engine_config = engine_config(config)
+        # The node's own id decides which side of a pair runs the periodic
+        # reconciliations (mvds/engine/catchup.py).
+        self.engine_config = dataclasses.replace(engine_config(config), node_id=identity.peer_id)
         self.log = get_logger(node=identity.peer_id_hex[:8])
         self._rng = random.Random(config.seed)
         self._radio = RadioSchedule.parse(config.schedule) if config.schedule else None

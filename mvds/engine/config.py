@@ -109,6 +109,27 @@ class EngineConfig:
     seed: int = 0
     """Seed of the jitter generator, for reproducible runs."""
 
+    reconcile: bool = False
+    """Catch up by range-based set reconciliation with peers that announce
+    it (mvds/engine/catchup.py, docs/PROTOCOL.md section 16): a newly shared
+    group's history, a peer back after ``park_after``, and anti-entropy every
+    ``reconcile_interval``.  Peers that do not announce it get plain MVDS."""
+
+    reconcile_interval: float = 300.0
+    """Seconds between anti-entropy reconciliations of a (group, peer) that
+    speaks it (one fingerprint each way when in sync)."""
+
+    park_after: float = 120.0
+    """A peer that speaks reconciliation and has been silent longer than
+    this is parked (its records dropped for one "reconcile when back" mark
+    per group); heard again after such a silence, it is reconciled."""
+
+    node_id: bytes = b""
+    """This node's own peer id, if the caller knows it.  Of two nodes that
+    speak reconciliation, only the one with the lower id runs the periodic
+    and on-reconnect reconciliations of their groups (the other answers),
+    so they are not done twice; unknown (empty), a node runs them all."""
+
     def __post_init__(self) -> None:
         if self.epoch_length <= 0:
             raise ValueError("epoch_length must be positive")
@@ -126,3 +147,7 @@ class EngineConfig:
             raise ValueError("max_body must not be negative")
         if self.max_requests < 1:
             raise ValueError("max_requests must be at least 1")
+        if not self.reconcile_interval > 0:
+            raise ValueError("reconcile_interval must be positive")
+        if not self.park_after >= 0:
+            raise ValueError("park_after must not be negative")

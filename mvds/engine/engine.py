@@ -27,6 +27,7 @@ import math
 import random
 from collections import Counter, OrderedDict, deque
 from typing import TYPE_CHECKING, Iterable
+from mvds.engine.catchup import Catchup
 from mvds.engine.config import EngineConfig
 from mvds.engine.events import (
     Event,
@@ -101,6 +102,9 @@ class Engine:
         # resume at once: a restarted node does not wait for the next epoch.
         for peer in store.peers_with_records():
             self._flush_at[peer] = now
+        # Range-based reconciliation, all of it in mvds/engine/catchup.py;
+        # the hooks below are the only places the engine calls it.
+        self._catchup = Catchup(self, now) if self.config.reconcile else None
 
     # -- time -----------------------------------------------------------
     def epoch(self, now: float) -> int:
@@ -258,6 +262,8 @@ class Engine:
         store.join(group_id)
         if not store.share(group_id, peer):
             return
+        if self._catchup is not None and self._catchup.on_share(group_id, peer, now):
+            return  # the history is reconciled instead (catchup.py)
         kind = _OFFER if self.config.mode is Mode.INTERACTIVE else _MESSAGE
         # A record for every message of the group's history, in bulk: a
         # store holding a million messages must not hold a million records
@@ -268,6 +274,8 @@ class Engine:
     def unshare(self, group_id: bytes, peer: bytes, now: float) -> None:
         """Stop syncing ``group_id`` with ``peer``; its pending records go."""
         self._next_due_stale = True
+        if self._catchup is not None:
+            self._catchup.on_unshare(group_id, peer)
         if self.store.unshare(group_id, peer):
             if self.store.delete_group_records(group_id, peer):
                 self._schedule_flush(peer, now)
@@ -290,6 +298,7 @@ class Engine:
         stats = self.stats
         stats["payloads_in"] += 1
         self._peer_counter(peer)["payloads_in"] += 1
+        last_heard = self._last_heard.get(peer)
         self._heard(peer, now, epoch)
         if payload.acks:
             self._on_acks(peer, payload.acks, now)
@@ -299,6 +308,9 @@ class Engine:
             self._on_offers(peer, payload.offers, epoch, now)
         if payload.requests:
             self._on_requests(peer, payload.requests, epoch, now)
+        if self._catchup is not None:  # features and reconcile messages
+            silence = None if last_heard is None else now - last_heard
+            self._catchup.on_payload(peer, payload, silence, now)
 
     def _heard(self, peer: bytes, now: float, epoch: int) -> None:
         """Reachability: a peer heard after a silence is back, so stop backing off.
@@ -629,6 +641,8 @@ class Engine:
         """
         epoch = self.epoch(now)
         store = self.store
+        if self._catchup is not None:
+            self._catchup.tick(now)  # due anti-entropy rounds, stalled sessions
         peers = {peer for peer, at in self._flush_at.items() if at <= now}
         dues: dict[bytes, int] = {}
         for peer in store.peers_with_records():
@@ -664,6 +678,8 @@ class Engine:
             payload.messages.extend(direct)
         announce = peer in self._announce
         self._announce.discard(peer)
+        if self._catchup is not None:  # differences into records, reconcile messages
+            self._catchup.fill(peer, payload, epoch)
         sent: list[Record] = []
         for record in store.due_records(peer, epoch):
             if self._gives_up(record, now):
@@ -807,6 +823,10 @@ class Engine:
         times = list(self._flush_at.values())
         if self._next_due is not None:
             times.append(self._next_due)
+        if self._catchup is not None:
+            catchup = self._catchup.next_time()
+            if catchup is not None:
+                times.append(catchup)
         return min(times) if times else None
 
     def events(self) -> list[Event]:
@@ -831,5 +851,6 @@ class Engine:
             and not self._acks
             and not self._direct
             and not self._announce
+            and (self._catchup is None or self._catchup.idle())
         )
 

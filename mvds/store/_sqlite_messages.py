@@ -33,6 +33,7 @@ from mvds._pb import mvds_pb2 as _pb
 from mvds.store._idfilter import IdFilter
 from mvds.store._sqlite_db import Database, Names
 from mvds.store.base import StoredMessage
+from mvds.store.rangeindex import encoded_timestamp
 from mvds.wire import Message, encode_message
 
 PAGE = 1000
@@ -440,6 +441,26 @@ class MessageLog:
             return iter(())
         self.flush()
         return self._page_group(gid, self.count)
+
+    def group_keys(self, group_id: bytes) -> Iterator[tuple[int, bytes]]:
+        """(timestamp, id) of every stored message of a group (in rid order)."""
+        gid = self._names.gid.get(group_id)
+        if gid is None:
+            return
+        self.flush()
+        after = 0
+        while True:
+            rows = self._db.all(
+                # Only the bytes that hold the timestamp (after the group id).
+                "SELECT rid, id, substr(encoded, 35, 11) FROM messages "
+                "WHERE gid = ? AND rid > ? ORDER BY rid LIMIT ?",
+                (gid, after, PAGE * 10),
+            )
+            for _, mid, head in rows:
+                yield encoded_timestamp(head, 0), mid
+            if len(rows) < PAGE * 10:
+                return
+            after = rows[-1][0]
 
     def _page_group(self, gid: int, last_rid: int) -> Iterator[bytes]:
         after = 0

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import ContextManager, Iterable, Protocol
 
 from mvds.engine.records import Record, RecordType
+from mvds.store.rangeindex import RangeIndex
 from mvds.wire import Message
 
 
@@ -130,6 +131,12 @@ class Store(Protocol):
 
     def group_message_ids(self, group_id: bytes) -> Iterable[bytes]:
         """Every stored message id of a group, oldest first."""
+        ...
+
+    def range_index(self, group_id: bytes) -> "RangeIndex":
+        """The group's messages in (timestamp, id) order with range counts
+        and id sums, for range-based set reconciliation: built on first use,
+        then kept up to date by ``add_message`` (not persisted)."""
         ...
 
     def add_waiting(self, child: bytes, missing_parents: Iterable[bytes]) -> None:

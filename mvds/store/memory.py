@@ -18,6 +18,7 @@ from typing import Iterable, Iterator
 from mvds.engine.records import Record, RecordType
 from mvds.store._record_index import RecordIndex
 from mvds.store.base import StoredMessage
+from mvds.store.rangeindex import GroupRanges, RangeIndex
 from mvds.wire import Message
 
 
@@ -37,6 +38,7 @@ class MemoryStore:
         self._index = RecordIndex()
         self._counter = itertools.count()  # placement sequence numbers
         self._meta: dict[str, bytes] = {}
+        self._ranges = GroupRanges(self._group_keys, self._messages.__contains__)
 
     # -- transactions -----------------------------------------------------
     @contextlib.contextmanager
@@ -108,6 +110,7 @@ class MemoryStore:
             raise ValueError("ephemeral messages are never stored")
         self._messages[mid] = StoredMessage(message, ready, None, received_from)
         self._group_messages[message.group_id].append(mid)
+        self._ranges.added(message.group_id, message.timestamp, mid)
         if ready:
             self._became_ready(message)
 
@@ -141,6 +144,14 @@ class MemoryStore:
 
     def group_message_ids(self, group_id: bytes) -> Iterable[bytes]:
         return list(self._group_messages.get(group_id, ()))
+
+    def range_index(self, group_id: bytes) -> RangeIndex:
+        return self._ranges.get(group_id)
+
+    def _group_keys(self, group_id: bytes) -> Iterator[tuple[int, bytes]]:
+        messages = self._messages
+        for mid in self._group_messages.get(group_id, ()):
+            yield messages[mid].message.timestamp, mid
 
     def add_waiting(self, child: bytes, missing_parents: Iterable[bytes]) -> None:
         missing = self._missing.setdefault(child, set())

@@ -41,6 +41,7 @@ from mvds.store._sqlite_messages import MessageLog, decode_stored, select_delive
 from mvds.store._sqlite_records import RecordBook
 from mvds.store.base import StoredMessage
 from mvds.store.errors import StoreError, from_sqlite
+from mvds.store.rangeindex import GroupRanges, RangeIndex
 from mvds.store.schema import SCHEMA_VERSION, check_mvds_file, migrate
 from mvds.wire import Message
 
@@ -107,6 +108,7 @@ class SQLiteStore:
                 prefetch=self._messages.prefetch,
             )
             self._load_sharing()
+            self._ranges = GroupRanges(self._messages.group_keys, self._messages.has_message)
         except BaseException:
             db.conn.close()
             raise
@@ -136,6 +138,7 @@ class SQLiteStore:
         self._messages.load()
         self._records.load()
         self._load_sharing()
+        self._ranges.clear()
 
     # -- transactions -----------------------------------------------------------------
     @contextlib.contextmanager
@@ -276,6 +279,7 @@ class SQLiteStore:
                 self.add_message, message, ready=ready, received_from=received_from
             )
         self._messages.add_message(message, ready, received_from)
+        self._ranges.added(message.group_id, message.timestamp, message.id)
 
     def mark_ready(self, message_id: bytes, *, deliver: bool) -> int | None:
         if not self._in_txn:
@@ -290,6 +294,9 @@ class SQLiteStore:
 
     def group_message_ids(self, group_id: bytes) -> Iterable[bytes]:
         return self._messages.group_message_ids(group_id)
+
+    def range_index(self, group_id: bytes) -> RangeIndex:
+        return self._ranges.get(group_id)
 
     def add_waiting(self, child: bytes, missing_parents: Iterable[bytes]) -> None:
         if not self._in_txn:

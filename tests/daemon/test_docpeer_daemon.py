@@ -305,4 +305,48 @@ def test_mixed_run_with_a_reference_sqlite_node_neither_stalls_nor_storms(tmp_pa
         assert len(tail_ids(daemon)) == count
     finally:
         ref.close()
+
+
+def test_a_daemon_with_reconciliation_on_gives_a_plain_peer_its_history_as_plain_mvds(tmp_path):
+    """docpeer does not announce reconciliation (it knows nothing of section
+    16): the daemon, with ``reconcile = true``, must sync the group's history
+    to it with plain MVDS records, and docpeer must skip the extension field."""
+    node = tmp_path / "node"
+    node_id = bytes.fromhex(cli("init", str(node), check=True).stdout.strip())
+    config = node / "mvds.toml"
+    text = config.read_text()
+    assert "reconcile = false" in text
+    assert "\ngroups = []" in text
+    text = text.replace("reconcile = false", "reconcile = true")
+    config.write_text(text.replace("\ngroups = []", '\ngroups = ["chat"]'))
+    daemon = Daemon(node).start()
+    me = docpeer.DocIdentity.generate()
+    peer = docpeer.DocPeer(me)
+    link = docpeer.DocLink(me, node_id)
+    try:
+        history = [
+            bytes.fromhex(line)
+            for line in cli("send", str(node), "chat", "--lines", input="one\ntwo\nthree\n",
+                            check=True).stdout.split()
+        ]
+        # Shared with a peer after the history was written.
+        cli("peer", "add", str(node), "doc", me.public.hex(), "%s:%d" % peer.address,
+            "--group", "chat", check=True)
+        address = tuple(daemon.status()["listen"].rsplit(":", 1))
+        address = (address[0], int(address[1]))
+        peer.send(link, address, docpeer.DocPayload())  # a hello, without features
+        got: dict[bytes, bytes] = {}
+        for _ in range(50):
+            _, payload = peer.receive({node_id: link}, timeout=5)
+            for m in payload.messages:
+                got[m.id] = m.body
+            if payload.messages:
+                peer.send(link, address, docpeer.DocPayload(acks=[m.id for m in payload.messages]))
+            if set(got) >= set(history):
+                break
+        assert sorted(got.values()) == [b"one", b"three", b"two"]
+        assert daemon.status()["engine"].get("reconcile_fallbacks") == 1
+        assert not daemon.status()["engine"].get("reconcile_out")
+    finally:
+        peer.close()
         stop_all([daemon])

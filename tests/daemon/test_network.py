@@ -72,3 +72,38 @@ def test_four_daemons_in_the_research_topology(tmp_path):
             assert daemon.status()["last_seq"] == len(everything) - len(sent[name])
     finally:
         stop_all(daemons.values())
+
+
+def test_a_new_peer_gets_the_history_by_reconciliation_with_a_window_of_records(tmp_path):
+    """Both daemons with ``reconcile`` on: B joins A's group of 600 messages;
+    A never holds more sync records for B than its window, and B gets all,
+    at 10% loss each way."""
+    settings = {
+        n: {**FAST, "reconcile": True, "max_inflight": 40, "loss": 0.1, "seed": i}
+        for i, n in enumerate("ab")
+    }
+    paths = make_network(tmp_path, "ab", [], settings=settings)
+    daemons = {n: Daemon(p).start() for n, p in paths.items()}
+    try:
+        a, b = daemons["a"], daemons["b"]
+        sent = set(a.request("append_many", group="chat", texts=[f"old {i}" for i in range(600)])["message_ids"])
+        ids = {n: daemons[n].status()["peer_id"] for n in "ab"}
+        addresses = {n: daemons[n].status()["listen"] for n in "ab"}
+        for name, other in (("b", "a"), ("a", "b")):
+            daemons[name].request("add_peer", name=other, peer_id=ids[other], address=addresses[other], groups=["chat"])
+        peak = 0
+
+        def done() -> bool:
+            nonlocal peak
+            peers = a.status()["peers"]
+            peak = max(peak, sum(peers[0]["pending"].values()) if peers else 0)
+            return stored_ids(b) >= sent
+
+        wait_until(done, 60, interval=0.05, what="the history at b")
+        assert stored_ids(b) == sent and b.status()["last_seq"] == 600
+        assert peak <= 40 + 10, f"A held {peak} records for B"
+        engine = a.status()["engine"]
+        assert engine.get("reconcile_sessions_done", 0) >= 1
+        assert not engine.get("reconcile_fallbacks")
+    finally:
+        stop_all(daemons.values())

@@ -1,0 +1,298 @@
+"""Catch-up by range-based set reconciliation (docs/PROTOCOL.md section 16).
+
+* ``reconcile.diff.<case>``: the sans-IO reconciler alone (no I/O, no
+  store): two sets share N items and each holds D more, ``scattered`` (the
+  extra items' timestamps spread over the whole history) or ``recent`` (all
+  newer than the shared history: two nodes that each wrote while apart).
+  Round trips until the initiator knows the whole difference, bytes of the
+  reconcile Payloads both ways (encoded, without envelopes), and those bytes
+  divided by the ids of the difference (2 D x 32 bytes).  D = 0 is the
+  in-sync anti-entropy round: datagrams and bytes each way.
+* ``reconcile.join.<plain|reconcile>``: two real daemons (loopback UDP,
+  encryption, SQLite); A holds N messages of a group, then shares it with B
+  (control API ``share``).  Time until B has handed over all N, bytes on the
+  wire (both directions, envelopes included), and A's peak sync-state
+  records for B (polled every 20 ms, so a lower bound of the true peak).
+  ``plain`` is today's path (a record per historic message); both run in
+  the same invocation.
+* ``reconcile.away.<plain|reconcile>``: B is stopped (SIGTERM) while A
+  appends N messages, then restarted.  A's sync records for B at the end of
+  the appends (with reconciliation B is parked after ``park_after_s`` = 2 s),
+  A's retransmissions while B was away, and the time from B's restart until
+  it has handed over all N.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from benchmarks.common import Benchmark
+from benchmarks.daemons import GROUP, BenchDaemon, Subscriber, body
+from mvds.daemon.config import PeerConfig, load_config, save_config
+from mvds.daemon.setup import init_node_dir
+from mvds.engine.reconcile import Session, respond
+from mvds.secure.limits import SEALED_OVERHEAD
+from mvds.store.rangeindex import RangeIndex, key_id, make_key
+from mvds.wire import FEATURE_RECONCILE, Payload, split_payload
+
+START = 1_600_000_000
+DATAGRAM = 1200
+
+
+def _key(i: int, timestamp: int) -> bytes:
+    return make_key(timestamp, hashlib.sha256(i.to_bytes(8, "little")).digest())
+
+
+def _sets(shared: int, extra: int, case: str) -> tuple[list[bytes], list[bytes], list[bytes]]:
+    rng = random.Random(shared + extra)
+    common = [_key(i, START + i) for i in range(shared)]
+
+    def more(first: int) -> list[bytes]:
+        if case == "recent":
+            return [_key(first + j, START + shared + j) for j in range(extra)]
+        return [_key(first + j, START + rng.randrange(shared)) for j in range(extra)]
+
+    return common, more(shared), more(shared + extra)
+
+
+def _payload_sizes(messages) -> tuple[int, int]:
+    """(bytes, datagrams) of the payloads carrying ``messages``."""
+    if not messages:
+        return 0, 0
+    chunks = split_payload(
+        Payload(features=FEATURE_RECONCILE, reconcile=list(messages)), DATAGRAM - SEALED_OVERHEAD
+    )
+    return sum(map(len, chunks)), len(chunks)
+
+
+def diff(shared: int, extra: int, case: str) -> dict[str, float]:
+    common, only_a, only_b = _sets(shared, extra, case)
+    a = RangeIndex(common + only_a)
+    b = RangeIndex(common + only_b)
+    started = time.perf_counter()
+    session = Session(b"\x00" * 32, a)
+    queries = session.start()
+    round_trips = 0
+    out_bytes = in_bytes = out_datagrams = in_datagrams = 0
+    while queries:
+        round_trips += 1
+        size, count = _payload_sizes(queries)
+        out_bytes += size
+        out_datagrams += count
+        replies = [r for q in queries for r in respond(b, q)]
+        size, count = _payload_sizes(replies)
+        in_bytes += size
+        in_datagrams += count
+        queries = [q for r in replies for q in session.receive(r)]
+    elapsed = time.perf_counter() - started
+    assert session.done
+    given = set(session.give_ids)
+    for g in session.give_ranges:
+        lo, hi = a.rank(g.lower), a.rank(g.upper) if g.upper != b"\xff" * 41 else len(a)
+        given |= {key_id(k) for k in a.keys(lo, hi) if key_id(k) not in g.exclude}
+    assert given == {key_id(k) for k in only_a}, "wrong difference"
+    assert set(session.need) == {key_id(k) for k in only_b}, "wrong difference"
+    total = out_bytes + in_bytes
+    difference = 2 * extra * 32
+    return {
+        "round_trips": round_trips,
+        "bytes": total,
+        "bytes_per_difference_id_byte": total / difference if difference else 0.0,
+        "datagrams_out": out_datagrams,
+        "datagrams_in": in_datagrams,
+        "seconds": elapsed,
+    }
+
+
+# -- a new peer joins: real daemons ---------------------------------------------------
+
+
+def join(count: int, reconcile: bool) -> dict[str, float]:
+    base = Path(tempfile.mkdtemp(prefix="mvds-bench-join-"))
+    daemons: list[BenchDaemon] = []
+    try:
+        ids = {}
+        for name in "ab":
+            _, identity = init_node_dir(base / name)
+            ids[name] = identity.peer_id_hex
+        listens = {n: load_config(base / n / "mvds.toml").listen for n in "ab"}
+        for name in "ab":
+            other = "b" if name == "a" else "a"
+            config = load_config(base / name / "mvds.toml")
+            config.reconcile = reconcile
+            config.groups = [GROUP]
+            # A shares the group with B only once it holds the history.
+            shared = [GROUP] if name == "b" else []
+            config.peers = [PeerConfig(other, ids[other], listens[other], shared)]
+            save_config(base / name / "mvds.toml", config)
+        daemons = [BenchDaemon(base / n) for n in "ab"]
+        for daemon in daemons:
+            daemon.start()
+        a, b = daemons
+        with a.client() as client:
+            for offset in range(0, count, 1000):
+                n = min(1000, count - offset)
+                client.request("append_many", group=GROUP, texts=[body(offset + i) for i in range(n)])
+        time.sleep(0.5)  # hellos exchanged, nothing pending
+        bytes_before = a.status()["bytes_out"] + b.status()["bytes_out"]
+        subscriber = Subscriber(b)
+        peak = [0]
+        done = threading.Event()
+
+        def poll() -> None:
+            while not done.is_set():
+                peers = a.status()["peers"]
+                peak[0] = max(peak[0], sum(peers[0]["pending"].values()) if peers else 0)
+                time.sleep(0.02)
+
+        poller = threading.Thread(target=poll, daemon=True)
+        try:
+            started = time.perf_counter()
+            with a.client() as client:
+                client.request("share", group=GROUP, peer="b")
+            poller.start()
+            subscriber.wait_for(count, timeout=max(300.0, count / 50))
+            elapsed = max(subscriber.arrivals.values()) - started
+        finally:
+            done.set()
+            subscriber.close()
+        deadline = time.monotonic() + 60
+        while sum(a.status()["peers"][0]["pending"].values()):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        wire = a.status()["bytes_out"] + b.status()["bytes_out"] - bytes_before
+        return {
+            "seconds": elapsed,
+            "messages_per_s": count / elapsed,
+            "wire_bytes_per_message": wire / count,
+            "peak_records": peak[0],
+        }
+    finally:
+        for daemon in daemons:
+            daemon.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def away(count: int, reconcile: bool) -> dict[str, float]:
+    base = Path(tempfile.mkdtemp(prefix="mvds-bench-away-"))
+    daemons: list[BenchDaemon] = []
+    try:
+        ids = {}
+        for name in "ab":
+            _, identity = init_node_dir(base / name)
+            ids[name] = identity.peer_id_hex
+        listens = {n: load_config(base / n / "mvds.toml").listen for n in "ab"}
+        for name in "ab":
+            other = "b" if name == "a" else "a"
+            config = load_config(base / name / "mvds.toml")
+            config.reconcile = reconcile
+            config.park_after_s = 2.0
+            config.groups = [GROUP]
+            config.peers = [PeerConfig(other, ids[other], listens[other], [GROUP])]
+            save_config(base / name / "mvds.toml", config)
+        daemons = [BenchDaemon(base / n) for n in "ab"]
+        for daemon in daemons:
+            daemon.start()
+        a, b = daemons
+        time.sleep(0.5)
+        b.stop()
+        time.sleep(3.0)  # longer than park_after_s
+        retransmitted = a.status()["engine"].get("retransmissions", 0)
+        with a.client() as client:
+            for offset in range(0, count, 1000):
+                n = min(1000, count - offset)
+                client.request("append_many", group=GROUP, texts=[body(offset + i) for i in range(n)])
+        time.sleep(3.0)
+        status = a.status()
+        records = sum(status["peers"][0]["pending"].values())
+        retransmitted = status["engine"].get("retransmissions", 0) - retransmitted
+        started = time.perf_counter()
+        b.start()
+        subscriber = Subscriber(b)
+        try:
+            subscriber.wait_for(count, timeout=max(300.0, count / 50))
+            elapsed = max(subscriber.arrivals.values()) - started
+        finally:
+            subscriber.close()
+        return {
+            "records_for_absent_peer": records,
+            "retransmissions_while_away": retransmitted,
+            "seconds_to_catch_up": elapsed,
+        }
+    finally:
+        for daemon in daemons:
+            daemon.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def benchmarks(quick: bool) -> list[Benchmark]:
+    shared = 10_000 if quick else 1_000_000
+    extra = 100 if quick else 1_000
+    joining = 1_000 if quick else 50_000
+    out = [
+        Benchmark(
+            name=f"reconcile.diff.{case}",
+            description=f"{shared:,} shared + {extra:,} each side, {case}: reconciler alone",
+            run=lambda case=case: diff(shared, extra, case),
+            metrics={
+                "round_trips": "round trips",
+                "bytes": "B",
+                "bytes_per_difference_id_byte": "x",
+                "datagrams_out": "datagrams",
+                "datagrams_in": "datagrams",
+                "seconds": "s",
+            },
+            targets={"round_trips": "<= 4", "bytes_per_difference_id_byte": "<= 2"},
+            params={"shared": shared, "extra_each_side": extra, "case": case},
+        )
+        for case in ("scattered", "recent")
+    ]
+    out.append(
+        Benchmark(
+            name="reconcile.in_sync",
+            description=f"{shared:,} items in sync: one anti-entropy round",
+            run=lambda: diff(shared, 0, "recent"),
+            metrics={"round_trips": "round trips", "bytes": "B", "datagrams_out": "datagrams",
+                     "datagrams_in": "datagrams"},
+            targets={"datagrams_out": "1", "datagrams_in": "1"},
+            params={"shared": shared},
+        )
+    )
+    for reconcile in (False, True):
+        label = "reconcile" if reconcile else "plain"
+        out.append(
+            Benchmark(
+                name=f"reconcile.join.{label}",
+                description=f"a new peer joins a group of {joining:,} messages ({label}), real daemons",
+                run=lambda reconcile=reconcile: join(joining, reconcile),
+                metrics={"seconds": "s", "messages_per_s": "msg/s",
+                         "wire_bytes_per_message": "B/msg", "peak_records": "records"},
+                targets={"peak_records": "<= max_inflight (1,024)" if reconcile else ""},
+                params={"messages": joining, "body_bytes": 256, "reconcile": reconcile},
+            )
+        )
+    for reconcile in (False, True):
+        label = "reconcile" if reconcile else "plain"
+        out.append(
+            Benchmark(
+                name=f"reconcile.away.{label}",
+                description=f"a peer away while {joining:,} messages are written ({label}), real daemons",
+                run=lambda reconcile=reconcile: away(joining, reconcile),
+                metrics={"records_for_absent_peer": "records",
+                         "retransmissions_while_away": "records",
+                         "seconds_to_catch_up": "s"},
+                targets={"records_for_absent_peer": "0 (parked)" if reconcile else "",
+                         "retransmissions_while_away": "0" if reconcile else "",
+                         "seconds_to_catch_up": "<= 10"},
+                params={"messages": joining, "body_bytes": 256, "reconcile": reconcile,
+                        "park_after_s": 2.0},
+            )
+        )
+    return out

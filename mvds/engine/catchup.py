@@ -1,0 +1,561 @@
+"""Catch-up by range-based set reconciliation: the engine's side of it.
+
+:mod:`mvds.engine.reconcile` finds the difference between two sets; this
+module decides when to look for it and turns what it finds into ordinary MVDS
+records, paced like every other record:
+
+* **Negotiation.** With ``EngineConfig.reconcile`` on, every payload this
+  node sends carries ``features = FEATURE_RECONCILE``.  A peer is taken to
+  speak reconciliation while its payloads carry the bit; a payload without
+  it (the reference implementation, an older mvds, a node with the setting
+  off) makes it a plain MVDS peer, which gets nothing but plain MVDS.
+* **When a group is newly shared** with a peer, no record is made per
+  historic message.  A durable mark (store meta) says "history not yet
+  synced"; once the peer is known to speak reconciliation a session runs,
+  and when it completes the mark goes.  If the peer turns out to be plain,
+  the history becomes records as before (``Store.add_group_records``).
+* **When a peer is heard again** after a silence longer than ``park_after``,
+  and when the engine first hears a peer that speaks it (a restart), every
+  group shared with it is reconciled.
+* **Parking**: a peer that speaks it and has been silent longer than
+  ``park_after`` is parked: its records are dropped (and records made for
+  it later, by appends and relays, as soon as they appear), and one durable
+  mark per (group, peer) says "reconcile when back".  State for an absent
+  peer is O(groups), and nothing is sent to it but the reconciliation
+  queries that probe for it (backing off up to ``reconcile_interval``).
+  Anything from it unparks it; its marked groups are then reconciled.
+* **Anti-entropy**: each (group, peer) again ``reconcile_interval`` seconds
+  after its last completed session.  In sync, that is one fingerprint each
+  way.
+
+Of two nodes that speak it, the one with the lower peer id leads
+(``EngineConfig.node_id``; the daemon sets it): only it starts the rounds on
+reconnect and the anti-entropy rounds; its query starts the other's session
+(it takes over, every ``2 * reconcile_interval``, when no query came from the
+leader for that long).  Each side still starts the reconciliation of a
+group's history it was newly asked to share.  Without ``node_id`` a node
+starts every round itself.
+
+What a session finds that the peer lacks goes into a queue, not into the
+store at once: ids (and whole ranges, "all of ours in [lo, hi) except these")
+become MESSAGE records only while the (peer, group) window has room and
+nothing else waits in it, so a new peer joining a group of a million
+messages costs the sender a window of records, not a million.  The queue is
+transient: a restart loses it, and the next session finds the rest again.
+What *we* lack is not requested: each side gives, and a query from the peer
+starts our own session for that group (unless one just ran), so the peer's
+session gives us what we lack while ours gives it what it lacks -- nothing
+travels twice, and neither side holds a record for a message it lacks.
+
+A session that gets no answer for a while (a datagram lost, the peer away)
+is dropped and started afresh later, the wait doubling on each failure up to
+``reconcile_interval``; ranges already in sync cost one fingerprint each.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from mvds.engine.reconcile import INFINITY, Session, respond
+from mvds.engine.records import UNKNOWN_GROUP, Mode, Record, RecordType
+from mvds.store.rangeindex import key_id
+from mvds.wire import FEATURE_RECONCILE, Mode as RangeMode, Payload, ReconcileMessage
+
+if TYPE_CHECKING:
+    from mvds.engine.engine import Engine
+
+_MESSAGE = RecordType.MESSAGE
+
+NEGOTIATE_TIMEOUT = 10.0
+"""Seconds a newly shared group's history waits to learn whether the peer
+speaks reconciliation; a peer silent that long (an older node that does not
+answer a hello, or one that is offline) gets plain MVDS records for it."""
+
+MAX_QUERY_RANGES = 64
+"""Most ranges of one query this node answers.  An mvds query fits one
+datagram (about 40 ranges at most); each range may cost 16 fingerprints and
+a 16-fold answer, so a larger query is ignored (counted) rather than let a
+peer buy that much work and traffic with one datagram."""
+
+FIRST_TIMEOUT = 2.0
+"""Seconds without an answer before a session is started afresh (doubling)."""
+
+_HISTORY = "rbsr-history/"
+"""Meta key prefix of the durable "history not yet synced" marks."""
+
+
+def _history_key(group_id: bytes, peer: bytes) -> str:
+    return f"{_HISTORY}{group_id.hex()}/{peer.hex()}"
+
+
+_NEW = b"1"
+"""Mark value: a newly shared group's history (plain records if the peer
+turns out not to speak reconciliation)."""
+
+_PARKED = b"2"
+"""Mark value: the peer was parked; reconcile the group when it is back."""
+
+
+@dataclass
+class _Run:
+    session: Session
+    deadline: float
+    timeout: float
+
+
+@dataclass
+class _Cursor:
+    """The rest of a :class:`GiveRange` still to be fed into the window."""
+
+    next: bytes
+    upper: bytes
+    exclude: frozenset[bytes]
+    ahead: set[bytes] = field(default_factory=set)
+    """Ids beyond ``next`` already given (as parents of earlier ones)."""
+    walk: tuple | None = None
+    """A parents-first walk the window interrupted: (key, stack, seen)."""
+
+
+@dataclass
+class _Give:
+    items: deque = field(default_factory=deque)  # bytes ids and _Cursors
+
+
+class Catchup:
+    """Reconciliation state of one engine (all transient but the marks)."""
+
+    def __init__(self, engine: "Engine", now: float) -> None:
+        self._engine = engine
+        self._store = engine.store
+        config = engine.config
+        self._interval = config.reconcile_interval
+        self._me = config.node_id
+        self._park_after = config.park_after
+        self._supports: dict[bytes, bool] = {}
+        self._runs: dict[tuple[bytes, bytes], _Run] = {}
+        self._failures: dict[tuple[bytes, bytes], float] = {}
+        self._next_round: dict[tuple[bytes, bytes], float] = {}
+        self._out: dict[bytes, list[ReconcileMessage]] = {}
+        self._give: dict[tuple[bytes, bytes], _Give] = {}
+        self._done_at: dict[tuple[bytes, bytes], float] = {}
+        self._history: set[tuple[bytes, bytes]] = set()
+        self._undecided: dict[tuple[bytes, bytes], float] = {}
+        """History marks waiting for the peer's features, with a deadline."""
+        self._probes: dict[bytes, tuple[float, float]] = {}
+        """Peers asked whether they speak it: (next hello, wait after it).  A
+        hello can be lost: until the peer answers, it is repeated at 0.5,
+        1, 2, 4 ... seconds (a few datagrams before the deadline)."""
+        self._parked: set[bytes] = set()
+        """Peers silent longer than ``park_after``: no records are kept for
+        them, one mark per (group, peer) says "reconcile when back"."""
+        store = self._store
+        for group_id, peers in store.sharing().items():
+            for peer in peers:
+                mark = store.get_meta(_history_key(group_id, peer))
+                if mark == _PARKED:
+                    self._history.add((group_id, peer))
+                    self._parked.add(peer)
+                elif mark:
+                    self._history.add((group_id, peer))
+                    self._undecided[(group_id, peer)] = now + NEGOTIATE_TIMEOUT
+                    self._probes[peer] = (now, 0.5)
+
+    # -- inputs -------------------------------------------------------------
+    def on_share(self, group_id: bytes, peer: bytes, now: float) -> bool:
+        """A group was newly shared; True if its history is ours to sync
+        (else the engine makes one record per message, plain MVDS)."""
+        if self._supports.get(peer) is False:
+            return False
+        self._history.add((group_id, peer))
+        self._store.set_meta(_history_key(group_id, peer), _NEW)
+        if self._supports.get(peer):
+            self._start(group_id, peer, now)
+        else:
+            self._engine.announce(peer, now)  # tells it we speak reconciliation
+            self._undecided[(group_id, peer)] = now + NEGOTIATE_TIMEOUT
+            self._probes[peer] = (now + 0.5, 1.0)
+        return True
+
+    def on_unshare(self, group_id: bytes, peer: bytes) -> None:
+        key = (group_id, peer)
+        self._runs.pop(key, None)
+        self._give.pop(key, None)
+        self._next_round.pop(key, None)
+        self._undecided.pop(key, None)
+        self._clear_history(group_id, peer)
+
+    def on_payload(
+        self, peer: bytes, payload: Payload, silence: float | None, now: float
+    ) -> None:
+        """After the engine processed a payload's records; ``silence`` is how
+        long the peer had not been heard (None: never, since we started)."""
+        if self.pending(peer):
+            self._engine._schedule_flush(peer, now)  # settled records made room
+        if peer in self._parked:
+            self._parked.discard(peer)  # back: its marks get it reconciled below
+            self._engine.stats["reconcile_unparked"] += 1
+            # A probe sent while it was away is lost and may be in a long
+            # backoff: start afresh now instead of waiting it out.
+            for key in [k for k in self._runs if k[1] == peer]:
+                del self._runs[key]
+            for key in [k for k in self._failures if k[1] == peer]:
+                del self._failures[key]
+        speaks = bool(payload.features & FEATURE_RECONCILE)
+        known = self._supports.get(peer)
+        self._supports[peer] = speaks
+        if not speaks:
+            if known is not False:
+                self._plain(peer, now)
+            return
+        if known is not True:
+            # First payload from it that says so (new peer, or our restart):
+            # answer so it learns we speak it too, and catch up every group.
+            self._engine.announce(peer, now)
+            self._reconcile_all(peer, now)
+        elif silence is not None and silence > self._park_after:
+            self._reconcile_all(peer, now)  # back after a long absence
+        for message in payload.reconcile:
+            self._engine.stats["reconcile_in"] += 1
+            if message.reply:
+                self._on_reply(peer, message, now)
+            else:
+                self._on_query(peer, message, now)
+
+    def _on_query(self, peer: bytes, message: ReconcileMessage, now: float) -> None:
+        store = self._store
+        if not store.is_shared(message.group_id, peer):
+            self._engine.stats["reconcile_refused"] += 1
+            return  # says nothing about groups not shared with it
+        if len(message.ranges) > MAX_QUERY_RANGES:
+            self._engine.stats["reconcile_refused_large"] += 1
+            return
+        replies = respond(store.range_index(message.group_id), message)
+        self._queue(peer, replies, now)
+        key = (message.group_id, peer)
+        # Each side gives only what the other lacks, so a query that shows a
+        # difference starts our session too (its query travels with our
+        # answer): both directions.  In sync, the answer is all SKIP and
+        # that is the whole round.
+        differs = any(r.mode is not RangeMode.SKIP for reply in replies for r in reply.ranges)
+        done = self._done_at.get(key)
+        if differs and key not in self._runs and (done is None or now - done > FIRST_TIMEOUT):
+            self._start(*key, now)
+        if not self._leads(peer) and key not in self._runs:
+            # The other side leads; should it stop querying (an older
+            # version, a different setting), we run rounds ourselves.
+            self._next_round[key] = now + 2 * self._interval
+
+    def _on_reply(self, peer: bytes, message: ReconcileMessage, now: float) -> None:
+        key = (message.group_id, peer)
+        run = self._runs.get(key)
+        if run is None:
+            return
+        queries = run.session.receive(message)
+        run.deadline = now + run.timeout
+        self._collect(key, run.session, now)
+        self._queue(peer, queries, now)
+        if run.session.done:
+            del self._runs[key]
+            self._done_at[key] = now
+            self._failures.pop(key, None)
+            self._engine.stats["reconcile_sessions_done"] += 1
+            self._next_round[key] = now + self._interval * (1 if self._leads(peer) else 2)
+            self._clear_history(*key)
+
+    # -- sessions -------------------------------------------------------------
+    def _leads(self, peer: bytes) -> bool:
+        """Whether this node runs the pair's routine reconciliations."""
+        return not self._me or self._me < peer
+
+    def _reconcile_all(self, peer: bytes, now: float) -> None:
+        """Reconcile every group shared with ``peer`` -- if this side leads;
+        groups whose history is still ours to sync are reconciled anyway."""
+        store = self._store
+        leads = self._leads(peer)
+        for group_id, peers in store.sharing().items():
+            key = (group_id, peer)
+            if peer in peers and key not in self._runs and (leads or key in self._history):
+                self._start(group_id, peer, now)
+
+    def _start(self, group_id: bytes, peer: bytes, now: float) -> None:
+        key = (group_id, peer)
+        give = self._give.get(key)
+        if give is not None and give.items:
+            # Still giving what the last session found: a new one would find
+            # the same again and give it twice.  Look again later.
+            self._next_round[key] = now + min(self._interval, 10 * FIRST_TIMEOUT)
+            return
+        index = self._store.range_index(group_id)
+        if not len(index):
+            # Nothing to give: the peer's sessions give us what we lack.
+            self._clear_history(group_id, peer)
+            if self._leads(peer):
+                self._next_round[key] = now + self._interval
+            return
+        session = Session(group_id, index)
+        timeout = self._failures.get(key, FIRST_TIMEOUT)
+        self._runs[key] = _Run(session, now + timeout, timeout)
+        self._next_round.pop(key, None)
+        self._engine.stats["reconcile_sessions"] += 1
+        self._queue(peer, session.start(), now)
+
+    def _plain(self, peer: bytes, now: float) -> None:
+        """The peer does not speak reconciliation: plain MVDS for it."""
+        engine = self._engine
+        self._parked.discard(peer)
+        for key in [k for k in self._runs if k[1] == peer]:
+            del self._runs[key]
+        for key in [k for k in self._next_round if k[1] == peer]:
+            del self._next_round[key]
+        for group_id, p in sorted(self._history):
+            if p == peer:
+                self._fall_back(group_id, peer, now)
+
+    def _fall_back(self, group_id: bytes, peer: bytes, now: float) -> None:
+        """The group's history goes to ``peer`` as plain MVDS records."""
+        engine = self._engine
+        self._undecided.pop((group_id, peer), None)
+        if self._store.is_shared(group_id, peer):
+            kind = RecordType.OFFER if engine.config.mode is Mode.INTERACTIVE else _MESSAGE
+            self._store.add_group_records(group_id, peer, kind, engine.epoch(now))
+            engine._schedule_flush(peer, now)
+            engine.stats["reconcile_fallbacks"] += 1
+        self._clear_history(group_id, peer)
+
+    def _clear_history(self, group_id: bytes, peer: bytes) -> None:
+        self._undecided.pop((group_id, peer), None)
+        if (group_id, peer) in self._history:
+            self._history.discard((group_id, peer))
+            self._store.set_meta(_history_key(group_id, peer), b"")
+
+    def _queue(self, peer: bytes, messages: list[ReconcileMessage], now: float) -> None:
+        if messages:
+            self._out.setdefault(peer, []).extend(messages)
+            self._engine._schedule_flush(peer, now)
+
+    def _collect(self, key: tuple[bytes, bytes], session: Session, now: float) -> None:
+        """Move what the session learned into the feeding queues."""
+        group_id, peer = key
+        session.need.clear()  # the peer's own session gives us those (see above)
+        if session.give_ids or session.give_ranges:
+            self._engine._schedule_flush(peer, now)
+        if session.give_ids or session.give_ranges:
+            give = self._give.setdefault(key, _Give())
+            give.items.extend(session.give_ids)
+            give.items.extend(_Cursor(g.lower, g.upper, g.exclude) for g in session.give_ranges)
+            session.give_ids.clear()
+            session.give_ranges.clear()
+
+    def _park(self, peer: bytes, now: float) -> None:
+        """``peer`` (which speaks reconciliation) has been silent longer than
+        ``park_after``: keep one mark per group instead of its records."""
+        store = self._store
+        self._parked.add(peer)
+        self._engine.stats["reconcile_parked"] += 1
+        for group_id, peers in store.sharing().items():
+            if peer in peers:
+                self._history.add((group_id, peer))
+                store.set_meta(_history_key(group_id, peer), _PARKED)
+                self._give.pop((group_id, peer), None)
+                self._runs.pop((group_id, peer), None)
+
+    def _drop_parked_records(self, now: float) -> None:
+        """Records made for parked peers (appends, relays, REQUESTs) go at
+        once: nothing but reconciliation probes is sent to a parked peer.
+        A peer can be silent and still there (nothing to say): something
+        new for it brings the next probe forward to the current backoff, so
+        it gets the news within seconds if it is, and a query per backoff
+        (at most one per ``reconcile_interval``) if it is not."""
+        store = self._store
+        with_records = set(store.peers_with_records()) & self._parked
+        for peer in with_records:
+            groups = [g for g, peers in store.sharing().items() if peer in peers]
+            dropped = sum(store.delete_group_records(g, peer) for g in [*groups, UNKNOWN_GROUP])
+            self._engine.stats["reconcile_parked_records_dropped"] += dropped
+            self._engine._next_due_stale = True
+            for group_id in groups:
+                key = (group_id, peer)
+                at = now + self._failures.get(key, FIRST_TIMEOUT)
+                if key not in self._runs and self._next_round.get(key, at + 1) > at:
+                    self._next_round[key] = at
+
+    def tick(self, now: float) -> None:
+        """Start due anti-entropy rounds; restart stalled sessions; give
+        histories to peers that never said they speak reconciliation; park
+        peers silent for longer than ``park_after``."""
+        engine = self._engine
+        for peer, speaks in self._supports.items():
+            if speaks and peer not in self._parked:
+                heard = engine.last_heard(peer)
+                if heard is not None and now - heard > self._park_after:
+                    self._park(peer, now)
+        if self._parked:
+            self._drop_parked_records(now)
+        for key, deadline in list(self._undecided.items()):
+            if self._supports.get(key[1]):
+                del self._undecided[key]  # decided: its sessions sync the history
+            elif now >= deadline:
+                self._fall_back(*key, now)
+        for peer, (at, wait) in list(self._probes.items()):
+            if self._supports.get(peer) is not None or not any(
+                p == peer for _, p in self._undecided
+            ):
+                del self._probes[peer]
+            elif now >= at:
+                self._engine.announce(peer, now)
+                self._probes[peer] = (now + wait, wait * 2)
+        for key, run in list(self._runs.items()):
+            if now >= run.deadline:
+                # No answer: try again later, backing off (an absent peer
+                # costs one small query per attempt, at most one per interval).
+                self._engine.stats["reconcile_timeouts"] += 1
+                del self._runs[key]
+                self._failures[key] = min(run.timeout * 2, max(self._interval, FIRST_TIMEOUT))
+                self._next_round[key] = now + run.timeout
+        for key, at in list(self._next_round.items()):
+            if now >= at:
+                self._start(*key, now)
+
+    def next_time(self) -> float | None:
+        times = [run.deadline for run in self._runs.values()]
+        times.extend(self._next_round.values())
+        times.extend(self._undecided.values())
+        times.extend(at for at, _ in self._probes.values())
+        engine = self._engine
+        for peer, speaks in self._supports.items():
+            heard = engine.last_heard(peer)
+            if speaks and peer not in self._parked and heard is not None:
+                times.append(heard + self._park_after + 1e-6)
+        return min(times) if times else None
+
+    def pending(self, peer: bytes) -> bool:
+        """Anything queued to feed into records for ``peer``."""
+        return any(
+            give.items for (_, p), give in self._give.items() if p == peer
+        )
+
+    def idle(self) -> bool:
+        return not (self._runs or self._out or any(
+            g.items for g in self._give.values()
+        ))
+
+    # -- output -------------------------------------------------------------
+    def fill(self, peer: bytes, payload: Payload, epoch: int) -> None:
+        """Before the engine picks records for ``peer``: feed queued
+        differences into records, and add reconcile messages and features."""
+        payload.features |= FEATURE_RECONCILE
+        for key in [k for k in self._give if k[1] == peer]:
+            self._feed_gives(key, epoch)
+        out = self._out.pop(peer, None)
+        if out:
+            payload.reconcile.extend(out)
+            self._engine.stats["reconcile_out"] += len(out)
+
+    def _feed_gives(self, key: tuple[bytes, bytes], epoch: int) -> None:
+        group_id, peer = key
+        store = self._store
+        if group_id in store.groups_with_new_records(peer):
+            return  # the window has waiting records already: they go first
+        room = self._engine.config.max_inflight - store.inflight_count(peer, group_id)
+        items = self._give[key].items
+        index = store.range_index(group_id)
+        while room > 0 and items:
+            item = items[0]
+            if isinstance(item, bytes):
+                items.popleft()
+                room -= self._give_one(item, peer, group_id, epoch)
+                continue
+            lo = index.rank(item.next)
+            hi = len(index) if item.upper == INFINITY else index.rank(item.upper)
+            keys = index.keys(lo, min(hi, lo + room))
+            stopped = False
+            for k in keys:
+                mid = key_id(k)
+                if mid in item.ahead:
+                    item.ahead.discard(mid)
+                elif mid not in item.exclude:
+                    given, complete = self._give_with_parents(k, item, peer, group_id, epoch, room)
+                    room -= given
+                    if not complete:
+                        stopped = True  # the window is full before k went
+                        break
+                item.next = k + b"\x00"
+                if room <= 0:
+                    stopped = True
+                    break
+            if not stopped and lo + len(keys) >= hi:
+                items.popleft()
+            elif not keys:
+                items.popleft()
+            if stopped:
+                break
+        if not items:
+            del self._give[key]
+
+    def _give_with_parents(
+        self, key: bytes, item: _Cursor, peer: bytes, group_id: bytes, epoch: int, room: int
+    ) -> tuple[int, bool]:
+        """Give the message at ``key``, first its parents that this range
+        still has to give (depth first): (id, timestamp) order is not causal
+        order for messages of the same second, and a receiver that gets a
+        child first holds it and REQUESTs the parent.  Returns (records
+        made, whether the message itself was given)."""
+        store = self._store
+        index = store.range_index(group_id)
+        mid = key_id(key)
+        if item.walk is not None and item.walk[0] == key:
+            _, stack, seen = item.walk  # resume where the window stopped it
+        else:
+            stack = [(mid, key, self._parents(mid))]
+            seen = {mid}
+        item.walk = None
+        given = 0
+        while stack:
+            current, current_key, parents = stack[-1]
+            head = current_key[:8]
+            parent_to_give = None
+            while parents:
+                parent = parents.pop()
+                # A parent of an earlier second sorts before ``key``: given
+                # already.  Only one of the same second can sort after it
+                # (parents from a later second need a skewed clock: the
+                # receiver then asks for them, as MVDS does).
+                parent_key = head + parent
+                if (
+                    parent_key <= key
+                    or parent_key >= item.upper
+                    or parent in seen
+                    or parent in item.ahead
+                    or parent in item.exclude
+                    or parent_key not in index
+                    or store.get_record(parent, peer) is not None
+                ):
+                    continue
+                parent_to_give = parent
+                break
+            if parent_to_give is not None:
+                seen.add(parent_to_give)
+                stack.append((parent_to_give, head + parent_to_give, self._parents(parent_to_give)))
+                continue
+            if given >= room:
+                item.walk = (key, stack, seen)
+                return given, False
+            stack.pop()
+            given += self._give_one(current, peer, group_id, epoch)
+            if current != mid:
+                item.ahead.add(current)
+        return given, True
+
+    def _parents(self, message_id: bytes) -> list[bytes]:
+        message = self._store.get_message(message_id)
+        return list(message.parents) if message is not None else []
+
+    def _give_one(self, mid: bytes, peer: bytes, group_id: bytes, epoch: int) -> int:
+        store = self._store
+        if store.get_record(mid, peer) is not None or not store.has_message(mid):
+            return 0
+        store.insert_record(Record(mid, peer, group_id, _MESSAGE, 0, epoch))
+        self._engine.stats["reconcile_gives"] += 1
+        return 1

@@ -1,0 +1,205 @@
+"""Catch-up by reconciliation in the engine (mvds/engine/catchup.py):
+negotiated per peer, history without a record per message, anti-entropy."""
+
+from __future__ import annotations
+
+from harness import GROUP, Net, peer
+
+from dataclasses import replace
+
+from mvds.engine import EngineConfig
+from mvds.wire import split_payload
+
+ON = EngineConfig(epoch_length=1.0, reconcile=True, reconcile_interval=60.0, max_inflight=64)
+OFF = EngineConfig(epoch_length=1.0, max_inflight=64)
+
+
+def _history(net: Net, name: str, count: int) -> list[bytes]:
+    net.engines[name].join(GROUP)
+    return [net.append(name, b"%s wrote %d" % (name.encode(), i)).id for i in range(count)]
+
+
+def _peak_records(net: Net, name: str, duration: float) -> int:
+    peak = 0
+    end = net.now + duration
+    net.flush()
+    while net.step(end):
+        peak = max(peak, net.engines[name].store.record_count())
+    return peak
+
+
+def test_a_new_peer_gets_the_history_with_a_window_of_records_not_one_per_message():
+    net = Net(seed=1)
+    net.add("a", ON)
+    net.add("b", ON)
+    ids = _history(net, "a", 1000)
+    net.share(GROUP, "a", "b")
+    peak = _peak_records(net, "a", 120)
+    assert sorted(net.received_ids("b")) == sorted(ids)
+    assert peak <= 64 + 16  # the window (plus ACK timing), not 1,000
+    assert net.engines["a"].stats["reconcile_sessions_done"] >= 1
+    assert net.quiet()
+
+
+def test_without_reconciliation_sharing_makes_a_record_per_message():
+    net = Net(seed=1)
+    net.add("a", OFF)
+    net.add("b", OFF)
+    ids = _history(net, "a", 1000)
+    net.share(GROUP, "a", "b")
+    assert net.engines["a"].store.record_count() == 1000
+    net.run(300)
+    assert sorted(net.received_ids("b")) == sorted(ids)
+
+
+def test_a_plain_peer_gets_plain_mvds():
+    net = Net(seed=2)
+    net.add("a", ON)
+    net.add("b", OFF)  # an older node, or the reference implementation
+    ids = _history(net, "a", 300)
+    net.share(GROUP, "a", "b")
+    assert net.engines["a"].store.record_count() == 0  # not known yet: a hello first
+    net.run(300)
+    assert sorted(net.received_ids("b")) == sorted(ids)
+    assert all(s.payload.reconcile == [] for s in net.sent)
+    assert net.engines["a"].stats["reconcile_sessions"] == 0
+
+
+def test_both_sides_histories_merge_under_loss_duplication_and_reordering():
+    net = Net(seed=3, loss=0.2, duplicate=0.2, jitter=0.5)
+    net.add("a", ON)
+    net.add("b", ON)
+    a_ids = _history(net, "a", 200)
+    b_ids = _history(net, "b", 150)
+    net.share(GROUP, "a", "b")
+    net.run(600)
+    assert set(net.received_ids("b")) == set(a_ids)
+    assert set(net.received_ids("a")) == set(b_ids)
+    for name in ("a", "b"):  # exactly once
+        assert len(net.received_ids(name)) == len(set(net.received_ids(name)))
+
+
+def test_anti_entropy_finds_a_message_whose_sending_was_given_up():
+    net = Net(seed=4)
+    net.add("a", ON)
+    net.add("b", ON)
+    net.share(GROUP, "a", "b")
+    net.run(5)
+    net.online = lambda name, t: name != "b" or t > 40
+    lost = net.append("a", b"given up", max_sends=2)
+    net.run(30)
+    assert any(e for e in net.events["a"] if type(e).__name__ == "GaveUp")
+    assert lost.id not in net.received_ids("b")
+    net.run(120)  # b is back; the next anti-entropy round finds it
+    assert lost.id in net.received_ids("b")
+
+
+def test_in_sync_anti_entropy_is_one_datagram_each_way():
+    net = Net(seed=5)
+    # With their ids known, the lower one ("a") leads the routine rounds.
+    net.add("a", replace(ON, node_id=peer("a")))
+    net.add("b", replace(ON, node_id=peer("b")))
+    _history(net, "a", 500)
+    _history(net, "b", 20)
+    net.share(GROUP, "a", "b")
+    net.run(100)
+    assert net.quiet()
+    assert net.engines["a"].store.range_index(GROUP).range_sum(0, 520) == (
+        net.engines["b"].store.range_index(GROUP).range_sum(0, 520)
+    )
+    start = len(net.sent)
+    net.run(61)  # one reconcile_interval
+    rounds = [s for s in net.sent[start:] if s.payload.reconcile]
+    assert [(s.src, s.dst) for s in rounds] == [("a", "b"), ("b", "a")]
+    for s in rounds:
+        (message,) = s.payload.reconcile
+        assert len(message.ranges) == 1
+        assert len(split_payload(s.payload, 1143)) == 1
+
+
+def test_queries_are_answered_only_for_shared_groups_and_within_a_size():
+    from mvds.engine.catchup import MAX_QUERY_RANGES
+    from mvds.engine.reconcile import INFINITY, MIN_BOUND
+    from mvds.store.rangeindex import make_key
+    from mvds.wire import FEATURE_RECONCILE, Mode, Payload, Range, ReconcileMessage
+
+    net = Net(seed=6)
+    a = net.add("a", ON)
+    _history(net, "a", 50)
+    a.share(GROUP, peer("b"), net.now)
+
+    def query(group, ranges):
+        return Payload(features=FEATURE_RECONCILE, reconcile=[ReconcileMessage(group, MIN_BOUND, ranges)])
+
+    def answers():
+        return [m for _, p in a.payloads_to_send(net.now) for m in p.reconcile if m.reply]
+
+    one = [Range(INFINITY, Mode.FINGERPRINT, bytes(16))]
+    a.receive(peer("b"), query(b"X" * 32, one), net.now)  # not shared with b
+    assert answers() == [] and a.stats["reconcile_refused"] == 1
+    many = [Range(make_key(i, b""), Mode.FINGERPRINT, bytes(16)) for i in range(MAX_QUERY_RANGES)]
+    a.receive(peer("b"), query(GROUP, many + one), net.now)  # one range too many
+    assert answers() == [] and a.stats["reconcile_refused_large"] == 1
+    a.receive(peer("b"), query(GROUP, one), net.now)
+    assert len(answers()) == 1
+
+
+def test_a_peer_away_longer_than_park_after_costs_no_records_and_no_sends():
+    net = Net(seed=7)
+    config = replace(ON, park_after=20.0)
+    a = net.add("a", replace(config, node_id=peer("a")))
+    net.add("b", replace(config, node_id=peer("b")))
+    net.share(GROUP, "a", "b")
+    net.run(5)
+    net.online = lambda name, t: name != "b" or not 10 <= t < 300
+    first = [net.append("a", b"before parking %d" % i).id for i in range(100)]
+    net.run(60)  # b silent since ~10 s: parked after 20 s
+    assert a.stats["reconcile_parked"] == 1
+    assert a.store.record_count() == 0
+    parked_since = net.now
+    later = []
+    for i in range(200):  # appends while it is parked
+        later.append(net.append("a", b"while parked %d" % i).id)
+        net.run(1)
+        assert a.store.record_count() == 0, "no records kept for a parked peer"
+    net.run(299 - net.now)
+    to_b = [s for s in net.sent if s.src == "a" and s.dst == "b" and s.time >= parked_since]
+    assert not any(s.payload.messages or s.payload.offers for s in to_b), "nothing but probes"
+    assert all(s.payload.reconcile or not s.payload.record_count() for s in to_b)
+    net.run(60)  # b is back
+    assert set(net.received_ids("b")) == set(first) | set(later)
+    assert len(net.received_ids("b")) == 300  # exactly once
+    assert a.stats["reconcile_unparked"] == 1
+    assert net.quiet()
+
+
+def test_a_parked_peer_that_was_only_quiet_gets_news_within_seconds():
+    net = Net(seed=8)
+    config = replace(ON, park_after=20.0, reconcile_interval=600.0)
+    a = net.add("a", replace(config, node_id=peer("a")))
+    net.add("b", replace(config, node_id=peer("b")))
+    net.share(GROUP, "a", "b")
+    net.run(100)  # nobody says anything: b looks away to a, and is parked
+    assert a.stats["reconcile_parked"] == 1
+    news = net.append("a", b"news")
+    net.run(5)
+    assert news.id in net.received_ids("b")
+
+
+def test_a_returning_parked_peer_does_not_wait_out_a_lost_probe():
+    net = Net(seed=9)
+    config = replace(ON, park_after=5.0, reconcile_interval=600.0)
+    a = net.add("a", replace(config, node_id=peer("a")))
+    b = net.add("b", replace(config, node_id=peer("b")))
+    net.share(GROUP, "a", "b")
+    net.run(2)
+    back = 200.0
+    net.online = lambda name, t: name != "b" or not 3 <= t < back
+    net.run(10)
+    ids = [net.append("a", b"while away %d" % i).id for i in range(50)]
+    net.run(back - net.now - 1)  # probes back off while b is away
+    assert a.stats["reconcile_timeouts"] >= 4
+    net.run(1)
+    b.announce(peer("a"), net.now)  # b is back and says so
+    net.run(3)
+    assert set(net.received_ids("b")) == set(ids)

@@ -242,17 +242,11 @@ class HandshakeState:
         return self.ss.h
 
     def _dh_token(self, token: str) -> bytes:
-        # es: initiator's e with responder's s; se: initiator's s with responder's e.
-        assert self.e is not None
-        if token == "ee":
-            return dh(self.e.private, self.re)  # type: ignore[arg-type]
-        if token == "ss":
-            return dh(self.s.private, self.rs)  # type: ignore[arg-type]
-        if token == "es":
-            return dh(self.e.private, self.rs) if self.initiator else dh(self.s.private, self.re)  # type: ignore[arg-type]
-        if token == "se":
-            return dh(self.s.private, self.re) if self.initiator else dh(self.e.private, self.rs)  # type: ignore[arg-type]
-        raise AssertionError(token)
+        """The DH a token names: first letter initiator's key, second responder's."""
+        mine, theirs = (token[0], token[1]) if self.initiator else (token[1], token[0])
+        private = (self.e if mine == "e" else self.s).private  # type: ignore[union-attr]
+        public = self.re if theirs == "e" else self.rs
+        return dh(private, public)  # type: ignore[arg-type]
 
     def write_message(self, payload: bytes) -> bytes:
         tokens = self.messages[self._index]

@@ -397,7 +397,10 @@ class SessionManager:
         except NoiseError:
             return self._refuse("handshake_failed", addr, found[0] if found else None)
         peer = found[0]
-        timestamp = int.from_bytes(payload, "big")
+        if len(payload) != sw.INITIATION_PAYLOAD_SIZE:
+            return self._refuse("handshake_failed", addr, peer)
+        timestamp = int.from_bytes(payload[: sw.TIMESTAMP_SIZE], "big")
+        yielding = bool(payload[sw.TIMESTAMP_SIZE] & sw.FLAG_ANSWER)
         if timestamp <= peer.greatest_timestamp:
             self._refuse("replay", addr, peer)
             # A replay, or the peer restarted with its clock behind: start a
@@ -407,12 +410,14 @@ class SessionManager:
             if peer.pending is None and (
                 peer.last_initiated is None or now - peer.last_initiated >= REKEY_TIMEOUT_S
             ):
-                self._initiate(peer, now, extra_addr=addr)
+                self._initiate(peer, now, extra_addr=addr, answer=True)
             return None
         peer.greatest_timestamp = timestamp
         if peer.pending is not None:
-            if self.public < peer.peer_id:
-                # Both initiated: the smaller public key's initiation wins.
+            if self.public < peer.peer_id and not yielding:
+                # Both initiated: the smaller public key's initiation wins, unless
+                # the peer's initiation answers one of ours it refused as stale
+                # (we restarted with the clock behind): then ours cannot succeed.
                 return self._refuse("collision", addr, peer)
             self._drop_pending(peer)
         local_index = self._new_index()
@@ -625,7 +630,7 @@ class SessionManager:
         peer.last_timestamp_sent = value
         return sw.timestamp_bytes(value)
 
-    def _initiate(self, peer: _Peer, now: float, extra_addr: Any = None) -> None:
+    def _initiate(self, peer: _Peer, now: float, extra_addr: Any = None, answer: bool = False) -> None:
         """Send a fresh initiation (new ephemeral key, new timestamp) and arm its retry."""
         pending = peer.pending
         if pending is None:
@@ -639,13 +644,14 @@ class SessionManager:
             sw.PROTOCOL_PATTERN, True, sw.PROLOGUE, self._static,
             remote_static=peer.peer_id, psk=peer.psk,
         )
+        flags = sw.FLAG_ANSWER if answer else 0
         body = sw.initiation_head(pending.local_index) + pending.handshake.write_message(
-            self._timestamp(peer, now)
+            self._timestamp(peer, now) + bytes((flags,))
         )
         cookie = peer.cookie if peer.cookie is not None and now - peer.cookie_at < COOKIE_VALID_S else None
         message, pending.mac1 = sw.add_macs(body, peer.mac1_key, cookie)
         pending.sent_at = now
-        delay = min(REKEY_TIMEOUT_S * 2**pending.attempts, MAX_RETRY_S)
+        delay = min(REKEY_TIMEOUT_S * 2 ** min(pending.attempts, 8), MAX_RETRY_S)
         pending.retry_at = now + delay * (1 + JITTER_FRACTION * self._rng.random())
         pending.attempts += 1
         peer.last_initiated = now
@@ -693,7 +699,7 @@ class SessionManager:
                 elif peer.pending is None and now >= peer.next_attempt:
                     peer.failed_attempts += 1
                     peer.next_attempt = now + min(
-                        REKEY_TIMEOUT_S * 2**peer.failed_attempts, MAX_RETRY_S
+                        REKEY_TIMEOUT_S * 2 ** min(peer.failed_attempts, 8), MAX_RETRY_S
                     )
                     self._initiate(peer, now)
 

@@ -4,7 +4,7 @@ docs/PROTOCOL.md ("Sessions") is the normative text; this module is its
 code.  Four envelope types, distinct from the static-key envelope (0x01)
 and the plaintext one (0x02, unchanged)::
 
-    0x03 initiation  (148 bytes)   0x04 response (92 bytes)
+    0x03 initiation  (149 bytes)   0x04 response (92 bytes)
     0x05 cookie reply (52 bytes)   0x06 transport (32 + n bytes)
 
 Integers are little-endian (as in WireGuard, whose layout this follows
@@ -55,9 +55,14 @@ LABEL_COOKIE = b"mvds-cookie-v1"
 NO_PSK = bytes(32)
 
 TIMESTAMP_SIZE = 12
-INITIATION_NOISE_SIZE = 32 + (32 + 16) + (TIMESTAMP_SIZE + 16)  # e, enc s, enc timestamp = 108
+INITIATION_PAYLOAD_SIZE = TIMESTAMP_SIZE + 1  # timestamp, flags
+FLAG_ANSWER = 0x01
+"""Flag in an initiation: it answers an initiation of the receiver's that was
+refused as a replay (stale timestamp); the receiver must not treat it as a
+collision with its own pending initiation."""
+INITIATION_NOISE_SIZE = 32 + (32 + 16) + (INITIATION_PAYLOAD_SIZE + 16)  # e, enc s, enc payload = 109
 RESPONSE_NOISE_SIZE = 32 + 16  # e, enc empty payload = 48
-INITIATION_SIZE = 8 + INITIATION_NOISE_SIZE + 32  # 148
+INITIATION_SIZE = 8 + INITIATION_NOISE_SIZE + 32  # 149
 RESPONSE_SIZE = 12 + RESPONSE_NOISE_SIZE + 32  # 92
 COOKIE_REPLY_SIZE = 8 + 12 + 16 + 16  # 52
 TRANSPORT_HEADER_SIZE = 16

@@ -134,3 +134,12 @@ def test_a_session_manager_accepts_the_documented_initiation():
     (addr, response), = bob.datagrams_to_send()
     assert bob.counters["handshake_responded"] == 1
     assert len(response) == sw.RESPONSE_SIZE and response[8:12] == (0x11223344).to_bytes(4, "little")
+
+
+def test_every_refusal_and_drop_reason_of_the_code_is_documented():
+    source = (ROOT / "mvds" / "secure" / "session.py").read_text()
+    reasons = set(re.findall(r'_(?:refuse|drop)\("([a-z_]+)"', source))
+    reasons |= {"cookie_sent", "amplification_limited", "no_address"}
+    paragraph = SECTION[SECTION.index("each is counted by reason") : SECTION.index("### Replayed initiations")]
+    documented = set(re.findall(r"`([a-z_]+)`", paragraph))
+    assert reasons == documented

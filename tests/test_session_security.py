@@ -89,7 +89,7 @@ def test_a_replayed_initiation_is_refused_by_a_live_responder():
     initiation = next(d for _, _, d in net.record if d[0] == sw.TYPE_INITIATION)
     before = b.state_size()
     b.datagram_received(("198.51.100.7", 9), initiation, 30.0)
-    assert b.counters["replay"] == 1 and b.counters["handshake_responded"] == 1
+    assert b.counters["handshake_replay"] == 1 and b.counters["handshake_responded"] == 1
     assert b.state_size()["sessions"] == before["sessions"]
     # B answers by initiating itself, to A's known path, not (beyond 3x) to the replayer.
     out = b.datagrams_to_send()
@@ -110,7 +110,7 @@ def test_initiator_restarted_with_clock_behind_still_connects():
     a2.add_peer(b.public, b_addr)
     a2.send(b.public, b"after restore", 10.0)
     net.flush(10.0)
-    assert b.counters["replay"] == 1
+    assert b.counters["handshake_replay"] == 1
     assert [r.payload for r in net.received[b_addr]] == [b"before", b"after restore"]
 
 
@@ -127,7 +127,7 @@ def test_responder_restart_forgets_timestamps_so_a_replay_gets_one_response_and_
     assert [(addr, len(d)) for addr, d in out] == [(spoofed, sw.RESPONSE_SIZE)]  # 92 for 149
     assert b2._peers[a.public].current is None  # unconfirmed: the replayer has no keys
     b2.datagram_received(spoofed, initiation, 51.0)
-    assert b2.counters["replay"] == 1
+    assert b2.counters["handshake_replay"] == 1
 
 
 # -- floods and cookies --------------------------------------------------------------------------

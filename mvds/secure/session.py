@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -233,7 +234,7 @@ class SessionManager:
         identity: Identity,
         *,
         keepalive_s: float = DEFAULT_KEEPALIVE_S,
-        wall_offset: float = 0.0,
+        wall_offset: float | None = None,
         rng: random.Random | None = None,
         random_bytes: Callable[[int], bytes] = os.urandom,
         limiter: HandshakeLimiter | None = None,
@@ -245,7 +246,9 @@ class SessionManager:
         self.public = self._static.public
         self._mac1_key = sw.mac1_key(self.public)
         self.keepalive_s = float(keepalive_s)
-        self.wall_offset = wall_offset
+        # The wall clock is read here once (unless given): timestamps are
+        # now + wall_offset, so every later input stays the caller's monotonic now.
+        self.wall_offset = time.time() - time.monotonic() if wall_offset is None else wall_offset
         self._rng = rng or random.SystemRandom()
         self._random_bytes = random_bytes
         self._cookies = CookieJar(random_bytes)
@@ -402,7 +405,7 @@ class SessionManager:
         timestamp = int.from_bytes(payload[: sw.TIMESTAMP_SIZE], "big")
         yielding = bool(payload[sw.TIMESTAMP_SIZE] & sw.FLAG_ANSWER)
         if timestamp <= peer.greatest_timestamp:
-            self._refuse("replay", addr, peer)
+            self._refuse("handshake_replay", addr, peer)
             # A replay, or the peer restarted with its clock behind: start a
             # handshake of our own (to its known path; to this source only
             # within the amplification limit), which cannot be replayed.
@@ -719,7 +722,8 @@ class SessionManager:
             if peer.keepalive and self.keepalive_s > 0:
                 session = peer.current
                 if session is not None:
-                    times.append((peer.last_sent or session.created) + self.keepalive_s)
+                    since = peer.last_sent if peer.last_sent is not None else session.created
+                    times.append(since + self.keepalive_s)
                     due = REKEY_AFTER_S if session.initiator else REKEY_AFTER_S + RESPONDER_REKEY_DELAY_S
                     if peer.pending is None:
                         times.append(session.created + due)

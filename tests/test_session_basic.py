@@ -167,3 +167,31 @@ def test_unknown_peer_initiation_is_refused():
     stranger.send(b.public, b"hi", 0.0)
     net.flush(0.0)
     assert b.counters["unknown_peer"] == 1 and net.received[b_addr] == []
+
+
+def test_rekey_after_messages_and_reject_before_the_counter_can_wrap():
+    from mvds.secure.session import REJECT_AFTER_MESSAGES, REKEY_AFTER_MESSAGES
+
+    net, a, b, a_addr, b_addr = pair()
+    a.send(b.public, b"x", 0.0)
+    net.flush(0.0)
+    session = a._peers[b.public].current
+    session.sent = REKEY_AFTER_MESSAGES  # as if 2^60 datagrams had been sent
+    a.send(b.public, b"y", 1.0)
+    out = a.datagrams_to_send()
+    assert [d[0] for _, d in out] == [sw.TYPE_TRANSPORT, sw.TYPE_INITIATION]
+    assert sw.parse_transport_head(out[0][1])[1] == REKEY_AFTER_MESSAGES
+    session.sent = REJECT_AFTER_MESSAGES
+    assert not session.usable(1.0)
+    a.send(b.public, b"z", 1.0)  # queued for the new session, never sealed on the old one
+    assert [d[0] for _, d in a.datagrams_to_send()] == []
+    got = [b.datagram_received(a_addr, data, 1.0) for addr, data in out]
+    assert got[0].payload == b"y"
+    net.flush(1.0)
+    assert net.received[b_addr][-1].payload == b"z"
+
+
+def test_transport_for_an_unknown_index_is_dropped():
+    net, a, b, a_addr, b_addr = pair()
+    assert b.datagram_received(a_addr, sw.transport_head(12345, 0) + bytes(16), 0.0) is None
+    assert b.counters["unknown_index"] == 1

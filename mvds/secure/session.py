@@ -23,8 +23,8 @@ Lifetimes (WireGuard's numbers, see docs/PROTOCOL.md "Sessions"):
   session older than ``REJECT_AFTER_S`` or past ``REJECT_AFTER_MESSAGES``;
 - the session replaced by a rekey keeps receiving for
   ``KEEP_PREVIOUS_S`` (datagrams in flight), then its keys are dropped;
-- a lost handshake is retried after ``REKEY_TIMEOUT_S`` doubling to
-  ``MAX_RETRY_S``, plus up to ``JITTER_FRACTION`` random jitter; a peer
+- a lost handshake is retried every ``REKEY_TIMEOUT_S``, ``STEADY_RETRIES``
+  times, then doubling to ``MAX_RETRY_S``, plus up to ``JITTER_FRACTION`` random jitter; a peer
   without keepalives gives up after ``REKEY_ATTEMPT_S`` until the next send.
 
 Nothing here is ever written to disk: nonces start at 0 in every session
@@ -66,8 +66,16 @@ REJECT_AFTER_S = 180.0
 RESPONDER_REKEY_DELAY_S = 10.0
 REKEY_AFTER_MESSAGES = 2**60
 REJECT_AFTER_MESSAGES = 2**64 - 2**13 - 1
-REKEY_TIMEOUT_S = 5.0
+REKEY_TIMEOUT_S = 1.0
+"""First handshake retry (WireGuard waits 5 s; MVDS paces its retransmissions
+in 300 ms epochs, so a lost handshake should not cost it 17 epochs)."""
 MAX_RETRY_S = 60.0
+STEADY_RETRIES = 8
+COLLISION_RESEND_S = 0.25
+"""A collision (the peer's initiation while ours is pending) resends ours at
+once, at most this often."""
+"""A lost handshake is retried every REKEY_TIMEOUT_S this many times before
+the wait doubles (a lossy link needs several tries; a dead one is left alone)."""
 JITTER_FRACTION = 0.1
 REKEY_ATTEMPT_S = 90.0
 KEEP_PREVIOUS_S = 10.0
@@ -421,7 +429,12 @@ class SessionManager:
                 # Both initiated: the smaller public key's initiation wins, unless
                 # the peer's initiation answers one of ours it refused as stale
                 # (we restarted with the clock behind): then ours cannot succeed.
-                return self._refuse("collision", addr, peer)
+                self._refuse("collision", addr, peer)
+                # The peer is up and has not got our initiation (lost, or
+                # still on its way): a fresh one now, not after the retry wait.
+                if peer.last_initiated is None or now - peer.last_initiated >= COLLISION_RESEND_S:
+                    self._initiate(peer, now)
+                return None
             self._drop_pending(peer)
         local_index = self._new_index()
         body = sw.response_head(local_index, sender_index) + handshake.write_message(b"")
@@ -654,7 +667,8 @@ class SessionManager:
         cookie = peer.cookie if peer.cookie is not None and now - peer.cookie_at < COOKIE_VALID_S else None
         message, pending.mac1 = sw.add_macs(body, peer.mac1_key, cookie)
         pending.sent_at = now
-        delay = min(REKEY_TIMEOUT_S * 2 ** min(pending.attempts, 8), MAX_RETRY_S)
+        doublings = min(max(0, pending.attempts - STEADY_RETRIES + 1), 8)
+        delay = min(REKEY_TIMEOUT_S * 2**doublings, MAX_RETRY_S)
         pending.retry_at = now + delay * (1 + JITTER_FRACTION * self._rng.random())
         pending.attempts += 1
         peer.last_initiated = now

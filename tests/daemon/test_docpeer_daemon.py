@@ -1,7 +1,8 @@
 """A peer written from docs/PROTOCOL.md alone syncs with a real `mvds run` daemon.
 
 tests/interop/docpeer.py never imports mvds; here it talks to a daemon
-process over real UDP, in the sealed mode and in the plaintext mode.
+process over real UDP in the plaintext mode (0x02).  docpeer's sealed mode
+is the retired static-key envelope (0x01): the daemon refuses it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from interop import docpeer
 from procs import Daemon, cli, stop_all, wait_until
 
 
-@pytest.mark.parametrize("plaintext", [False, True], ids=["sealed", "plaintext"])
+@pytest.mark.parametrize("plaintext", [True], ids=["plaintext"])
 def test_docpeer_and_a_daemon_exchange_messages(tmp_path, plaintext):
     node = tmp_path / "node"
     node_id = bytes.fromhex(cli("init", str(node), check=True).stdout.strip())
@@ -64,6 +65,28 @@ def test_docpeer_and_a_daemon_exchange_messages(tmp_path, plaintext):
         )
         drops = daemon.status()["drops"]
         assert not {k: v for k, v in drops.items() if k != "no_address"}, drops
+    finally:
+        peer.close()
+        stop_all([daemon])
+
+
+def test_the_retired_static_key_envelope_is_dropped_as_bad_version(tmp_path):
+    node = tmp_path / "node"
+    node_id = bytes.fromhex(cli("init", str(node), check=True).stdout.strip())
+    me = docpeer.DocIdentity.generate()
+    peer = docpeer.DocPeer(me)
+    link = docpeer.DocLink(me, node_id)  # type 0x01
+    cli("peer", "add", str(node), "doc", me.public.hex(), "%s:%d" % peer.address,
+        "--group", "chat", check=True)
+    daemon = Daemon(node).start()
+    try:
+        host, port = daemon.status()["listen"].rsplit(":", 1)
+        group = docpeer.group_id("chat")
+        message = docpeer.DocMessage(group, 1764000000, b"old envelope")
+        peer.send(link, (host, int(port)), docpeer.DocPayload(messages=[message]))
+        wait_until(lambda: daemon.status()["drops"].get("bad_version", 0) >= 1, 10,
+                   what="the 0x01 datagram to be dropped")
+        assert daemon.status()["messages_stored"] == 0
     finally:
         peer.close()
         stop_all([daemon])

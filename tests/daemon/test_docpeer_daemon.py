@@ -1,8 +1,9 @@
 """A peer written from docs/PROTOCOL.md alone syncs with a real `mvds run` daemon.
 
 tests/interop/docpeer.py never imports mvds; here it talks to a daemon
-process over real UDP in the plaintext mode (0x02).  docpeer's sealed mode
-is the retired static-key envelope (0x01): the daemon refuses it.
+process over real UDP, over sessions (0x03-0x06: docpeer's DocSession) and
+in the plaintext mode (0x02).  docpeer's DocLink sealed mode is the retired
+static-key envelope (0x01): the daemon refuses it.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from interop import docpeer
 from procs import Daemon, cli, stop_all, wait_until
 
 
-@pytest.mark.parametrize("plaintext", [True], ids=["plaintext"])
+@pytest.mark.parametrize("plaintext", [False, True], ids=["sessions", "plaintext"])
 def test_docpeer_and_a_daemon_exchange_messages(tmp_path, plaintext):
     node = tmp_path / "node"
     node_id = bytes.fromhex(cli("init", str(node), check=True).stdout.strip())
     me = docpeer.DocIdentity.generate()
     peer = docpeer.DocPeer(me)
-    link = docpeer.DocLink(me, node_id, plaintext=plaintext)
+    link = docpeer.DocLink(me, node_id, plaintext=True) if plaintext else docpeer.DocSession(me, node_id)
     extra = ["--plaintext"] if plaintext else []
     cli("peer", "add", str(node), "doc", me.public.hex(), "%s:%d" % peer.address,
         "--group", "chat", *extra, check=True)

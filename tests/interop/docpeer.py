@@ -657,7 +657,8 @@ class DocPeer:
         """Initiate until a response arrives (retrying every second, as the document says)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self.sock.sendto(link.initiation(), address)
+            if link.responder_next is None:  # else: we answered the peer's; await its confirmation
+                self.sock.sendto(link.initiation(), address)
             retry = time.monotonic() + 1.0
             while time.monotonic() < min(retry, deadline):
                 self.sock.settimeout(max(0.01, min(retry, deadline) - time.monotonic()))
@@ -671,6 +672,8 @@ class DocPeer:
                     link.on_cookie_reply(datagram)
                     break
                 self._session_datagram({link.peer: link}, datagram, source)
+                if link.established:  # the peer's initiation won, and it confirmed
+                    return
         raise TimeoutError("no handshake response in time")
 
     def _session_datagram(self, links: dict, datagram: bytes, source) -> tuple[bytes, bytes] | None:

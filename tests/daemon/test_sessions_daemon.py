@@ -1,0 +1,277 @@
+"""Sessions between real `mvds run` processes (issue 14's "done when" list).
+
+Time is compressed through settings (``keepalive_s`` of a fraction of a
+second, 50 ms epochs); scripts/sessions_long.py runs the same scenarios
+at full length.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mvds.daemon.config import PeerConfig, load_config, save_config
+from mvds.daemon.setup import init_node_dir
+from procs import Daemon, stop_all, wait_until
+from udpproxy import UdpProxy, transport_nonce_repeats
+
+
+def _nodes(base: Path, names=("a", "b"), **settings) -> dict[str, Path]:
+    paths = {}
+    for name in names:
+        path = base / name
+        init_node_dir(path)
+        config = load_config(path / "mvds.toml")
+        config.groups = ["chat"]
+        for key, value in settings.items():
+            setattr(config, key, value)
+        save_config(path / "mvds.toml", config)
+        paths[name] = path
+    return paths
+
+
+def _peer(path: Path, name: str, other: Path, address: str | None = None) -> None:
+    """``path`` trusts ``other`` as ``name`` at ``address`` (default: its listen address)."""
+    config = load_config(path / "mvds.toml")
+    other_config = load_config(other / "mvds.toml")
+    other_id = (other / "identity.key")
+    from mvds.secure import Identity
+
+    peer_id = Identity.load(other_id).peer_id_hex
+    config.peers = [p for p in config.peers if p.name != name]
+    config.peers.append(PeerConfig(name, peer_id, address or other_config.listen, ["chat"]))
+    save_config(path / "mvds.toml", config)
+
+
+def _listen(path: Path) -> tuple[str, int]:
+    host, port = load_config(path / "mvds.toml").listen.rsplit(":", 1)
+    return host, int(port)
+
+
+def _events(daemon: Daemon, event: str) -> list[dict]:
+    out = []
+    for line in (daemon.path / "daemon.log").read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("event") == event:
+            out.append(entry)
+    return out
+
+
+def _peer_status(daemon: Daemon, name: str) -> dict:
+    return next(p for p in daemon.status()["peers"] if p["name"] == name)
+
+
+def _has(daemon: Daemon, message_id: str) -> bool:
+    with daemon.client() as client:
+        for event in client.stream("subscribe", since=0):
+            if event.get("event") == "caught_up":
+                return False
+            if event["message"]["id"] == message_id:
+                return True
+    return False
+
+
+def _send(daemon: Daemon, text: str) -> str:
+    return daemon.request("append", group="chat", text=text)["message_id"]
+
+
+# -- keepalives and reachability --------------------------------------------------------
+
+
+def test_idle_nodes_stay_reachable_and_a_stopped_one_is_reported(tmp_path):
+    keepalive = 0.4
+    paths = _nodes(tmp_path, keepalive_s=keepalive)
+    _peer(paths["a"], "b", paths["b"])
+    _peer(paths["b"], "a", paths["a"])
+    a, b = Daemon(paths["a"]).start(), Daemon(paths["b"]).start()
+    try:
+        wait_until(lambda: _peer_status(a, "b")["reachable"] and _peer_status(b, "a")["reachable"],
+                   10, what="the two to be reachable")
+        # Idle for 12 keepalive periods (4 reachability windows): still reachable.
+        deadline = time.monotonic() + 12 * keepalive
+        while time.monotonic() < deadline:
+            for daemon, other in ((a, "b"), (b, "a")):
+                peer = _peer_status(daemon, other)
+                assert peer["reachable"], peer
+                assert peer["session"]["path"]["state"] in ("configured", "validated")
+            time.sleep(keepalive / 2)
+        assert not _events(a, "peer.unreachable")
+        status = _peer_status(a, "b")
+        assert status["session"]["established"] and status["session"]["keepalive"]
+        assert status["last_heard_s"] < 3 * keepalive
+
+        b.process.send_signal(signal.SIGSTOP)
+        stopped = time.monotonic()
+        # Documented: unreachable once nothing was heard for 3 x keepalive_s.
+        wait_until(lambda: _events(a, "peer.unreachable"), 10, 0.05, what="peer.unreachable")
+        took = time.monotonic() - stopped
+        assert took <= 3 * keepalive + 1.0, took
+        assert not _peer_status(a, "b")["reachable"]
+        reachable_before = len(_events(a, "peer.reachable"))
+        b.process.send_signal(signal.SIGCONT)
+        wait_until(lambda: len(_events(a, "peer.reachable")) > reachable_before, 15, 0.05,
+                   what="peer.reachable after SIGCONT")
+        assert _peer_status(a, "b")["reachable"]
+        metrics_line = f'mvds_peer_reachable{{peer="b"}} 1'
+        from mvds.daemon.metrics import render_metrics
+
+        assert metrics_line in render_metrics(a.status())
+    finally:
+        if b.alive:
+            b.process.send_signal(signal.SIGCONT)
+        stop_all([a, b])
+
+
+# -- a forged source cannot redirect or amplify ----------------------------------------------
+
+
+def test_a_replayed_unseen_datagram_from_a_forged_source_gains_at_most_3x(tmp_path):
+    paths = _nodes(tmp_path, keepalive_s=1.0, epoch_ms=50)
+    proxy = UdpProxy(_listen(paths["a"]), _listen(paths["b"]))
+    _peer(paths["a"], "b", paths["b"], proxy.address_for_a)
+    _peer(paths["b"], "a", paths["a"], proxy.address_for_b)
+    a, b = Daemon(paths["a"]).start(), Daemon(paths["b"]).start()
+    forged = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    forged.bind(("127.0.0.1", 0))
+    forged.setblocking(False)
+    try:
+        first = _send(b, "before")
+        wait_until(lambda: _has(a, first), 15, what="the session and a first message")
+        # The next B->A data datagram is "lost after a tap": held by the proxy.
+        proxy.hold = lambda direction, data: direction == "b->a" and data[0] == 0x06 and len(data) > 100
+        lost = _send(b, "tapped")
+        wait_until(lambda: proxy.held, 10, what="a datagram held back")
+        proxy.hold = None
+        (_, datagram), = proxy.held[:1]
+        # A copy sent to A from a forged source, before A ever saw it.
+        forged.sendto(datagram, _listen(paths["a"]))
+        received = 0
+        backlog = [_send(b, f"after {i}" * 40) for i in range(30)]  # traffic A might redirect
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            try:
+                received += len(forged.recv(65535))
+            except BlockingIOError:
+                time.sleep(0.02)
+        assert received <= 3 * len(datagram), (received, len(datagram))
+        peer = _peer_status(a, "b")
+        assert peer["session"]["path"]["address"] == proxy.address_for_a
+        # Sync with the real peer is unaffected: everything arrives.
+        wait_until(lambda: all(_has(a, m) for m in [lost, *backlog]), 20, what="the backlog at A")
+        assert not _events(a, "peer.address_changed")
+    finally:
+        forged.close()
+        stop_all([a, b])
+        proxy.close()
+
+
+# -- restore, clock behind, copied directory: no (key, nonce) twice ----------------------------
+
+
+def _clock_env(tmp_path: Path, offset: float) -> dict[str, str]:
+    """Run a daemon with its wall clock moved by ``offset`` seconds (time.time
+    only; the monotonic clock is untouched), through a sitecustomize hook."""
+    hook = tmp_path / "clockhook"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(
+        "import os, time\n"
+        "_real = time.time\n"
+        "_path = os.environ.get('MVDS_FAKE_CLOCK_FILE')\n"
+        "def _shifted():\n"
+        "    try:\n"
+        "        with open(_path) as f:\n"
+        "            return _real() + float(f.read().strip() or 0)\n"
+        "    except OSError:\n"
+        "        return _real()\n"
+        "if _path:\n"
+        "    time.time = _shifted\n"
+        "    time.time_ns = lambda: int(_shifted() * 1e9)\n"
+    )
+    clock = tmp_path / f"clock-{os.getpid()}-{time.monotonic_ns()}"
+    clock.write_text(str(offset))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(hook), env.get("PYTHONPATH", "")])
+    env["MVDS_FAKE_CLOCK_FILE"] = str(clock)
+    return env, clock
+
+
+class ClockDaemon(Daemon):
+    def __init__(self, path: Path, env: dict[str, str]) -> None:
+        super().__init__(path)
+        self.env = env
+
+    def start(self, timeout: float = 20.0) -> "Daemon":
+        import subprocess
+
+        real = subprocess.Popen
+
+        def popen(*args, **kwargs):
+            kwargs["env"] = self.env
+            return real(*args, **kwargs)
+
+        subprocess.Popen = popen
+        try:
+            return super().start(timeout)
+        finally:
+            subprocess.Popen = real
+
+
+def test_restore_with_the_clock_behind_and_a_copied_directory_reuse_no_nonce(tmp_path):
+    paths = _nodes(tmp_path, keepalive_s=1.0, epoch_ms=50)
+    proxy = UdpProxy(_listen(paths["a"]), _listen(paths["b"]))
+    _peer(paths["a"], "b", paths["b"], proxy.address_for_a)
+    _peer(paths["b"], "a", paths["a"], proxy.address_for_b)
+    b = Daemon(paths["b"]).start()
+    daemons = [b]
+    try:
+        a = Daemon(paths["a"]).start()
+        daemons.append(a)
+        ids = [_send(a, f"first run {i}") for i in range(10)]
+        wait_until(lambda: all(_has(b, m) for m in ids), 15, what="first run synced")
+        a.stop()
+        backup = tmp_path / "backup"
+        shutil.copytree(paths["a"], backup, ignore=shutil.ignore_patterns("mvds.sock", "mvds.lock"))
+
+        env, _ = _clock_env(tmp_path, -86_400)  # a day behind
+        a = ClockDaemon(paths["a"], env).start()
+        daemons.append(a)
+        ids = [_send(a, f"clock behind {i}") for i in range(30)]
+        wait_until(lambda: all(_has(b, m) for m in ids), 20, what="the clock-behind run synced")
+        a.stop()
+
+        shutil.rmtree(paths["a"])  # restore the backup
+        shutil.copytree(backup, paths["a"])
+        a = Daemon(paths["a"]).start()
+        daemons.append(a)
+        ids = [_send(a, f"restored {i}") for i in range(30)]
+        wait_until(lambda: all(_has(b, m) for m in ids), 20, what="the restored run synced")
+
+        # The directory copied and run a second time, at once (its own port).
+        clone = tmp_path / "clone"
+        shutil.copytree(paths["a"], clone, ignore=shutil.ignore_patterns("mvds.sock", "mvds.lock"))
+        config = load_config(clone / "mvds.toml")
+        config.listen = "127.0.0.1:0"
+        save_config(clone / "mvds.toml", config)
+        twin = Daemon(clone).start()
+        daemons.append(twin)
+        for i in range(20):
+            _send(a, f"original {i}")
+            _send(twin, f"twin {i}")
+        time.sleep(3)
+    finally:
+        stop_all(daemons)
+        proxy.close()
+    transport = [r for r in proxy.records if r[1][:1] == b"\x06"]
+    assert len(transport) > 100
+    assert transport_nonce_repeats(proxy.records) == []

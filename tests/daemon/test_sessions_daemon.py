@@ -275,3 +275,63 @@ def test_restore_with_the_clock_behind_and_a_copied_directory_reuse_no_nonce(tmp
     transport = [r for r in proxy.records if r[1][:1] == b"\x06"]
     assert len(transport) > 100
     assert transport_nonce_repeats(proxy.records) == []
+
+
+# -- wall-clock jumps delay no retransmission ---------------------------------------------------
+
+
+@pytest.mark.parametrize("jump", [-3600, 3600], ids=["back", "forward"])
+def test_a_clock_jump_while_running_delays_no_retransmission(tmp_path, jump):
+    epoch = 0.05
+    paths = _nodes(tmp_path, keepalive_s=1.0, epoch_ms=int(epoch * 1000))
+    proxy = UdpProxy(_listen(paths["a"]), _listen(paths["b"]))
+    _peer(paths["a"], "b", paths["b"], proxy.address_for_a)
+    _peer(paths["b"], "a", paths["a"], proxy.address_for_b)
+    env, clock = _clock_env(tmp_path, 0)
+    a = ClockDaemon(paths["a"], env).start()
+    b = Daemon(paths["b"]).start()
+    try:
+        first = _send(a, "hello")
+        wait_until(lambda: _has(b, first), 15, what="a first message")
+        # A's data datagrams to B are lost for a while: the record backs off.
+        proxy.hold = lambda direction, data: direction == "a->b" and data[0] == 0x06 and len(data) > 100
+        lost = _send(a, "lost at first")
+        wait_until(lambda: len(proxy.held) >= 3, 10, what="a few lost sends")
+        clock.write_text(str(jump))  # the wall clock jumps by an hour
+        time.sleep(0.3)
+        proxy.hold = None
+        healed = time.monotonic()
+        wait_until(lambda: _has(b, lost), 30, 0.05, what="the retransmission")
+        took = time.monotonic() - healed
+        # The record waits at most online_backoff (8 epochs) + the RTO ceiling
+        # once the peer is heard; an hour's jump would stall it for an hour.
+        assert took < 3.0, took
+    finally:
+        stop_all([a, b])
+        proxy.close()
+
+
+def test_a_restart_with_the_clock_an_hour_behind_resumes_at_once(tmp_path):
+    paths = _nodes(tmp_path, keepalive_s=1.0, epoch_ms=300, backoff_max_epochs=64)
+    proxy = UdpProxy(_listen(paths["a"]), _listen(paths["b"]))
+    _peer(paths["a"], "b", paths["b"], proxy.address_for_a)
+    _peer(paths["b"], "a", paths["a"], proxy.address_for_b)
+    a = Daemon(paths["a"]).start()
+    b = Daemon(paths["b"]).start()
+    try:
+        first = _send(a, "hello")
+        wait_until(lambda: _has(b, first), 15, what="a first message")
+        proxy.hold = lambda direction, data: direction == "a->b" and data[0] == 0x06 and len(data) > 100
+        lost = _send(a, "in flight across the restart")
+        wait_until(lambda: len(proxy.held) >= 2, 10, what="sends lost")
+        a.stop()
+        proxy.hold = None
+        env, _ = _clock_env(tmp_path, -3600)
+        a = ClockDaemon(paths["a"], env).start()
+        restarted = time.monotonic()
+        wait_until(lambda: _has(b, lost), 30, 0.05, what="the record resumed")
+        assert time.monotonic() - restarted < 5.0
+        assert a.status()["engine"].get("resumed_early", 0) >= 1
+    finally:
+        stop_all([a, b])
+        proxy.close()

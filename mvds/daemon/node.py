@@ -59,7 +59,7 @@ from mvds.daemon.gate import DatagramGate
 from mvds.daemon.logs import get_logger
 from mvds.daemon.logthrottle import LogThrottle
 from mvds.daemon.nodedir import NodeDir
-from mvds.daemon.peers import RESOLVE_INTERVAL, PeerRegistry, PeerState, route_resolved
+from mvds.daemon.peers import PeerRegistry, PeerState, route_resolved
 from mvds.daemon.radio import RadioSchedule, run_radio
 from mvds.daemon.status import build_status
 from mvds.daemon.subscriptions import Subscriptions
@@ -476,7 +476,7 @@ class Node:
 
     async def _resolve_loop(self) -> None:
         while True:
-            await trio.sleep(RESOLVE_INTERVAL)
+            await trio.sleep(self.config.resolve_interval_s)
             await self._resolve_peers()
 
     async def _resolve_peers(self) -> None:

@@ -3,7 +3,7 @@ byte budget (sans-IO; the node resolves host names and feeds the results in).
 
 Two sources give a peer's address: the configured ``HOST:PORT``, resolved
 when the node starts, when the peer is added and every
-``RESOLVE_INTERVAL`` seconds (containers move), and the peer's own
+``resolve_interval_s`` seconds (containers move), and the peer's own
 datagrams from a new source (roaming).
 
 For a session peer (every peer not configured ``plaintext``) the session
@@ -31,7 +31,8 @@ from mvds.daemon.config import NodeConfig, PeerConfig
 from mvds.secure.ratelimit import TokenBucket
 
 RESOLVE_INTERVAL = 30.0
-"""Seconds between re-resolving peer host names (containers move)."""
+"""Default seconds between re-resolving peer host names (containers move;
+the setting ``resolve_interval_s``)."""
 
 
 @dataclass

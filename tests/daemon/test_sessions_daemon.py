@@ -335,3 +335,92 @@ def test_a_restart_with_the_clock_an_hour_behind_resumes_at_once(tmp_path):
     finally:
         stop_all([a, b])
         proxy.close()
+
+
+# -- a moved peer is not forgotten ------------------------------------------------------------
+
+
+def test_a_peer_that_moved_port_keeps_getting_one_way_traffic(tmp_path):
+    interval = 0.5
+    paths = _nodes(tmp_path, keepalive_s=1.0, epoch_ms=50, resolve_interval_s=interval)
+    _peer(paths["a"], "b", paths["b"])
+    _peer(paths["b"], "a", paths["a"])
+    a, b = Daemon(paths["a"]).start(), Daemon(paths["b"]).start()
+    daemons = [a, b]
+    try:
+        first = _send(a, "before the move")
+        wait_until(lambda: _has(b, first), 15, what="a first message")
+        b.stop()
+        config = load_config(paths["b"] / "mvds.toml")
+        old = config.listen
+        config.listen = "127.0.0.1:0"  # B comes back on another port; A's config still names the old one
+        save_config(paths["b"] / "mvds.toml", config)
+        b = Daemon(paths["b"]).start()
+        daemons.append(b)
+        new = b.status()["listen"]
+        assert new != old
+        wait_until(lambda: _peer_status(a, "b")["session"]["path"] == {"address": new, "state": "validated"},
+                   15, what="A to validate B's new address")
+        # One-way traffic A -> B for 12 re-resolution intervals: nothing is lost.
+        sent = []
+        deadline = time.monotonic() + 12 * interval
+        while time.monotonic() < deadline:
+            sent.append(_send(a, f"after the move {len(sent)}"))
+            time.sleep(0.1)
+        wait_until(lambda: all(_has(b, m) for m in sent), 20, what="every message after the move")
+        assert _peer_status(a, "b")["session"]["path"]["address"] == new
+    finally:
+        stop_all(daemons)
+
+
+# -- a spoofed handshake flood --------------------------------------------------------------------
+
+
+def _cpu_and_rss(pid: int) -> tuple[float, int]:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+    return cpu, rss
+
+
+def test_a_handshake_flood_at_ten_times_the_per_source_limit(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from interop import docpeer
+    from mvds.secure.cookie import PER_SOURCE_BURST, PER_SOURCE_HPS
+
+    paths = _nodes(tmp_path, keepalive_s=1.0, epoch_ms=50)
+    _peer(paths["a"], "b", paths["b"])
+    _peer(paths["b"], "a", paths["a"])
+    a, b = Daemon(paths["a"]).start(), Daemon(paths["b"]).start()
+    flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        first = _send(b, "before")
+        wait_until(lambda: _has(a, first), 15, what="a first message")
+        a_id = bytes.fromhex(a.status()["peer_id"])
+        # Initiations that pass mac1 (anyone knows a peer id) from sources A never trusted.
+        initiations = [docpeer.DocSession(docpeer.DocIdentity.generate(), a_id).initiation() for _ in range(50)]
+        rate = int(10 * PER_SOURCE_HPS)
+        cpu_before, rss_before = _cpu_and_rss(a.process.pid)
+        started = time.monotonic()
+        sent, synced = 0, []
+        while time.monotonic() - started < 5.0:
+            flood.sendto(initiations[sent % len(initiations)], _listen(paths["a"]))
+            sent += 1
+            if sent % rate == 0:
+                synced.append(_send(b, f"during the flood {sent}"))
+            time.sleep(max(0.0, started + sent / rate - time.monotonic()))
+        elapsed = time.monotonic() - started
+        wait_until(lambda: all(_has(a, m) for m in synced), 15, what="honest sync during the flood")
+        cpu_after, rss_after = _cpu_and_rss(a.process.pid)
+        sessions = a.status()["sessions"]
+        refused = sessions.get("rate_limited", 0) + sessions.get("cookie_sent", 0)
+        # At most the per-source rate (plus its burst) reached the DH.
+        assert sessions.get("unknown_peer", 0) <= PER_SOURCE_HPS * elapsed + PER_SOURCE_BURST + 5, sessions
+        assert refused >= sent // 2, (sent, sessions)
+        assert cpu_after - cpu_before < 0.5 * elapsed, (cpu_after - cpu_before, elapsed)
+        assert rss_after - rss_before < 20 * 1024 * 1024
+        assert a.alive and a.request("ping")["ok"]
+    finally:
+        flood.close()
+        stop_all([a, b])

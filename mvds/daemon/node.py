@@ -530,6 +530,11 @@ class Node:
             sessions.tick(clock)
         outgoing: list[tuple[bytes, Any]] = gate.session_output()
         session_events = sessions.events()
+        for event in session_events:
+            if isinstance(event, sessions_mod.SessionEstablished) and not event.rekey:
+                # A new session: say so at once with a payload, so the peer's
+                # engine hears from us and pulls its backed-off records forward.
+                engine.announce(event.peer_id, now)
         old_config = self.config
         config, staged = apply_edits(old_config, queue, self.nodedir.config if self.nodedir else None)
         try:

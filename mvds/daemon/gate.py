@@ -77,8 +77,8 @@ class DatagramGate:
         path probe).  ``clock`` is monotonic seconds."""
         if data and data[0] in sessionwire.SESSION_TYPES:
             received = self.sessions.datagram_received(addr, data, clock)
-            self._count_session_drops(addr, clock)
-            if received is None:
+            if received is None:  # a drop, or a handshake/keepalive/path datagram
+                self._count_session_drops(addr, clock)
                 return None
             peer_id, plain = received.peer_id, received.payload
             state = self.peers.get(peer_id)

@@ -448,14 +448,20 @@ class Node:
                 await self._wake.wait()
             self._wake = trio.Event()
             if self._store_failures and time.monotonic() < self._store_retry_at:
-                continue  # pausing after a store error: let it clear up
+                # Pausing after a store error: let it clear up, but keep the
+                # sessions alive (keepalives, handshakes: nothing of the store).
+                self._session_step()
+                continue
             self._step()
 
     def _timeout(self) -> float:
         if self._store_failures:
             pause = self._store_retry_at - time.monotonic()
             if pause > 0:
-                return pause
+                session_due = self.sessions.next_timer()
+                if session_due is not None:
+                    pause = min(pause, max(0.0, session_due - time.monotonic()))
+                return 0.0 if self._inbox else pause
         if self._inbox or self._queue:
             return 0.0
         mono = time.monotonic()
@@ -577,6 +583,21 @@ class Node:
             pending.done.set()
         self._session_events(session_events)
         self._dispatch(engine.events())
+
+    def _session_step(self) -> None:
+        """While the store pauses after an error: datagrams through the session
+        layer (handshakes and keepalives answered; payloads dropped, counted:
+        MVDS retransmits them) and the session timers, so peers stay reachable."""
+        clock = time.monotonic()
+        inbox, self._inbox = self._inbox, []
+        for data, addr in inbox:
+            if self.gate.open(data, addr, clock) is not None:
+                self.counters["dropped_store_paused"] += 1
+        due = self.sessions.next_timer()
+        if due is not None and due <= clock:
+            self.sessions.tick(clock)
+        self._send_session_output()
+        self._session_events(self.sessions.events())
 
     def _session_events(self, events: list[Any]) -> None:
         """Log what the session layer reports (reachability, sessions, paths)."""

@@ -23,6 +23,10 @@ from mvds.daemon.setup import init_node_dir
 from procs import Daemon, stop_all, wait_until
 from udpproxy import UdpProxy, transport_nonce_repeats
 
+SCALE = float(os.environ.get("MVDS_SESSION_TEST_SCALE", "1"))
+"""Stretches the compressed times: scripts/sessions_long.py runs these tests
+at full length (keepalive_s 15 s, resolve_interval_s 30 s, 5 minutes)."""
+
 
 def _nodes(base: Path, names=("a", "b"), **settings) -> dict[str, Path]:
     paths = {}
@@ -90,7 +94,7 @@ def _send(daemon: Daemon, text: str) -> str:
 
 
 def test_idle_nodes_stay_reachable_and_a_stopped_one_is_reported(tmp_path):
-    keepalive = 0.4
+    keepalive = 0.4 * SCALE
     paths = _nodes(tmp_path, keepalive_s=keepalive)
     _peer(paths["a"], "b", paths["b"])
     _peer(paths["b"], "a", paths["a"])
@@ -98,8 +102,8 @@ def test_idle_nodes_stay_reachable_and_a_stopped_one_is_reported(tmp_path):
     try:
         wait_until(lambda: _peer_status(a, "b")["reachable"] and _peer_status(b, "a")["reachable"],
                    10, what="the two to be reachable")
-        # Idle for 12 keepalive periods (4 reachability windows): still reachable.
-        deadline = time.monotonic() + 12 * keepalive
+        # Idle for 20 keepalive periods (5 minutes at full length): still reachable.
+        deadline = time.monotonic() + 20 * keepalive
         while time.monotonic() < deadline:
             for daemon, other in ((a, "b"), (b, "a")):
                 peer = _peer_status(daemon, other)
@@ -341,8 +345,8 @@ def test_a_restart_with_the_clock_an_hour_behind_resumes_at_once(tmp_path):
 
 
 def test_a_peer_that_moved_port_keeps_getting_one_way_traffic(tmp_path):
-    interval = 0.5
-    paths = _nodes(tmp_path, keepalive_s=1.0, epoch_ms=50, resolve_interval_s=interval)
+    interval = 0.5 * SCALE
+    paths = _nodes(tmp_path, keepalive_s=1.0 * SCALE, epoch_ms=50, resolve_interval_s=interval)
     _peer(paths["a"], "b", paths["b"])
     _peer(paths["b"], "a", paths["a"])
     a, b = Daemon(paths["a"]).start(), Daemon(paths["b"]).start()
@@ -361,7 +365,8 @@ def test_a_peer_that_moved_port_keeps_getting_one_way_traffic(tmp_path):
         assert new != old
         wait_until(lambda: _peer_status(a, "b")["session"]["path"] == {"address": new, "state": "validated"},
                    15, what="A to validate B's new address")
-        # One-way traffic A -> B for 12 re-resolution intervals: nothing is lost.
+        # One-way traffic A -> B for 12 re-resolution intervals (6 minutes at
+        # full length): nothing is lost.
         sent = []
         deadline = time.monotonic() + 12 * interval
         while time.monotonic() < deadline:
@@ -424,3 +429,78 @@ def test_a_handshake_flood_at_ten_times_the_per_source_limit(tmp_path):
     finally:
         flood.close()
         stop_all([a, b])
+
+
+# -- a full disk: the daemon keeps running and syncs again by itself ----------------------------
+
+
+def test_a_full_file_system_under_a_syncing_daemon(small_fs, tmp_path):
+    """A on a tmpfs filled to 100% while B keeps sending: A keeps running
+    and its session alive (nothing on the send path writes to disk),
+    refuses appends with the clear error, ACKs nothing it could not store,
+    and once space is freed it stores B's retransmissions by itself."""
+    keepalive = 0.5 * SCALE
+    a_dir = small_fs / "a"
+    init_node_dir(a_dir)
+    b_dir = _nodes(tmp_path, ("b",), keepalive_s=keepalive, epoch_ms=50)["b"]
+    config = load_config(a_dir / "mvds.toml")
+    config.groups, config.keepalive_s, config.epoch_ms = ["chat"], keepalive, 50
+    save_config(a_dir / "mvds.toml", config)
+    _peer(a_dir, "b", b_dir)
+    _peer(b_dir, "a", a_dir)
+    import subprocess
+
+    from procs import MVDS
+
+    with open(tmp_path / "a.log", "wb") as log:  # the log outside the full file system
+        process = subprocess.Popen([*MVDS, "run", str(a_dir), "--log-format", "json"],
+                                   stdout=log, stderr=subprocess.STDOUT)
+    a = Daemon(a_dir)
+    a.process = process
+    b = Daemon(b_dir).start()
+    filler = small_fs / "filler"
+    try:
+        wait_until(lambda: _pings(a), 20, what="A to start")
+        first = _send(b, "before")
+        wait_until(lambda: _has(a, first), 15, what="a first message")
+        free = os.statvfs(small_fs).f_bavail * os.statvfs(small_fs).f_frsize
+        with open(filler, "wb") as f:  # to 100%
+            try:
+                f.write(b"\0" * free)
+                while True:
+                    f.write(b"\0" * 4096)
+                    f.flush()
+            except OSError:
+                pass
+        error = None
+        for i in range(50):
+            try:
+                a.request("append_many", group="chat", texts=[f"{i}-{j}" * 300 for j in range(10)])
+            except Exception as exc:  # ControlError
+                error = str(exc)
+                break
+        assert error is not None and "not stored" in error and "disk full" in error, error
+        sent = [_send(b, f"while full {i}" * 50) for i in range(20)]
+        deadline = time.monotonic() + 10 * keepalive  # full for a while: A stays up and reachable
+        while time.monotonic() < deadline:
+            assert a.alive and a.request("ping")["ok"]
+            assert _peer_status(b, "a")["reachable"], "A's keepalives stopped"
+            time.sleep(keepalive)
+        # B got no ACK for what A could not store.
+        assert sum(_peer_status(b, "a")["pending"].values()) >= len(sent)
+        filler.unlink()  # space again: A syncs by itself
+        wait_until(lambda: all(_has(a, m) for m in sent), 30, what="B's messages stored after the disk freed")
+        wait_until(lambda: sum(_peer_status(b, "a")["pending"].values()) == 0, 30, what="B's records settled")
+        assert a.alive
+    finally:
+        filler.unlink(missing_ok=True)
+        stop_all([a, b])
+
+
+def _pings(daemon: Daemon) -> bool:
+    if not daemon.alive:
+        raise AssertionError(f"the daemon exited: {daemon.log_tail()}")
+    try:
+        return bool(daemon.request("ping")["ok"])
+    except Exception:
+        return False

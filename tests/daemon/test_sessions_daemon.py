@@ -464,14 +464,17 @@ def test_a_full_file_system_under_a_syncing_daemon(small_fs, tmp_path):
         first = _send(b, "before")
         wait_until(lambda: _has(a, first), 15, what="a first message")
         free = os.statvfs(small_fs).f_bavail * os.statvfs(small_fs).f_frsize
-        with open(filler, "wb") as f:  # to 100%
-            try:
-                f.write(b"\0" * free)
-                while True:
-                    f.write(b"\0" * 4096)
-                    f.flush()
-            except OSError:
-                pass
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)  # to 100%
+        try:
+            for chunk in (free, 65536, 4096, 512, 1):
+                try:
+                    while os.write(fd, b"\0" * chunk):
+                        pass
+                except OSError:
+                    pass
+        finally:
+            os.close(fd)
+        assert os.statvfs(small_fs).f_bavail == 0
         error = None
         for i in range(50):
             try:

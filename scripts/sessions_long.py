@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> int:
-    env = dict(os.environ, MVDS_SESSION_TEST_SCALE="37.5")  # 0.4 s x 37.5 = 15 s keepalives
+    env = dict(os.environ, MVDS_SESSION_TEST_SCALE="18.75")  # 0.8 s x 18.75 = 15 s keepalives
     tests = [
         "tests/daemon/test_sessions_daemon.py::test_idle_nodes_stay_reachable_and_a_stopped_one_is_reported",
         "tests/daemon/test_sessions_daemon.py::test_a_full_file_system_under_a_syncing_daemon",

@@ -508,3 +508,130 @@ def _pings(daemon: Daemon) -> bool:
         return bool(daemon.request("ping")["ok"])
     except Exception:
         return False
+
+
+# -- forward secrecy, on traffic recorded between two daemons --------------------------------------
+
+
+def _attack(init: bytes, resp: bytes, responder_private: bytes, initiator_private: bytes, ee: bytes):
+    """Run the responder's side of the handshake the way an attacker holding
+    both static private keys can, with ``ee`` standing in for the
+    ephemeral-ephemeral DH it cannot compute.  Returns (timestamp, keys)
+    where keys is None when the response's tag rejects the guess."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+    from interop import docpeer
+
+    def dh(private: bytes, public: bytes) -> bytes:
+        return X25519PrivateKey.from_private_bytes(private).exchange(X25519PublicKey.from_public_bytes(public))
+
+    responder = docpeer.DocIdentity(responder_private)
+    state = docpeer._Symmetric(responder.public)
+    e_i = init[8:40]
+    state.mix_hash(e_i)
+    state.mix_key(e_i)
+    state.mix_key(dh(responder_private, e_i))  # es
+    static = state.decrypt_and_hash(init[40:88])
+    state.mix_key(dh(responder_private, static))  # ss
+    timestamp = state.decrypt_and_hash(init[88:117])[:12]  # readable, as documented
+    e_r = resp[12:44]
+    state.mix_hash(e_r)
+    state.mix_key(e_r)
+    state.mix_key(ee)  # the one DH no static key gives
+    state.mix_key(dh(initiator_private, e_r))  # se
+    state.mix_key_and_hash(bytes(32))
+    try:
+        state.decrypt_and_hash(resp[44:60])
+    except docpeer.DocPeerError:
+        return timestamp, None
+    return timestamp, state.split()
+
+
+def test_recorded_daemon_traffic_cannot_be_opened_with_both_static_keys(tmp_path):
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+    from interop.docvectors import doc_vectors
+    from mvds.secure import Identity
+    from mvds.secure.keys import direction_key
+
+    def dh(private: bytes, public: bytes) -> bytes:
+        return X25519PrivateKey.from_private_bytes(private).exchange(X25519PublicKey.from_public_bytes(public))
+
+    def opens(key: bytes, datagram: bytes) -> bool:
+        try:
+            ChaCha20Poly1305(key).decrypt(bytes(4) + datagram[8:16], datagram[16:], datagram[:16])
+            return True
+        except InvalidTag:
+            return False
+
+    # The attack is right: with the ephemeral key it opens the documented traffic.
+    S = _session_vectors()
+    base = doc_vectors()
+    _, keys = _attack(S["initiation_alice_to_bob"], S["response_bob_to_alice"], base["bob_private"],
+                      base["alice_private"], dh(S["alice_ephemeral_private"], S["response_bob_to_alice"][12:44]))
+    assert keys is not None and opens(keys[0], S["transport_alice_to_bob"])
+
+    paths = _nodes(tmp_path, keepalive_s=1.0, epoch_ms=50)
+    proxy = UdpProxy(_listen(paths["a"]), _listen(paths["b"]))
+    _peer(paths["a"], "b", paths["b"], proxy.address_for_a)
+    _peer(paths["b"], "a", paths["a"], proxy.address_for_b)
+    a, b = Daemon(paths["a"]).start(), Daemon(paths["b"]).start()
+    try:
+        to_b = [_send(a, f"secret {i}") for i in range(5)]
+        to_a = [_send(b, f"reply {i}") for i in range(5)]
+        wait_until(lambda: all(_has(b, m) for m in to_b) and all(_has(a, m) for m in to_a), 15,
+                   what="the exchange")
+    finally:
+        stop_all([a, b])
+        proxy.close()
+    # The attacker now has every recorded datagram and both static private keys.
+    private = {name: (paths[name] / "identity.key") for name in "ab"}
+    keys_of = {name: Identity.load(private[name]) for name in "ab"}
+    raw = {name: keys_of[name]._private.private_bytes_raw() for name in "ab"}
+    inits = [(d, data) for d, data in proxy.records if data[:1] == b"\x03"]
+    resps = [(d, data) for d, data in proxy.records if data[:1] == b"\x04"]
+    transport = [data for _, data in proxy.records if data[:1] == b"\x06" and len(data) > 32]
+    assert inits and resps and transport
+    shared = keys_of["a"].shared_secret(keys_of["b"].peer_id)
+    static_keys = [direction_key(shared, keys_of[x].peer_id, keys_of[y].peer_id) for x, y in ("ab", "ba")]
+    opened = handshakes = 0
+    for direction, init in inits:
+        initiator, responder = ("a", "b") if direction == "a->b" else ("b", "a")
+        for _, resp in resps:
+            if resp[8:12] != init[4:8]:
+                continue
+            handshakes += 1
+            e_i, e_r = init[8:40], resp[12:44]
+            guesses = [dh(raw[responder], e_i), dh(raw[initiator], e_r), dh(raw[responder], e_r),
+                       dh(raw[initiator], e_i), bytes(32)]
+            for ee in guesses:
+                timestamp, keys = _attack(init, resp, raw[responder], raw[initiator], ee)
+                assert len(timestamp) == 12  # the initiation's timestamp is readable (documented)
+                if keys is not None:
+                    opened += sum(opens(k, d) for k in keys for d in transport)
+    opened += sum(opens(k, d) for k in static_keys for d in transport)
+    assert handshakes >= 1 and len(transport) >= 10
+    assert opened == 0
+
+
+def _session_vectors() -> dict[str, bytes]:
+    """The documented session vectors."""
+    import re
+
+    from interop.docvectors import DOC_PATH
+
+    block = re.search(r"### Session test vectors.*?```text\n(.*?)```", DOC_PATH.read_text(), re.S).group(1)
+    values: dict[str, str] = {}
+    name = None
+    for line in block.splitlines():
+        if not line.strip():
+            continue
+        if line.startswith(" "):
+            values[name] += line.strip()
+        else:
+            name, _, value = (part.strip() for part in line.partition("="))
+            values[name] = value
+    return {k: bytes.fromhex(v) for k, v in values.items()}

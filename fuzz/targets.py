@@ -113,45 +113,45 @@ def _identity(seed: int) -> Identity:
     return Identity.from_private_bytes(bytes([seed]) * 32)
 
 
-class _Counter:
-    """Strictly increasing nonce counters for the test senders."""
-
-    def __init__(self, start: int = 1) -> None:
-        self._next = itertools.count(start)
-
-    def next(self) -> int:
-        return next(self._next)
-
-
-# -- the datagram envelope -------------------------------------------------------
+# -- the datagram envelopes ------------------------------------------------------
 
 
 class EnvelopeTarget:
-    """EnvelopeCodec.open on hostile datagrams.
+    """The gate's two envelopes on hostile datagrams: the session layer
+    (types 0x03-0x06) and the plaintext codec (0x02, and the retired 0x01).
 
-    Raw mode: any bytes either open (only possible for the plaintext peer,
-    or with a real tag) or raise EnvelopeError with a known reason.
-    Structured mode: a correctly sealed datagram from a configured peer,
-    then bit flips, truncation, a changed sender or an old counter: the
-    original opens exactly once; anything changed in a sealed envelope
-    never opens; what opens decodes to a Payload or raises WireError only.
+    Raw mode: any bytes either open (plaintext from the plaintext peer, or
+    a transport datagram with a real tag) or are dropped and counted,
+    never raising.  Structured mode: a correctly sealed transport datagram
+    from the peer we have a session with, then bit flips and truncation:
+    the original opens exactly once; anything changed never opens; what
+    opens decodes to a Payload or raises WireError only.
     """
 
     name = "envelope"
 
     def __init__(self) -> None:
+        from mvds.secure.session import SessionManager
+
         self.me = _identity(1)
-        self.sealed_peer = _identity(2)
+        self.session_peer = _identity(2)
         self.plain_peer = _identity(3)
         self.stranger = _identity(4)
-        self.codec = EnvelopeCodec(self.me, _Counter())
-        self.codec.add_peer(self.sealed_peer.peer_id)
+        self.codec = EnvelopeCodec(self.me)
+        self.codec.add_peer(self.session_peer.peer_id)
         self.codec.add_peer(self.plain_peer.peer_id, plaintext=True)
-        self.sender = EnvelopeCodec(self.sealed_peer, _Counter(1 << 40))
-        self.sender.add_peer(self.me.peer_id)
-        self.stranger_codec = EnvelopeCodec(self.stranger, _Counter(1))
-        self.stranger_codec.add_peer(self.me.peer_id)
+        self.sessions = SessionManager(self.me, keepalive_s=0, wall_offset=0.0)
+        self.sessions.add_peer(self.session_peer.peer_id, ("127.0.0.1", 2))
+        self.sender = SessionManager(self.session_peer, keepalive_s=0, wall_offset=0.0)
+        self.sender.add_peer(self.me.peer_id, ("127.0.0.1", 1))
+        self.sender.send(self.me.peer_id, b"", 0.0)
+        for _ in range(3):  # the handshake
+            for _, data in self.sender.datagrams_to_send():
+                self.sessions.datagram_received(("127.0.0.1", 2), data, 0.0)
+            for _, data in self.sessions.datagrams_to_send():
+                self.sender.datagram_received(("127.0.0.1", 1), data, 0.0)
         self.reasons = set(_envelope_reasons())
+        self.accepted = 0
 
     def __call__(self, data: bytes) -> None:
         if not data:
@@ -163,11 +163,8 @@ class EnvelopeTarget:
             self._open(given.rest())
             return
         payload = given.bytes(2048)
-        if mode == 3:  # a stranger seals correctly for us: still unknown
-            datagram = self.stranger_codec.seal(self.me.peer_id, payload)
-            assert self._open(datagram) == "unknown_peer"
-            return
-        datagram = self.sender.seal(self.me.peer_id, payload)
+        self.sender.send(self.me.peer_id, payload, 0.0)
+        (datagram,) = [d for _, d in self.sender.datagrams_to_send()]
         mutated = bytearray(datagram)
         for _ in range(given.below(4)):
             position = given.below(len(mutated))
@@ -178,17 +175,29 @@ class EnvelopeTarget:
         outcome = self._open(mutated)
         if mutated == datagram:
             assert outcome == "opened", outcome
-            assert self._open(datagram) == "replay"  # at most once
-        elif mutated[:1] == b"\x01":
-            assert outcome != "opened", "a changed sealed datagram opened"
+            assert self._open(datagram) == "dropped"  # at most once
+        else:
+            assert outcome != "opened", "a changed transport datagram opened"
 
     def _open(self, datagram: bytes) -> str:
-        try:
-            sender, plain = self.codec.open(datagram)
-        except EnvelopeError as exc:
-            assert exc.reason in self.reasons, exc.reason
-            return exc.reason
-        assert sender in (self.sealed_peer.peer_id, self.plain_peer.peer_id)
+        from mvds.secure import sessionwire
+
+        if datagram and datagram[0] in sessionwire.SESSION_TYPES:
+            received = self.sessions.datagram_received(("127.0.0.1", 2), datagram, 0.0)
+            self.sessions.datagrams_to_send()
+            self.sessions.events()
+            if received is None:
+                return "dropped"
+            sender, plain = received.peer_id, received.payload
+            assert sender == self.session_peer.peer_id
+            self.accepted += 1
+        else:
+            try:
+                sender, plain = self.codec.open(datagram)
+            except EnvelopeError as exc:
+                assert exc.reason in self.reasons, exc.reason
+                return exc.reason
+            assert sender == self.plain_peer.peer_id
         try:
             decode_payload(plain)
         except WireError:

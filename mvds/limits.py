@@ -20,7 +20,10 @@ __all__ = [
 ]
 
 SEALED_OVERHEAD = 1 + 32 + 8 + 16
-"""Bytes a sealed envelope adds: type, sender id, counter, Poly1305 tag."""
+"""Bytes the retired static-key envelope (0x01) added: type, sender id,
+counter, Poly1305 tag.  Kept as the bound ``MAX_BODY_SIZE`` is checked
+against: a session transport datagram adds less (33 bytes,
+``mvds.secure.sessionwire.TRANSPORT_OVERHEAD``)."""
 
 PLAINTEXT_OVERHEAD = 1 + 32
 """Bytes a plaintext envelope adds: type, sender id."""

@@ -9,11 +9,12 @@ Paste the output into the "Test vectors" section when the envelope changes
 from __future__ import annotations
 
 import sys
-import tempfile
-from pathlib import Path
+
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from mvds.ids import group_id_for_name, message_id
-from mvds.secure import EnvelopeCodec, Identity, NonceCounter
+from mvds.secure import EnvelopeCodec, Identity
+from mvds.secure.envelope import TYPE_RETIRED_STATIC
 from mvds.secure.keys import direction_key
 from mvds.engine.reconcile import INFINITY, MIN_BOUND, Session, fingerprint_of_ids, respond
 from mvds.store.rangeindex import RangeIndex, make_key
@@ -85,17 +86,18 @@ def reconcile_vectors() -> dict[str, Payload]:
 
 
 def _seal_at(sender: Identity, receiver: Identity, counter: int, payload: bytes) -> bytes:
-    with tempfile.TemporaryDirectory() as directory:
-        codec = EnvelopeCodec(sender, NonceCounter(Path(directory) / "n", floor=lambda: counter))
-        codec.add_peer(receiver.peer_id, plaintext=False)
-        return codec.seal(receiver.peer_id, payload)
+    """The retired static-key envelope (type 0x01), kept only to reproduce
+    the document's historic vectors: mvds no longer seals or opens it."""
+    key = direction_key(sender.shared_secret(receiver.peer_id), sender.peer_id, receiver.peer_id)
+    counter_bytes = counter.to_bytes(8, "big")
+    header = bytes((TYPE_RETIRED_STATIC,)) + sender.peer_id + counter_bytes
+    return header + ChaCha20Poly1305(key).encrypt(bytes(4) + counter_bytes, payload, header)
 
 
 def _plaintext(sender: Identity, receiver: Identity, payload: bytes) -> bytes:
-    with tempfile.TemporaryDirectory() as directory:
-        codec = EnvelopeCodec(sender, NonceCounter(Path(directory) / "n"))
-        codec.add_peer(receiver.peer_id, plaintext=True)
-        return codec.seal(receiver.peer_id, payload)
+    codec = EnvelopeCodec(sender)
+    codec.add_peer(receiver.peer_id, plaintext=True)
+    return codec.seal(receiver.peer_id, payload)
 
 
 def vectors() -> dict[str, bytes]:

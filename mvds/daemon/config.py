@@ -100,6 +100,10 @@ class NodeConfig:
     """Most bytes per second taken from one peer (authenticated datagrams, one second's burst); beyond it datagrams are dropped, counted. 0: no limit."""
     drop_log_interval_s: float = 10.0
     """Dropped datagrams are all counted but logged at most once per reason per this many seconds."""
+    resolve_interval_s: float = 30.0
+    """Seconds between re-resolving peer host names (a validated address learned from the peer still wins)."""
+    keepalive_s: float = 15.0
+    """Seconds of silence before a peer we share a group with gets a keepalive (0: off); reachable = heard within 3x this (45 s when off)."""
     flush_ms: float = 0.0
     """How long new records may wait to be coalesced into one payload."""
     backoff_max_epochs: int = 64
@@ -172,6 +176,10 @@ class NodeConfig:
             fail("control_max_clients", "must be between 1 and 10000")
         if not 1024 <= self.control_max_line <= 256 * 1024 * 1024:
             fail("control_max_line", f"must be between 1024 and {256 * 1024 * 1024}")
+        if not 0.1 <= self.resolve_interval_s <= 86_400:  # also refuses nan
+            fail("resolve_interval_s", "must be between 0.1 and 86400")
+        if not 0 <= self.keepalive_s <= 86_400:  # also refuses nan
+            fail("keepalive_s", "must be between 0 (off) and 86400")
         if not 0 <= self.flush_ms <= 60_000:  # also refuses nan (TOML has it)
             fail("flush_ms", "must be between 0 and 60000")
         if not 1 <= self.backoff_max_epochs <= 1_000_000:

@@ -1,21 +1,29 @@
 """The datagram gate: bytes in -> ``(peer, Payload)`` or a counted drop;
-``(peer, Payload)`` out -> sealed datagrams (sans-IO).
+``(peer, Payload)`` out -> datagrams (sans-IO).
+
+Two envelopes share the socket, told apart by the first byte:
+
+- **sessions** (types 0x03-0x06, every peer not configured ``plaintext``):
+  :class:`~mvds.secure.session.SessionManager` runs the Noise IK
+  handshakes, opens and seals transport datagrams with per-session keys
+  (nonces and replay windows in memory only), validates paths and sends
+  keepalives; it decides where a peer's datagrams go;
+- **plaintext** (0x02, interop testing only): :class:`Envelope`, today
+  :class:`~mvds.secure.EnvelopeCodec`, sent to the address in the peer
+  registry.
 
 Incoming, in this order, each step cheaper than the next and none of them
 trusting the one before: the envelope is opened (unknown or forged senders,
 replays, garbage: dropped before any protobuf parsing), the sender's byte
 budget is spent (after authentication, so a forger cannot use up a peer's
-budget), the payload is decoded, the peer's counters are updated and its
-address learned (an authenticated source: roaming).  Outgoing, a payload
-is split to fit ``max_datagram`` after the envelope's overhead and each
-piece sealed.
+budget), the payload is decoded and the peer's counters updated.  A
+plaintext peer's address is learned from its datagrams (it proves nothing,
+as plaintext never does); a session peer's paths are the session layer's.
 
-The envelope is anything with ``open(data) -> (peer_id, plaintext)``
-(raising :class:`~mvds.secure.EnvelopeError` with a ``reason``),
-``seal(peer_id, plaintext) -> bytes`` and ``overhead(peer_id) -> int``
-(:class:`Envelope`): today :class:`~mvds.secure.EnvelopeCodec`; a session
-layer (handshakes, path validation, keepalives) slots in here as another
-implementation, or beside the gate for its own datagrams.
+Outgoing, a payload is split to fit ``max_datagram`` after the envelope's
+overhead and each piece sealed.  Sealing touches only memory: the node
+seals after its store transaction committed, so a step that fails to
+commit sends nothing and uses up nothing.
 """
 
 from __future__ import annotations
@@ -26,11 +34,13 @@ from mvds.daemon.config import format_address
 from mvds.daemon.logthrottle import LogThrottle
 from mvds.daemon.peers import PeerRegistry
 from mvds.secure import EnvelopeError
+from mvds.secure import sessionwire
+from mvds.secure.session import SessionManager
 from mvds.wire import Payload, WireError, decode_payload, split_payload
 
 
 class Envelope(Protocol):
-    """What the gate needs of the layer that authenticates datagrams."""
+    """What the gate needs of the plaintext envelope."""
 
     def open(self, data: bytes) -> tuple[bytes, bytes]: ...
 
@@ -47,29 +57,51 @@ class DatagramGate:
         envelope: Envelope,
         peers: PeerRegistry,
         *,
+        sessions: SessionManager,
         max_datagram: int,
         drop_log_interval: float,
         log: Any,
     ) -> None:
         self.envelope = envelope
+        self.sessions = sessions
         self.peers = peers
         self.max_datagram = max_datagram
         self.log = log
         self.drops = LogThrottle(interval=drop_log_interval)
         """Datagrams dropped before the engine, by reason (rate-limited logging)."""
+        self._session_drops: dict[str, int] = {}
 
     def open(self, data: bytes, addr: Any, clock: float) -> tuple[bytes, Payload] | None:
-        """The sender and payload of an incoming datagram, or None (dropped,
-        counted).  ``clock`` is monotonic seconds, for the byte budget."""
-        try:
-            peer_id, plain = self.envelope.open(data)
-        except EnvelopeError as exc:
-            self.drop(exc.reason, addr, clock)
-            return None
-        state = self.peers.get(peer_id)
-        if state is None:  # removed while its datagram was queued
-            self.drop("unknown_peer", addr, clock)
-            return None
+        """The sender and payload of an incoming datagram, or None (dropped and
+        counted, or a session datagram without a payload: handshake, keepalive,
+        path probe).  ``clock`` is monotonic seconds."""
+        if data and data[0] in sessionwire.SESSION_TYPES:
+            received = self.sessions.datagram_received(addr, data, clock)
+            if received is None:  # a drop, or a handshake/keepalive/path datagram
+                self._count_session_drops(addr, clock)
+                return None
+            peer_id, plain = received.peer_id, received.payload
+            state = self.peers.get(peer_id)
+            if state is None or state.config.plaintext:
+                self.drop("unknown_peer", addr, clock)
+                return None
+        else:
+            try:
+                peer_id, plain = self.envelope.open(data)
+            except EnvelopeError as exc:
+                self.drop(exc.reason, addr, clock)
+                return None
+            state = self.peers.get(peer_id)
+            if state is None:  # removed while its datagram was queued
+                self.drop("unknown_peer", addr, clock)
+                return None
+            if state.address is None or state.address[:2] != addr[:2]:
+                if state.address is not None:
+                    self.log.info(
+                        "peer.address_changed", peer=state.config.name,
+                        old=format_address(*state.address[:2]), new=format_address(*addr[:2]),
+                    )
+                state.address = addr
         # Spent after authentication, so a forger cannot use up a peer's budget.
         if state.budget is not None and not state.budget.allow(len(data), clock):
             state.counters["rate_limited"] += 1
@@ -83,14 +115,32 @@ class DatagramGate:
         counters = state.counters
         counters["datagrams_in"] += 1
         counters["bytes_in"] += len(data)
-        if state.address is None or state.address[:2] != addr[:2]:
-            if state.address is not None:
-                self.log.info(
-                    "peer.address_changed", peer=state.config.name,
-                    old=format_address(*state.address[:2]), new=format_address(*addr[:2]),
-                )
-            state.address = addr  # roaming: authenticated, so trust the source
         return peer_id, payload
+
+    _SESSION_DROPS = {
+        # transport datagrams
+        "truncated": "truncated", "unknown_index": "unknown_index", "expired": "expired",
+        "replay": "replay", "auth_failed": "auth_failed", "malformed": "malformed",
+        "bad_version": "bad_version",
+        # handshake messages refused (also reported as HandshakeRefused events)
+        "bad_length": "truncated", "bad_mac1": "auth_failed", "bad_cookie": "auth_failed",
+        "unknown_peer": "unknown_peer", "handshake_failed": "auth_failed",
+        "handshake_replay": "handshake_replay", "rate_limited": "handshake_rate_limited",
+        "collision": "handshake_collision",
+    }
+    """Session-layer counter -> the gate's drop reason."""
+
+    def _count_session_drops(self, addr: Any, clock: float) -> None:
+        """Mirror the session layer's drop counters into the gate's (logged, throttled)."""
+        counters = self.sessions.counters
+        seen = self._session_drops
+        for counter, reason in self._SESSION_DROPS.items():
+            now_count = counters[counter]
+            before = seen.get(counter, 0)
+            if now_count != before:
+                seen[counter] = now_count
+                for _ in range(now_count - before):
+                    self.drop(reason, addr, clock)
 
     def drop(self, reason: str, addr: Any, clock: float, detail: str | None = None) -> None:
         """Count a dropped datagram; log it unless this reason was logged lately."""
@@ -101,19 +151,39 @@ class DatagramGate:
                 fields["detail"] = detail
             self.log.warning("datagram.dropped", **fields)
 
-    def seal(self, peer_id: bytes, payload: Payload) -> list[tuple[bytes, Any]]:
-        """The datagrams (with their destination) that carry ``payload``."""
+    def seal(self, peer_id: bytes, payload: Payload, clock: float) -> list[tuple[bytes, Any]]:
+        """The datagrams (with their destination) that carry ``payload``.
+
+        A session peer's datagrams may include a handshake (its payloads
+        wait in the session layer until the session is up) or be fewer
+        than the pieces (an unvalidated path's byte limit).
+        """
         state = self.peers.get(peer_id)
-        if state is None or state.address is None:
+        if state is None:
             self.drops.counts["no_address"] += 1
             return []
-        limit = self.max_datagram - self.envelope.overhead(peer_id)
-        out = []
         counters = state.counters
-        seal = self.envelope.seal
+        out: list[tuple[bytes, Any]] = []
+        if state.config.plaintext:
+            if state.address is None:
+                self.drops.counts["no_address"] += 1
+                return []
+            limit = self.max_datagram - self.envelope.overhead(peer_id)
+            seal = self.envelope.seal
+            for chunk in split_payload(payload, limit):
+                datagram = seal(peer_id, chunk)
+                out.append((datagram, state.address))
+                counters["datagrams_out"] += 1
+                counters["bytes_out"] += len(datagram)
+            return out
+        sessions = self.sessions
+        limit = self.max_datagram - sessionwire.TRANSPORT_OVERHEAD
         for chunk in split_payload(payload, limit):
-            datagram = seal(peer_id, chunk)
-            out.append((datagram, state.address))
+            sessions.send(peer_id, chunk, clock)
             counters["datagrams_out"] += 1
-            counters["bytes_out"] += len(datagram)
-        return out
+            counters["bytes_out"] += len(chunk) + sessionwire.TRANSPORT_OVERHEAD
+        return self.session_output()
+
+    def session_output(self) -> list[tuple[bytes, Any]]:
+        """What the session layer wants sent (handshakes, keepalives, sealed payloads)."""
+        return [(data, addr) for addr, data in self.sessions.datagrams_to_send()]

@@ -17,14 +17,17 @@ transaction:
    before any protobuf parsing) and feed the engine;
 2. apply queued appends and the sharing of queued config edits (the new
    config computed and its file staged before the transaction);
-3. collect the payloads to send, split them into datagrams and seal them;
+3. collect the payloads to send;
 4. commit.
 
-Only after the commit succeeds is the new config swapped in and its file
-renamed into place, are datagrams sent (so no ACK ever leaves for a message
-that is not on disk), commands answered (so an append returns only once
-durable) and received messages handed to readers.  If the commit fails,
-nothing is sent or changed, commands get an error, the error is logged, and
+Only after the commit succeeds are the payloads split and sealed into
+datagrams and sent (so no ACK ever leaves for a message that is not on
+disk), the new config swapped in and its file renamed into place,
+commands answered (so an append returns only once durable) and received
+messages handed to readers.  Nothing on the send path writes to disk:
+sessions keep their nonces in memory.  If the commit fails, no payload is
+sealed or sent and nothing is changed, commands get an error, the error
+is logged, and
 a fresh engine is built on the store (the engine keeps nothing durable in
 memory).  An error that may clear up (locked, disk full) is retried after a
 growing pause; a fatal one (corrupt file, I/O error) stops the node: the
@@ -36,6 +39,7 @@ rules.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import random
@@ -55,7 +59,7 @@ from mvds.daemon.gate import DatagramGate
 from mvds.daemon.logs import get_logger
 from mvds.daemon.logthrottle import LogThrottle
 from mvds.daemon.nodedir import NodeDir
-from mvds.daemon.peers import RESOLVE_INTERVAL, PeerRegistry, PeerState
+from mvds.daemon.peers import PeerRegistry, PeerState, route_resolved
 from mvds.daemon.radio import RadioSchedule, run_radio
 from mvds.daemon.status import build_status
 from mvds.daemon.subscriptions import Subscriptions
@@ -70,7 +74,9 @@ from mvds.engine import (
     PeerReachable,
 )
 from mvds.ids import ID_SIZE, parse_group, short
-from mvds.secure import EnvelopeCodec, Identity, NonceCounter
+from mvds.secure import EnvelopeCodec, Identity
+from mvds.secure import session as sessions_mod
+from mvds.secure.session import SessionManager
 from mvds.store.base import Store
 from mvds.store.errors import StoreError
 
@@ -85,7 +91,17 @@ STORE_ERROR_LOG_INTERVAL = 10.0
 """The same store error is logged at once, then at most once per this many
 seconds, with how often it happened since the previous line."""
 
-REPLAY_META_PREFIX = "replay/"
+
+
+def wall_clock() -> float:
+    """The wall clock, read ONCE per node start (:attr:`Node.time_base`).
+
+    Everything the node schedules runs on the monotonic clock; the wall
+    clock only places that clock on the Unix time line (message
+    timestamps, handshake timestamps, the epochs stored with in-flight
+    records), so a wall-clock jump while running moves nothing.
+    """
+    return time.time()
 
 
 class Node:
@@ -97,14 +113,19 @@ class Node:
         config: NodeConfig,
         store: Store,
         identity: Identity,
-        nonces: NonceCounter,
         nodedir: NodeDir | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.identity = identity
         self.nodedir = nodedir
-        self.codec = EnvelopeCodec(identity, nonces)
+        self.time_base = wall_clock() - time.monotonic()
+        """Engine time = time_base + time.monotonic(): Unix seconds as of
+        the start, advancing with the monotonic clock only."""
+        self.codec = EnvelopeCodec(identity)
+        self.sessions = SessionManager(
+            identity, keepalive_s=config.keepalive_s, wall_offset=self.time_base
+        )
         # The node's own id decides which side of a pair runs the periodic
         # reconciliations (mvds/engine/catchup.py).
         self.engine_config = dataclasses.replace(engine_config(config), node_id=identity.peer_id)
@@ -113,7 +134,7 @@ class Node:
         self._radio = RadioSchedule.parse(config.schedule) if config.schedule else None
         self.peers = PeerRegistry(config.peer_max_bytes_per_s)
         self.gate = DatagramGate(
-            self.codec, self.peers, max_datagram=config.max_datagram,
+            self.codec, self.peers, sessions=self.sessions, max_datagram=config.max_datagram,
             drop_log_interval=config.drop_log_interval_s, log=self.log,
         )
         self._warnings = LogThrottle(interval=60.0)
@@ -122,7 +143,7 @@ class Node:
         self._queue: list[Command] = []
         self._wake = trio.Event()
         self.subscriptions = Subscriptions(self.counters)
-        self._started = time.time()
+        self._started = time.monotonic()
         self._closing = False
         self._running = False
         self._fatal: str | None = None
@@ -130,12 +151,14 @@ class Node:
         self._store_failures = 0  # failed steps in a row
         self._store_retry_at = 0.0  # time.monotonic() before which no step runs
         self.transport: UdpTransport | None = None
-        self.engine = Engine(store, self.engine_config, now=time.time())
+        self.engine = Engine(store, self.engine_config, now=self.now())
+        self._resume_engine = True  # the first step resumes the stored schedule
         self.peers.sync(config)
         for peer in config.peers:
-            self.codec.add_peer(peer.peer_id, plaintext=peer.plaintext)
-        push_config(self.engine, store, config, time.time())
-        self._import_replay_state()
+            self._add_peer(peer.peer_id)
+        push_config(self.engine, store, config, self.now())
+        # Nothing of the retired static-key envelope is read: an old node
+        # directory's nonce file and replay/<peer> meta rows are ignored.
 
     # -- opening -------------------------------------------------------------
     @classmethod
@@ -174,7 +197,6 @@ class Node:
                 config=parts.config,
                 store=parts.store,
                 identity=parts.identity,
-                nonces=parts.nonces,
                 nodedir=parts.nodedir,
             )
         except StoreError as exc:
@@ -235,7 +257,7 @@ class Node:
                         "raise the limit: sysctl -w net.core.rmem_max=4194304",
                     )
                 self._running = True
-                now = time.time()
+                now = self.now()
                 for peer_id in self.peers:
                     self.engine.announce(peer_id, now)
                 nursery.start_soon(self._receive_loop)
@@ -257,15 +279,19 @@ class Node:
         if self._running:  # a node that never started has nothing to report stopping
             self.log.info("node.stopped")
 
-    # -- configuration into the store --------------------------------------------
-    def _import_replay_state(self) -> None:
-        state = {}
-        for peer_id in self.peers:
-            blob = self.store.get_meta(REPLAY_META_PREFIX + peer_id.hex())
-            if blob is not None:
-                state[peer_id] = blob
-        if state:
-            self.codec.import_replay_state(state)
+    # -- clocks and peers -------------------------------------------------------
+    def now(self) -> float:
+        """The engine's clock: monotonic, on the Unix time line as of the start."""
+        return self.time_base + time.monotonic()
+
+    def _add_peer(self, peer_id: bytes) -> None:
+        """Register a configured peer with its envelope (after ``peers.sync``)."""
+        entry = self.peers[peer_id].config
+        self.codec.add_peer(peer_id, plaintext=entry.plaintext)
+        if entry.plaintext:
+            self.sessions.remove_peer(peer_id)
+        else:
+            self.sessions.add_peer(peer_id, _literal(entry.address), keepalive=bool(entry.groups))
 
     # -- properties ------------------------------------------------------------
     @property
@@ -433,30 +459,41 @@ class Node:
                 await self._wake.wait()
             self._wake = trio.Event()
             if self._store_failures and time.monotonic() < self._store_retry_at:
-                continue  # pausing after a store error: let it clear up
+                # Pausing after a store error: let it clear up, but keep the
+                # sessions alive (keepalives, handshakes: nothing of the store).
+                self._session_step()
+                continue
             self._step()
 
     def _timeout(self) -> float:
         if self._store_failures:
             pause = self._store_retry_at - time.monotonic()
             if pause > 0:
-                return pause
+                session_due = self.sessions.next_timer()
+                if session_due is not None:
+                    pause = min(pause, max(0.0, session_due - time.monotonic()))
+                return 0.0 if self._inbox else pause
         if self._inbox or self._queue:
             return 0.0
+        mono = time.monotonic()
+        wait = math.inf
         due = self.engine.next_timer()
-        if due is None:
-            return math.inf
-        return max(0.0, due - time.time())
+        if due is not None:
+            wait = due - (self.time_base + mono)
+        session_due = self.sessions.next_timer()
+        if session_due is not None:
+            wait = min(wait, session_due - mono)
+        return max(0.0, wait)
 
     def _radio_up(self) -> None:
-        now = time.time()
+        now = self.now()
         for peer_id in self.peers:
             self.engine.announce(peer_id, now)
         self._wake.set()
 
     async def _resolve_loop(self) -> None:
         while True:
-            await trio.sleep(RESOLVE_INTERVAL)
+            await trio.sleep(self.config.resolve_interval_s)
             await self._resolve_peers()
 
     async def _resolve_peers(self) -> None:
@@ -477,46 +514,72 @@ class Node:
                     error=str(exc),
                 )
             return
-        if infos:
-            self.peers.resolved(state, infos[0][4])
+        if infos and self.peers.get(state.peer_id) is state:
+            route_resolved(state, infos[0][4], self.sessions, time.monotonic())
+            self._send_session_output()
+
+    def _send_session_output(self) -> None:
+        """Send what the session layer queued outside a step (nothing of the store)."""
+        out = self.gate.session_output()
+        if out and self.transport is not None:
+            self.transport.send(out)
 
     # -- one step ----------------------------------------------------------------
     def _step(self) -> None:
         """Everything that is ready, in one transaction; outputs only after commit."""
-        now = time.time()
+        clock = time.monotonic()
+        now = self.time_base + clock
         inbox, self._inbox = self._inbox, []
         queue, self._queue = self._queue, []
-        outgoing: list[tuple[bytes, Any]] = []
-        heard: set[bytes] = set()
         engine = self.engine
-        clock = time.monotonic()
-        open_datagram, seal = self.gate.open, self.gate.seal
+        gate = self.gate
+        # The session layer first, outside the transaction: it keeps its
+        # state in memory only (handshakes, keepalives and path probes go
+        # out even while the store fails: they carry nothing of it).
+        opened_all = []
+        for data, addr in inbox:
+            opened = gate.open(data, addr, clock)
+            if opened is not None:
+                opened_all.append(opened)
+        sessions = self.sessions
+        due = sessions.next_timer()
+        if due is not None and due <= clock:
+            sessions.tick(clock)
+        outgoing: list[tuple[bytes, Any]] = gate.session_output()
+        session_events = sessions.events()
+        for event in session_events:
+            if isinstance(event, sessions_mod.SessionEstablished) and not event.rekey:
+                # A new session: say so at once with a payload, so the peer's
+                # engine hears from us and pulls its backed-off records forward.
+                engine.announce(event.peer_id, now)
         old_config = self.config
         config, staged = apply_edits(old_config, queue, self.nodedir.config if self.nodedir else None)
         try:
             with self.store.transaction():
-                for data, addr in inbox:
-                    opened = open_datagram(data, addr, clock)
-                    if opened is not None:
-                        peer_id, payload = opened
-                        engine.receive(peer_id, payload, now)
-                        heard.add(peer_id)
+                if self._resume_engine:
+                    engine.resume(now)
+                for peer_id, payload in opened_all:
+                    engine.receive(peer_id, payload, now)
                 for pending in queue:
                     if pending.apply is not None:
                         pending.result = pending.apply(now)
                 if config is not old_config:
                     apply_sharing(engine, old_config, config, now)
-                for peer_id, payload in engine.payloads_to_send(now):
-                    outgoing.extend(seal(peer_id, payload))
-                if heard:
-                    changed = self.codec.export_replay_state(changed_only=True)
-                    for peer_id, blob in changed.items():
-                        self.store.set_meta(REPLAY_META_PREFIX + peer_id.hex(), blob)
+                payloads = engine.payloads_to_send(now)
         except StoreError as exc:
             if staged is not None:
                 admin.discard(staged)
+            if outgoing and self.transport is not None:
+                self.transport.send(outgoing)
+            self._session_events(session_events)
             self._on_store_error(exc, queue)
             return
+        self._resume_engine = False
+        # Committed: only now is anything of the step sealed (in memory).
+        seal = gate.seal
+        for peer_id, payload in payloads:
+            outgoing.extend(seal(peer_id, payload, clock))
+        session_events.extend(sessions.events())
         if staged is not None:
             assert self.nodedir is not None
             admin.publish(staged, self.nodedir.config)
@@ -529,7 +592,50 @@ class Node:
             self.transport.send(outgoing)
         for pending in queue:
             pending.done.set()
+        self._session_events(session_events)
         self._dispatch(engine.events())
+
+    def _session_step(self) -> None:
+        """While the store pauses after an error: datagrams through the session
+        layer (handshakes and keepalives answered; payloads dropped, counted:
+        MVDS retransmits them) and the session timers, so peers stay reachable."""
+        clock = time.monotonic()
+        inbox, self._inbox = self._inbox, []
+        for data, addr in inbox:
+            if self.gate.open(data, addr, clock) is not None:
+                self.counters["dropped_store_paused"] += 1
+        due = self.sessions.next_timer()
+        if due is not None and due <= clock:
+            self.sessions.tick(clock)
+        self._send_session_output()
+        self._session_events(self.sessions.events())
+
+    def _session_events(self, events: list[Any]) -> None:
+        """Log what the session layer reports (reachability, sessions, paths)."""
+        log = self.log
+        for event in events:
+            if isinstance(event, sessions_mod.PeerReachable):
+                log.info("peer.reachable", peer=self._peer_name(event.peer_id))
+            elif isinstance(event, sessions_mod.PeerUnreachable):
+                log.info("peer.unreachable", peer=self._peer_name(event.peer_id))
+            elif isinstance(event, sessions_mod.SessionEstablished):
+                self.counters["sessions_established"] += 1
+                log.debug(
+                    "session.established", peer=self._peer_name(event.peer_id),
+                    initiator=event.initiator, rekey=event.rekey,
+                )
+            elif isinstance(event, sessions_mod.PathValidated):
+                log.info(
+                    "peer.path_validated", peer=self._peer_name(event.peer_id),
+                    address=format_address(*event.addr[:2]),
+                )
+            elif isinstance(event, sessions_mod.HandshakeRefused):
+                if self._warnings.count(f"handshake/{event.reason}", time.monotonic()) is not None:
+                    log.warning(
+                        "handshake.refused", reason=event.reason,
+                        source=format_address(*event.addr[:2]),
+                        peer=None if event.peer_id is None else self._peer_name(event.peer_id),
+                    )
 
     def _swap_config(self, new: NodeConfig, now: float) -> None:
         """After the commit and the file: the new config in memory, and the
@@ -538,9 +644,15 @@ class Node:
         changed, removed = self.peers.sync(new)
         for peer_id in removed:
             self.codec.remove_peer(peer_id)
+            self.sessions.remove_peer(peer_id)
         for peer_id in changed:
-            self.codec.add_peer(peer_id, plaintext=self.peers[peer_id].config.plaintext)
+            # New, moved or switched envelope: a fresh start with it.
+            self.sessions.remove_peer(peer_id)
+            self._add_peer(peer_id)
             self.engine.announce(peer_id, now)
+        for entry in new.peers:  # sharing changed: keepalives follow it
+            if not entry.plaintext and entry.peer_id not in changed:
+                self.sessions.set_keepalive(entry.peer_id, bool(entry.groups))
 
     def _peer_name_at(self, addr: Any) -> str | None:
         for state in self.peers.values():
@@ -569,7 +681,8 @@ class Node:
         if fatal:
             self._fatal = str(exc)
             raise exc
-        self.engine = Engine(self.store, self.engine_config, now=time.time())
+        self.engine = Engine(self.store, self.engine_config, now=self.now())
+        self._resume_engine = True
         self._store_failures += 1
         pause = min(STORE_RETRY_MAX, STORE_RETRY_MIN * 2 ** (self._store_failures - 1))
         self._store_retry_at = time.monotonic() + pause
@@ -596,7 +709,9 @@ class Node:
                     peer=self._peer_name(event.peer), reason=event.reason,
                 )
             elif isinstance(event, PeerReachable):
-                self.log.info("peer.reachable", peer=self._peer_name(event.peer))
+                state = self.peers.get(event.peer)
+                if state is not None and state.config.plaintext:  # sessions report the others
+                    self.log.info("peer.reachable", peer=self._peer_name(event.peer))
             elif isinstance(event, MessageRefused):  # rate-limited by the engine
                 self.log.warning(
                     "message.refused", message=short(event.message_id),
@@ -612,18 +727,45 @@ class Node:
     # -- status -------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """Everything `mvds status --json` shows (mvds/daemon/status.py)."""
-        now = time.time()
+        clock = time.monotonic()
+        now = self.time_base + clock
         engine = self.engine
+        sessions = self.sessions
         peers_live = {}
         for peer_id, state in self.peers.items():
-            heard = engine.last_heard(peer_id)
             rtt = engine.rtt(peer_id)
             engine_counts = engine.peer_stats.get(peer_id, Counter())
             counters = state.counters
+            session: dict[str, Any] | None = None
+            if state.config.plaintext:
+                heard = engine.last_heard(peer_id)
+                reachable = heard is not None and now - heard < self.engine_config.offline_after
+                heard_s = None if heard is None else now - heard
+            else:
+                raw = sessions.status(peer_id, clock)
+                reachable, heard_s = raw["reachable"], raw["last_heard_s"]
+                session = {
+                    "established": raw["established"],
+                    "age_s": _rounded(raw["session_age_s"]),
+                    "last_handshake_s": _rounded(raw["last_handshake_s"]),
+                    "rekeys": raw["rekeys"],
+                    "handshake_pending": raw["handshake_pending"],
+                    "keepalive": raw["keepalive"],
+                    "path": {
+                        "address": _address(raw["path"]["address"]),
+                        "state": raw["path"]["state"],
+                    },
+                    "candidates": [
+                        {"address": _address(c["address"]), "state": c["state"],
+                         "allowance_bytes": c["allowance_bytes"]}
+                        for c in raw["candidates"]
+                    ],
+                }
             peers_live[peer_id] = {
                 "resolved": format_address(*state.address[:2]) if state.address else None,
-                "reachable": heard is not None and now - heard < self.engine_config.offline_after,
-                "last_heard_s": None if heard is None else round(now - heard, 3),
+                "reachable": reachable,
+                "last_heard_s": _rounded(heard_s),
+                "session": session,
                 "rtt_ms": None if rtt is None else round(rtt * 1000, 2),
                 "datagrams_in": counters["datagrams_in"],
                 "datagrams_out": counters["datagrams_out"],
@@ -652,7 +794,9 @@ class Node:
                 "online": self.online,
                 "delivery": self.config.delivery,
                 "epoch_ms": self.config.epoch_ms,
-                "uptime_s": round(now - self._started, 3),
+                "uptime_s": round(clock - self._started, 3),
+                "keepalive_s": self.config.keepalive_s,
+                "sessions": dict(sorted(sessions.counters.items())),
                 "datagrams_in": traffic["datagrams_in"],
                 "datagrams_out": traffic["datagrams_out"],
                 "bytes_in": traffic["bytes_in"],
@@ -662,6 +806,25 @@ class Node:
                 "node": dict(sorted(self.counters.items())),
             },
         )
+
+
+def _literal(address: str) -> Any:
+    """``HOST:PORT`` as a socket address if HOST is an IP literal (usable
+    before the first resolution), else None."""
+    host, port = parse_address(address)
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return (host, port) if ip.version == 4 else (host, port, 0, 0)
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def _address(addr: Any) -> str | None:
+    return None if addr is None else format_address(*addr[:2])
 
 
 open_node = Node.open

@@ -2,7 +2,7 @@
 
     DIR/mvds.toml     settings, peers and groups (mvds.daemon.config)
     DIR/identity.key  X25519 private key, mode 0600
-    DIR/nonce         reserved nonce counter (never reused across restarts)
+    (DIR/nonce, the retired static-key envelope's counter, is ignored if present)
     DIR/mvds.db       SQLite store (+ -wal and -shm files)
     DIR/mvds.sock     control API socket, mode 0600, while the daemon runs
     DIR/mvds.lock     held (flock) by the running daemon; holds its process id
@@ -36,10 +36,6 @@ class NodeDir:
     @property
     def key(self) -> Path:
         return self.path / "identity.key"
-
-    @property
-    def nonce(self) -> Path:
-        return self.path / "nonce"
 
     @property
     def db(self) -> Path:

@@ -1,11 +1,24 @@
 """The configured peers at run time: where each one is, its counters, its
 byte budget (sans-IO; the node resolves host names and feeds the results in).
 
-Two sources set a peer's address: the configured ``HOST:PORT``, resolved
+Two sources give a peer's address: the configured ``HOST:PORT``, resolved
 when the node starts, when the peer is added and every
-``RESOLVE_INTERVAL`` seconds (containers move), and an authenticated
-datagram from a new source (roaming).  The session layer that validates
-paths will decide between them; today the latest one wins.
+``resolve_interval_s`` seconds (containers move), and the peer's own
+datagrams from a new source (roaming).
+
+For a session peer (every peer not configured ``plaintext``) the session
+layer keeps its paths (:mod:`mvds.secure.paths`): a new source is only a
+*candidate* (sent at most 3x the bytes received from it) until the peer
+proves it receives there, and a validated address learned from the peer
+wins over the configured one.  :func:`route_resolved` applies the
+re-resolution rule: the configured name's fresh resolution replaces a
+validated learned address only if DNS returned something new AND the
+learned address stopped answering (nothing authenticated from it within
+the reachability window).  ``PeerState.address`` then holds the last
+resolution, for status.
+
+A plaintext peer (interop testing) proves nothing about its source, so
+its address simply follows the latest datagram or resolution.
 """
 
 from __future__ import annotations
@@ -18,7 +31,8 @@ from mvds.daemon.config import NodeConfig, PeerConfig
 from mvds.secure.ratelimit import TokenBucket
 
 RESOLVE_INTERVAL = 30.0
-"""Seconds between re-resolving peer host names (containers move)."""
+"""Default seconds between re-resolving peer host names (containers move;
+the setting ``resolve_interval_s``)."""
 
 
 @dataclass
@@ -76,3 +90,18 @@ class PeerRegistry(dict[bytes, PeerState]):
         """The configured host name resolved to ``address``."""
         if state.address is None or state.address[:2] != address[:2]:
             state.address = address
+
+
+def route_resolved(state: PeerState, address: Any, sessions: Any, now: float) -> bool:
+    """The configured name of ``state``'s peer resolved to ``address`` (``now``:
+    monotonic).  Returns True if datagrams now go there.
+
+    A plaintext peer follows it; a session peer's session layer decides
+    (:meth:`mvds.secure.session.SessionManager.address_resolved`).
+    """
+    if state.config.plaintext:
+        moved = state.address is None or state.address[:2] != address[:2]
+        state.address = address
+        return moved
+    state.address = address
+    return sessions.address_resolved(state.peer_id, address, now)

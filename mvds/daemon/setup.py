@@ -1,7 +1,7 @@
 """Creating node directories and assembling what a Node runs on.
 
-``init_node_dir`` is ``mvds init``; ``open_parts`` gathers config, identity,
-nonce counter and store for :meth:`mvds.daemon.node.Node.open`, either from a
+``init_node_dir`` is ``mvds init``; ``open_parts`` gathers config, identity
+and store for :meth:`mvds.daemon.node.Node.open`, either from a
 node directory (holding its lock) or in memory.
 """
 
@@ -17,9 +17,8 @@ from typing import Callable
 
 from mvds.daemon.config import ConfigError, NodeConfig, load_config, parse_address, save_config
 from mvds.daemon.nodedir import AlreadyRunning, InstanceLock, NodeDir
-from mvds.secure import Identity, NonceCounter
+from mvds.secure import Identity
 from mvds.secure.identity import IdentityError
-from mvds.secure.nonces import NonceCounterError
 from mvds.store.base import Store
 from mvds.store.errors import StoreError
 from mvds.store.memory import MemoryStore
@@ -77,7 +76,6 @@ class Parts:
     config: NodeConfig
     store: Store
     identity: Identity
-    nonces: NonceCounter
     nodedir: NodeDir | None
     _cleanups: list[Callable[[], None]] = field(default_factory=list)
 
@@ -102,7 +100,6 @@ def open_parts(
             config=config,
             store=MemoryStore(),
             identity=identity or Identity.load_or_create(Path(tmp) / "identity.key"),
-            nonces=NonceCounter(Path(tmp) / "nonce"),
             nodedir=None,
         )
         parts._cleanups.append(lambda: shutil.rmtree(tmp, ignore_errors=True))
@@ -128,16 +125,17 @@ def open_parts(
         if not nodedir.key.exists():
             raise SetupError(f"{nodedir.key} is missing: this node has no identity")
         ident = identity or Identity.load(nodedir.key)
-        nonces = NonceCounter(nodedir.nonce)
+        # An old directory's DIR/nonce (the retired static-key envelope's
+        # counter) is ignored: sessions keep their nonces in memory.
         store = SQLiteStore(nodedir.db, durability=loaded.durability)
         cleanups.append(store.close)
     except BaseException as exc:
         for cleanup in reversed(cleanups):
             cleanup()
-        if isinstance(exc, (ConfigError, IdentityError, NonceCounterError, StoreError, OSError)):
+        if isinstance(exc, (ConfigError, IdentityError, StoreError, OSError)):
             raise SetupError(_describe(exc)) from None
         raise
-    parts = Parts(loaded, store, ident, nonces, nodedir)
+    parts = Parts(loaded, store, ident, nodedir)
     parts._cleanups = cleanups
     return parts
 

@@ -111,6 +111,35 @@ class Engine:
         """The epoch ``now`` falls in."""
         return math.floor(now / self._epoch_length)
 
+    def resume_horizon(self) -> int | None:
+        """The most epochs ahead any send of this engine can be scheduled
+        (None: the policy has no cap, e.g. linear)."""
+        policy = self.config.policy
+        cap = getattr(policy, "max_delay", None)
+        if cap is None:
+            return None
+        jitter = getattr(policy, "jitter", 0.0)
+        rto = math.ceil(self.config.max_rto / self._epoch_length)
+        return math.ceil(cap * (1 + jitter)) + rto + 2
+
+    def resume(self, now: float) -> int:
+        """After a restart: records stored with a send epoch further ahead
+        than :meth:`resume_horizon` were scheduled under a clock that was
+        ahead of today's (the wall clock went back between the runs): they
+        are due now.  Returns how many moved (writes to the store: call it
+        inside a transaction)."""
+        horizon = self.resume_horizon()
+        if horizon is None:
+            return 0
+        epoch = self.epoch(now)
+        moved = 0
+        for peer in self.store.peers_with_records():
+            moved += self.store.pull_forward(peer, epoch + horizon, epoch)
+        if moved:
+            self.stats["resumed_early"] += moved
+            self._next_due_stale = True
+        return moved
+
     # -- inputs: local ------------------------------------------------------
     def append(
         self,

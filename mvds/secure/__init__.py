@@ -1,9 +1,11 @@
-"""Security by default: identities and the authenticated, encrypted envelope.
+"""Security by default: identities, sessions and the plaintext interop envelope.
 
-Sans-IO (no sockets, no trio): the daemon's UDP transport wraps every
-outgoing encoded Payload with :meth:`EnvelopeCodec.seal` and passes every
-incoming datagram through :meth:`EnvelopeCodec.open` before anything parses
-it.  docs/PROTOCOL.md specifies the bytes exactly.
+Sans-IO (no sockets, no trio): the daemon's datagram gate hands session
+datagrams (types 0x03-0x06) to :class:`~mvds.secure.session.SessionManager`
+(Noise IK handshakes, transport sessions with in-memory nonces and replay
+windows, validated paths, keepalives) and plaintext ones (0x02, interop
+testing only) to :class:`EnvelopeCodec`.  docs/PROTOCOL.md specifies the
+bytes exactly.
 """
 
 from mvds.secure.envelope import REASONS, EnvelopeCodec, EnvelopeError
@@ -15,7 +17,6 @@ from mvds.limits import (
     PLAINTEXT_OVERHEAD,
     SEALED_OVERHEAD,
 )
-from mvds.secure.nonces import NonceCounter, NonceCounterError
 from mvds.secure.replay import ReplayWindow
 
 __all__ = [
@@ -26,8 +27,6 @@ __all__ = [
     "IdentityError",
     "MAX_BODY_SIZE",
     "MAX_DATAGRAM_SIZE",
-    "NonceCounter",
-    "NonceCounterError",
     "PLAINTEXT_OVERHEAD",
     "REASONS",
     "ReplayWindow",

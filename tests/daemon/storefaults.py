@@ -6,7 +6,7 @@
 * :func:`node_store`: make ``mvds.open_node(DIR)`` open its SQLite store
   with extra arguments (a connection factory, a short busy timeout).
 * :class:`RawPeer`: a hand-driven peer on a real UDP socket with its own
-  identity and envelope codec, to see exactly which datagrams a node sends.
+  identity and session layer, to see exactly which datagrams a node sends.
 * :func:`json_logs`: capture the node's structlog lines as parsed JSON.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,7 +24,8 @@ import trio
 
 import mvds.store.sqlite
 from mvds.daemon.logs import configure_logging
-from mvds.secure import EnvelopeCodec, Identity, NonceCounter
+from mvds.secure import Identity
+from mvds.secure.session import SessionManager
 from mvds.wire import Payload, decode_payload, encode_payload
 
 CODES = {
@@ -77,11 +79,12 @@ def node_store(monkeypatch, **kwargs: Any) -> None:
 
 
 class RawPeer:
-    """A peer driven by hand: seals payloads to a node, opens what it sends."""
+    """A peer driven by hand over sessions: sends payloads to a node, opens
+    what it sends (its own sans-IO SessionManager, no keepalives)."""
 
     def __init__(self, tmp: Path) -> None:
         self.identity = Identity.generate()
-        self.codec = EnvelopeCodec(self.identity, NonceCounter(tmp / "raw-peer.nonce"))
+        self.sessions = SessionManager(self.identity, keepalive_s=0)
         self.sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
 
     async def bind(self) -> "RawPeer":
@@ -97,22 +100,35 @@ class RawPeer:
         return "%s:%d" % self.sock.getsockname()
 
     def know(self, node_peer_id: bytes) -> None:
-        self.codec.add_peer(node_peer_id)
+        self.sessions.add_peer(node_peer_id)
+
+    async def _flush(self) -> None:
+        for addr, data in self.sessions.datagrams_to_send():
+            await self.sock.sendto(data, addr)
 
     async def send(self, node, payload: Payload) -> None:
-        datagram = self.codec.seal(node.peer_id, encode_payload(payload))
-        await self.sock.sendto(datagram, node.address)
+        """Send ``payload`` (the handshake first, if there is no session yet)."""
+        self.sessions.add_peer(node.peer_id, tuple(node.address))
+        self.sessions.send(node.peer_id, encode_payload(payload), time.monotonic())
+        await self._flush()
+        with trio.move_on_after(5):
+            while not self.sessions.status(node.peer_id, time.monotonic())["established"]:
+                await self.receive(0.2)
 
     async def receive(self, timeout: float) -> Payload | None:
-        """The next payload from the node, or None if none comes in time."""
+        """The next payload from the node, or None if none comes in time
+        (handshakes and keepalives are answered on the way)."""
         with trio.move_on_after(timeout):
-            data, _ = await self.sock.recvfrom(65536)
-            _, plain = self.codec.open(data)
-            return decode_payload(plain)
+            while True:
+                data, addr = await self.sock.recvfrom(65536)
+                received = self.sessions.datagram_received(addr, data, time.monotonic())
+                await self._flush()
+                if received is not None:
+                    return decode_payload(received.payload)
         return None
 
     async def drain(self, quiet: float = 0.2) -> list[Payload]:
-        """Everything the node sends until it is quiet for ``quiet`` seconds."""
+        """Every payload the node sends until it is quiet for ``quiet`` seconds."""
         out = []
         while (payload := await self.receive(quiet)) is not None:
             out.append(payload)

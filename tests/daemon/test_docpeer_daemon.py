@@ -1,7 +1,9 @@
 """A peer written from docs/PROTOCOL.md alone syncs with a real `mvds run` daemon.
 
 tests/interop/docpeer.py never imports mvds; here it talks to a daemon
-process over real UDP, in the sealed mode and in the plaintext mode.
+process over real UDP, over sessions (0x03-0x06: docpeer's DocSession) and
+in the plaintext mode (0x02).  docpeer's DocLink sealed mode is the retired
+static-key envelope (0x01): the daemon refuses it.
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ from interop import docpeer
 from procs import Daemon, cli, stop_all, wait_until
 
 
-@pytest.mark.parametrize("plaintext", [False, True], ids=["sealed", "plaintext"])
+@pytest.mark.parametrize("plaintext", [False, True], ids=["sessions", "plaintext"])
 def test_docpeer_and_a_daemon_exchange_messages(tmp_path, plaintext):
     node = tmp_path / "node"
     node_id = bytes.fromhex(cli("init", str(node), check=True).stdout.strip())
     me = docpeer.DocIdentity.generate()
     peer = docpeer.DocPeer(me)
-    link = docpeer.DocLink(me, node_id, plaintext=plaintext)
+    link = docpeer.DocLink(me, node_id, plaintext=True) if plaintext else docpeer.DocSession(me, node_id)
     extra = ["--plaintext"] if plaintext else []
     cli("peer", "add", str(node), "doc", me.public.hex(), "%s:%d" % peer.address,
         "--group", "chat", *extra, check=True)
@@ -63,7 +65,30 @@ def test_docpeer_and_a_daemon_exchange_messages(tmp_path, plaintext):
             10, what="the daemon to settle its record for docpeer",
         )
         drops = daemon.status()["drops"]
-        assert not {k: v for k, v in drops.items() if k != "no_address"}, drops
+        # A simultaneous initiation (docpeer's and the daemon's) is refused by design.
+        assert not {k: v for k, v in drops.items() if k not in ("no_address", "handshake_collision")}, drops
+    finally:
+        peer.close()
+        stop_all([daemon])
+
+
+def test_the_retired_static_key_envelope_is_dropped_as_bad_version(tmp_path):
+    node = tmp_path / "node"
+    node_id = bytes.fromhex(cli("init", str(node), check=True).stdout.strip())
+    me = docpeer.DocIdentity.generate()
+    peer = docpeer.DocPeer(me)
+    link = docpeer.DocLink(me, node_id)  # type 0x01
+    cli("peer", "add", str(node), "doc", me.public.hex(), "%s:%d" % peer.address,
+        "--group", "chat", check=True)
+    daemon = Daemon(node).start()
+    try:
+        host, port = daemon.status()["listen"].rsplit(":", 1)
+        group = docpeer.group_id("chat")
+        message = docpeer.DocMessage(group, 1764000000, b"old envelope")
+        peer.send(link, (host, int(port)), docpeer.DocPayload(messages=[message]))
+        wait_until(lambda: daemon.status()["drops"].get("bad_version", 0) >= 1, 10,
+                   what="the 0x01 datagram to be dropped")
+        assert daemon.status()["messages_stored"] == 0
     finally:
         peer.close()
         stop_all([daemon])

@@ -186,3 +186,35 @@ async def test_a_reader_of_a_quiet_group_waits_while_other_groups_get_messages()
             nursery.cancel_scope.cancel()
         assert [(m.seq, m.body) for m in got] == [(6, b"finally")]
         assert queries < 50
+
+
+async def test_sessions_stay_alive_while_the_store_fails(tmp_path, monkeypatch, logs):
+    """Every commit of A fails for a while (the store pauses up to 2 s between
+    tries): A still answers and sends keepalives, so B never sees A
+    unreachable; once the fault clears B's messages are stored."""
+    from mvds.daemon.config import NodeConfig
+
+    node_store(monkeypatch, connection_factory=FaultyConnection)
+    init_node_dir(tmp_path / "a")
+    config = NodeConfig(listen="127.0.0.1:0", keepalive_s=0.3, epoch_ms=50)
+    async with mvds.open_node(tmp_path / "a", listen="127.0.0.1:0") as a, \
+            mvds.open_node(config=config) as b:
+        a.sessions.keepalive_s = 0.3  # the directory's config has the default 15 s
+        await pair(a, b)
+        await b.append("chat", b"before")
+        await collect(a, 1)
+        with trio.fail_after(5):
+            while not b.sessions.is_reachable(a.peer_id):
+                await trio.sleep(0.05)
+        FaultyConnection.fault = "disk full"
+        sent = []
+        for i in range(30):  # B keeps sending: every step of A fails
+            sent.append((await b.append("chat", b"during %d" % i)))
+            await trio.sleep(0.2)
+            assert b.sessions.is_reachable(a.peer_id), f"A looked unreachable after {i * 0.2:.1f} s"
+        assert FaultyConnection.failures >= 5 and a._store_failures
+        assert a.counters["dropped_store_paused"] > 0
+        FaultyConnection.fault = None
+        got = await collect(a, 31, timeout=30)
+        assert {m.id for m in got} >= set(sent)
+    assert not [e for e in logs() if e.get("event") == "peer.unreachable"]

@@ -15,62 +15,89 @@ from mvds.daemon.peers import PeerRegistry
 from mvds.daemon.status import build_status
 from mvds.daemon.subscriptions import Subscriptions
 from mvds.engine import RecordType
-from mvds.secure import EnvelopeCodec, Identity, NonceCounter
+from mvds.secure import EnvelopeCodec, Identity
+from mvds.secure.session import SessionManager
 from mvds.store import MemoryStore
 from mvds.wire import Message, Payload, encode_payload
 
 A_ADDR = ("127.0.0.1", 1000)
+B_ADDR = ("127.0.0.1", 2000)
 
 
-def codec(tmp_path, identity, name):
-    return EnvelopeCodec(identity, NonceCounter(tmp_path / f"{name}.nonce"))
-
-
-def gate_pair(tmp_path, *, rate=0):
-    """Node b's gate, and a codec that seals as peer a."""
+def gate_pair(*, rate=0, plaintext=False):
+    """Node b's gate, and peer a's session layer (or plaintext codec), linked:
+    a session is established before the test starts."""
     a, b = Identity.generate(), Identity.generate()
-    a_codec, b_codec = codec(tmp_path, a, "a"), codec(tmp_path, b, "b")
-    a_codec.add_peer(b.peer_id)
-    b_codec.add_peer(a.peer_id)
-    config = NodeConfig(peers=[PeerConfig("a", a.peer_id_hex, "127.0.0.1:1000", ["chat"])])
+    config = NodeConfig(peers=[PeerConfig("a", a.peer_id_hex, "127.0.0.1:1000", ["chat"],
+                                          plaintext=plaintext)])
     peers = PeerRegistry(rate)
     peers.sync(config)
-    gate = DatagramGate(b_codec, peers, max_datagram=600, drop_log_interval=10.0,
-                        log=structlog.get_logger())
-    return a, b, a_codec, gate
+    b_codec = EnvelopeCodec(b)
+    b_codec.add_peer(a.peer_id, plaintext=plaintext)
+    b_sessions = SessionManager(b, keepalive_s=0)
+    if not plaintext:
+        b_sessions.add_peer(a.peer_id, A_ADDR)
+    gate = DatagramGate(b_codec, peers, sessions=b_sessions, max_datagram=600,
+                        drop_log_interval=10.0, log=structlog.get_logger())
+    if plaintext:
+        a_side = EnvelopeCodec(a)
+        a_side.add_peer(b.peer_id, plaintext=True)
+        return a, b, a_side, gate
+    a_side = SessionManager(a, keepalive_s=0)
+    a_side.add_peer(b.peer_id, B_ADDR)
+    a_side.send(b.peer_id, encode_payload(Payload()), 0.0)  # the handshake, then the payload
+    for _ in range(3):
+        for _, data in a_side.datagrams_to_send():
+            gate.open(data, A_ADDR, 0.0)
+        for data, _ in gate.session_output():
+            a_side.datagram_received(B_ADDR, data, 0.0)
+    assert a_side.status(b.peer_id, 0.0)["established"]
+    return a, b, a_side, gate
 
 
-def test_the_gate_opens_decodes_counts_and_learns_the_address(tmp_path):
-    a, b, a_codec, gate = gate_pair(tmp_path)
-    payload = Payload(acks=[bytes(32)])
-    datagram = a_codec.seal(b.peer_id, encode_payload(payload))
+def sealed_by(a_side, to, payload: Payload) -> list[bytes]:
+    a_side.send(to, encode_payload(payload), 0.0)
+    return [data for _, data in a_side.datagrams_to_send()]
+
+
+def test_the_gate_opens_decodes_and_counts():
+    a, b, a_side, gate = gate_pair()
+    state = gate.peers[a.peer_id]
+    before = state.counters["datagrams_in"]
+    (datagram,) = sealed_by(a_side, b.peer_id, Payload(acks=[bytes(32)]))
     peer, got = gate.open(datagram, A_ADDR, 0.0)
     assert peer == a.peer_id and list(got.acks) == [bytes(32)]
-    state = gate.peers[a.peer_id]
-    assert state.address == A_ADDR and state.counters["datagrams_in"] == 1
+    assert state.counters["datagrams_in"] == before + 1
     assert gate.open(datagram, A_ADDR, 0.0) is None  # a replay
     assert gate.open(b"garbage", A_ADDR, 0.0) is None
-    assert gate.drops.counts["replay"] == 1 and sum(gate.drops.counts.values()) == 2
+    assert gate.open(b"\x01" + bytes(60), A_ADDR, 0.0) is None  # the retired static-key envelope
+    assert gate.drops.counts["replay"] == 1 and gate.drops.counts["bad_version"] == 2
 
 
-def test_the_gate_splits_and_seals_what_goes_out(tmp_path):
-    a, b, a_codec, gate = gate_pair(tmp_path)
+def test_a_plaintext_peer_is_opened_and_its_address_learned():
+    a, b, a_codec, gate = gate_pair(plaintext=True)
+    datagram = a_codec.seal(b.peer_id, encode_payload(Payload(acks=[bytes(32)])))
+    peer, got = gate.open(datagram, A_ADDR, 0.0)
+    assert peer == a.peer_id and gate.peers[a.peer_id].address == A_ADDR
+    (reply, to), = gate.seal(a.peer_id, Payload(acks=[bytes(32)]), 0.0)
+    assert to == A_ADDR and reply == b"\x02" + b.peer_id + datagram[33:]
+
+
+def test_the_gate_splits_and_seals_what_goes_out():
+    a, b, a_side, gate = gate_pair()
     big = Payload(messages=[Message(group_id=bytes(32), timestamp=1, body=b"x" * 300)
                             for _ in range(4)])
-    assert gate.seal(a.peer_id, big) == []  # no address yet: counted
-    assert gate.drops.counts["no_address"] == 1
-    gate.peers[a.peer_id].address = A_ADDR
-    datagrams = gate.seal(a.peer_id, big)
+    datagrams = gate.seal(a.peer_id, big, 0.0)
     assert len(datagrams) > 1 and all(len(d) <= 600 and to == A_ADDR for d, to in datagrams)
-    a_codec_peer = {a_codec.open(d)[0] for d, _ in datagrams}
-    assert a_codec_peer == {b.peer_id}
+    opened = [a_side.datagram_received(B_ADDR, d, 0.0) for d, _ in datagrams]
+    assert {r.peer_id for r in opened} == {b.peer_id}
 
 
-def test_the_gate_spends_the_byte_budget_only_after_authentication(tmp_path):
-    a, b, a_codec, gate = gate_pair(tmp_path, rate=1024)
+def test_the_gate_spends_the_byte_budget_only_after_authentication():
+    a, b, a_side, gate = gate_pair(rate=1024)
     for _ in range(50):
-        gate.open(b"\x01" + bytes(200), A_ADDR, 0.0)  # forged: not charged
-    sealed = [a_codec.seal(b.peer_id, encode_payload(Payload(acks=[bytes(32)] * 30))) for _ in range(100)]
+        gate.open(b"\x06" + bytes(200), A_ADDR, 0.0)  # forged: not charged
+    sealed = [d for _ in range(100) for d in sealed_by(a_side, b.peer_id, Payload(acks=[bytes(32)] * 30))]
     opened = [gate.open(d, A_ADDR, 0.0) for d in sealed]
     assert opened[0] is not None
     assert gate.peers[a.peer_id].counters["rate_limited"] == opened.count(None) > 0

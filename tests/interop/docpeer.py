@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import socket
 import time
 from dataclasses import dataclass, field
@@ -341,6 +342,301 @@ def group_id(name: str) -> bytes:
     return hashlib.sha256(b"MVDS_GROUP_NAME" + name.encode("utf-8")).digest()
 
 
+# --- "Sessions": Noise_IKpsk2_25519_ChaChaPoly_SHA256 and envelopes 0x03-0x06 ---------
+
+INITIATION, RESPONSE, COOKIE_REPLY, TRANSPORT = 0x03, 0x04, 0x05, 0x06
+SESSION_TYPES = (INITIATION, RESPONSE, COOKIE_REPLY, TRANSPORT)
+NOISE_NAME = b"Noise_IKpsk2_25519_ChaChaPoly_SHA256"
+PROLOGUE = b"mvds session v1"
+NO_PSK = bytes(32)
+
+
+def _hmac(key: bytes, data: bytes) -> bytes:
+    return hmac.new(key, data, hashlib.sha256).digest()
+
+
+def noise_hkdf(ck: bytes, ikm: bytes, outputs: int) -> list[bytes]:
+    """Noise's HKDF as the document spells it: temp = HMAC(ck, ikm), out1 = HMAC(temp, 0x01), ..."""
+    temp = _hmac(ck, ikm)
+    out, previous = [], b""
+    for i in range(1, outputs + 1):
+        previous = _hmac(temp, previous + bytes([i]))
+        out.append(previous)
+    return out
+
+
+def noise_nonce(n: int) -> bytes:
+    return bytes(4) + n.to_bytes(8, "little")
+
+
+def mac(key: bytes, data: bytes) -> bytes:
+    return _hmac(key, data)[:16]
+
+
+def mac1_key(public: bytes) -> bytes:
+    return hashlib.sha256(b"mvds-mac1-v1" + public).digest()
+
+
+def tai64n(unix_ns: int) -> bytes:
+    seconds, nanos = divmod(unix_ns, 1_000_000_000)
+    return ((1 << 62) + seconds).to_bytes(8, "big") + nanos.to_bytes(4, "big")
+
+
+def _public(private: X25519PrivateKey) -> bytes:
+    return private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def _dh(private: X25519PrivateKey, public: bytes) -> bytes:
+    return private.exchange(X25519PublicKey.from_public_bytes(public))
+
+
+class _Symmetric:
+    """Noise's SymmetricState (h, ck, k, n)."""
+
+    def __init__(self, responder_static: bytes) -> None:
+        self.h = hashlib.sha256(NOISE_NAME).digest()  # the name is 36 bytes: hashed
+        self.ck = self.h
+        self.k: bytes | None = None
+        self.n = 0
+        self.mix_hash(PROLOGUE)
+        self.mix_hash(responder_static)  # pre-message "<- s"
+
+    def mix_hash(self, data: bytes) -> None:
+        self.h = hashlib.sha256(self.h + data).digest()
+
+    def mix_key(self, ikm: bytes) -> None:
+        self.ck, self.k = noise_hkdf(self.ck, ikm, 2)
+        self.n = 0
+
+    def mix_key_and_hash(self, ikm: bytes) -> None:
+        self.ck, temp_h, self.k = noise_hkdf(self.ck, ikm, 3)
+        self.n = 0
+        self.mix_hash(temp_h)
+
+    def encrypt_and_hash(self, plaintext: bytes) -> bytes:
+        assert self.k is not None
+        out = ChaCha20Poly1305(self.k).encrypt(noise_nonce(self.n), plaintext, self.h)
+        self.n += 1
+        self.mix_hash(out)
+        return out
+
+    def decrypt_and_hash(self, ciphertext: bytes) -> bytes:
+        assert self.k is not None
+        try:
+            out = ChaCha20Poly1305(self.k).decrypt(noise_nonce(self.n), ciphertext, self.h)
+        except InvalidTag:
+            raise DocPeerError("handshake_failed") from None
+        self.n += 1
+        self.mix_hash(ciphertext)
+        return out
+
+    def split(self) -> tuple[bytes, bytes]:
+        first, second = noise_hkdf(self.ck, b"", 2)
+        return first, second
+
+
+class _Transport:
+    """One session's keys, counter and replay window (in memory only)."""
+
+    def __init__(self, local_index: int, remote_index: int, send_key: bytes, recv_key: bytes) -> None:
+        self.local_index = local_index
+        self.remote_index = remote_index
+        self.send_aead = ChaCha20Poly1305(send_key)
+        self.recv_aead = ChaCha20Poly1305(recv_key)
+        self.counter = 0
+        self.highest: int | None = None
+        self.seen: set[int] = set()
+
+
+class DocSession:
+    """The "Sessions" layer for one (me, peer) pair, from the document alone.
+
+    Same calls as :class:`DocLink` once established (``seal``, ``open``);
+    :class:`DocPeer` drives the handshake (``initiation``, ``on_response``,
+    ``on_initiation``).  No cookies are sent (docpeer is never "under
+    load"); a cookie reply is stored and used as the mac2 key.
+    """
+
+    plaintext = False
+
+    def __init__(self, me: DocIdentity, peer_public: bytes) -> None:
+        self.me = me
+        self.peer = peer_public
+        self.current: _Transport | None = None
+        self.previous: _Transport | None = None
+        self.responder_next: _Transport | None = None
+        self._pending: tuple[int, _Symmetric, X25519PrivateKey, bytes] | None = None
+        self._last_timestamp = b""
+        self._greatest_received = b""
+        self.cookie: bytes | None = None
+
+    @property
+    def established(self) -> bool:
+        return self.current is not None
+
+    # -- handshake, initiator side -------------------------------------------
+    def initiation(self, *, answer: bool = False, ephemeral: bytes | None = None,
+                   timestamp: bytes | None = None, index: int | None = None) -> bytes:
+        """A fresh initiation (the keyword arguments fix its randomness, for the vectors)."""
+        if index is None:
+            index = int.from_bytes(os.urandom(4), "little")
+        state = _Symmetric(self.peer)
+        e = X25519PrivateKey.generate() if ephemeral is None else X25519PrivateKey.from_private_bytes(ephemeral)
+        e_pub = _public(e)
+        state.mix_hash(e_pub)
+        state.mix_key(e_pub)  # psk handshakes mix e into the key too
+        state.mix_key(_dh(e, self.peer))  # es
+        encrypted_static = state.encrypt_and_hash(self.me.public)  # s
+        state.mix_key(self.me.shared(self.peer))  # ss
+        if timestamp is None:
+            timestamp = tai64n(time.time_ns())
+        if timestamp <= self._last_timestamp:  # strictly increasing
+            timestamp = (int.from_bytes(self._last_timestamp, "big") + 1).to_bytes(12, "big")
+        self._last_timestamp = timestamp
+        encrypted_payload = state.encrypt_and_hash(timestamp + bytes([0x01 if answer else 0x00]))
+        body = bytes([INITIATION, 0, 0, 0]) + index.to_bytes(4, "little") + e_pub
+        body += encrypted_static + encrypted_payload
+        mac1 = mac(mac1_key(self.peer), body)
+        mac2 = mac(self.cookie, body + mac1) if self.cookie else bytes(16)
+        self._pending = (index, state, e, mac1)
+        return body + mac1 + mac2
+
+    def on_response(self, datagram: bytes) -> bool:
+        """A response to our pending initiation; True if the session is now established."""
+        if len(datagram) != 92 or self._pending is None:
+            return False
+        if mac(mac1_key(self.me.public), datagram[:60]) != datagram[60:76]:
+            return False
+        index, state, e, _ = self._pending
+        if int.from_bytes(datagram[8:12], "little") != index:
+            return False
+        re = datagram[12:44]
+        state.mix_hash(re)
+        state.mix_key(re)
+        state.mix_key(_dh(e, re))  # ee
+        state.mix_key(self.me._key.exchange(X25519PublicKey.from_public_bytes(re)))  # se
+        state.mix_key_and_hash(NO_PSK)  # psk
+        try:
+            state.decrypt_and_hash(datagram[44:60])
+        except DocPeerError:
+            return False
+        send_key, recv_key = state.split()
+        self._pending = None
+        self.previous = self.current
+        self.current = _Transport(index, int.from_bytes(datagram[4:8], "little"), send_key, recv_key)
+        return True
+
+    def on_cookie_reply(self, datagram: bytes) -> None:
+        if len(datagram) != 52 or self._pending is None:
+            return
+        key = hashlib.sha256(b"mvds-cookie-v1" + self.peer).digest()
+        try:
+            self.cookie = ChaCha20Poly1305(key).decrypt(datagram[8:20], datagram[20:52], self._pending[3])
+        except InvalidTag:
+            pass
+
+    # -- handshake, responder side ---------------------------------------------
+    def on_initiation(self, datagram: bytes, *, ephemeral: bytes | None = None,
+                      index: int | None = None) -> bytes | None:
+        """An initiation from the peer: the response to send, or None (refused)."""
+        if len(datagram) != 149:
+            return None
+        if mac(mac1_key(self.me.public), datagram[:117]) != datagram[117:133]:
+            return None
+        state = _Symmetric(self.me.public)
+        re = datagram[8:40]
+        state.mix_hash(re)
+        state.mix_key(re)
+        state.mix_key(self.me._key.exchange(X25519PublicKey.from_public_bytes(re)))  # es
+        try:
+            static = state.decrypt_and_hash(datagram[40:88])
+        except DocPeerError:
+            return None
+        if static != self.peer:
+            return None
+        state.mix_key(self.me.shared(static))  # ss
+        try:
+            payload = state.decrypt_and_hash(datagram[88:117])
+        except DocPeerError:
+            return None
+        timestamp, flags = payload[:12], payload[12]
+        if timestamp <= self._greatest_received:
+            return None  # handshake_replay
+        if self._pending is not None and self.me.public < self.peer and not flags & 0x01:
+            return None  # collision: ours wins
+        self._greatest_received = timestamp
+        self._pending = None
+        sender_index = int.from_bytes(datagram[4:8], "little")
+        if index is None:
+            index = int.from_bytes(os.urandom(4), "little")
+        e = X25519PrivateKey.generate() if ephemeral is None else X25519PrivateKey.from_private_bytes(ephemeral)
+        e_pub = _public(e)
+        state.mix_hash(e_pub)
+        state.mix_key(e_pub)
+        state.mix_key(_dh(e, re))  # ee
+        state.mix_key(_dh(e, static))  # se
+        state.mix_key_and_hash(NO_PSK)  # psk
+        empty = state.encrypt_and_hash(b"")
+        body = bytes([RESPONSE, 0, 0, 0]) + index.to_bytes(4, "little")
+        body += sender_index.to_bytes(4, "little") + e_pub + empty
+        body += mac(mac1_key(self.peer), body)
+        first, second = state.split()  # first: initiator -> responder
+        self.responder_next = _Transport(index, sender_index, second, first)
+        return body + bytes(16)
+
+    # -- transport ------------------------------------------------------------
+    def _frame(self, frame: bytes) -> bytes:
+        session = self.current
+        if session is None:
+            raise DocPeerError("no_session")
+        header = bytes([TRANSPORT, 0, 0, 0]) + session.remote_index.to_bytes(4, "little")
+        header += session.counter.to_bytes(8, "little")
+        nonce = bytes(4) + session.counter.to_bytes(8, "little")
+        session.counter += 1
+        return header + session.send_aead.encrypt(nonce, frame, header)
+
+    def seal(self, payload: bytes) -> bytes:
+        """A transport datagram carrying ``payload`` (frame 0x00)."""
+        return self._frame(b"\x00" + payload)
+
+    def keepalive(self) -> bytes:
+        return self._frame(b"")
+
+    def open_frame(self, datagram: bytes) -> bytes:
+        """The frame of a transport datagram; DocPeerError(reason) to drop."""
+        if len(datagram) < 32:
+            raise DocPeerError("truncated")
+        index = int.from_bytes(datagram[4:8], "little")
+        sessions = [s for s in (self.current, self.previous, self.responder_next) if s is not None]
+        session = next((s for s in sessions if s.local_index == index), None)
+        if session is None:
+            raise DocPeerError("unknown_index")
+        counter = int.from_bytes(datagram[8:16], "little")
+        if not (session.highest is None or counter > session.highest
+                or (session.highest - counter < WINDOW and counter not in session.seen)):
+            raise DocPeerError("replay")
+        try:
+            frame = session.recv_aead.decrypt(bytes(4) + datagram[8:16], datagram[16:], datagram[:16])
+        except InvalidTag:
+            raise DocPeerError("auth_failed") from None
+        session.seen.add(counter)
+        if session.highest is None or counter > session.highest:
+            session.highest = counter
+        if session is self.responder_next:  # the initiator's confirmation
+            self.responder_next = None
+            self.previous, self.current = self.current, session
+        return frame
+
+    def open(self, datagram: bytes) -> tuple[bytes, bytes]:
+        """``(sender id, payload bytes)`` of a data frame; DocPeerError otherwise."""
+        if not datagram or datagram[0] != TRANSPORT:
+            raise DocPeerError("bad_version")
+        frame = self.open_frame(datagram)
+        if not frame or frame[0] != 0x00:
+            raise DocPeerError("not_data")
+        return self.peer, frame[1:]
+
+
 # --- section 3: one UDP socket --------------------------------------------------------
 
 
@@ -353,16 +649,66 @@ class DocPeer:
         self.sock.bind(bind)
         self.address = self.sock.getsockname()
 
-    def send(self, link: DocLink, address: tuple[str, int], payload: DocPayload | bytes) -> bytes:
+    def send(self, link, address: tuple[str, int], payload: DocPayload | bytes) -> bytes:
+        """Send ``payload`` over ``link`` (a :class:`DocLink` or :class:`DocSession`;
+        a session without keys runs its handshake first)."""
         data = payload if isinstance(payload, bytes) else encode_payload(payload)
+        if isinstance(link, DocSession) and not link.established:
+            self.handshake(link, address)
         datagram = link.seal(data)
         self.sock.sendto(datagram, address)
         return datagram
 
-    def receive(
-        self, links: dict[bytes, DocLink], timeout: float = 5.0
-    ) -> tuple[bytes, DocPayload]:
-        """Wait for the next datagram that opens; others are skipped (dropped)."""
+    def handshake(self, link: "DocSession", address: tuple[str, int], timeout: float = 10.0) -> None:
+        """Initiate until a response arrives (retrying every second, as the document says)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if link.responder_next is None:  # else: we answered the peer's; await its confirmation
+                self.sock.sendto(link.initiation(), address)
+            retry = time.monotonic() + 1.0
+            while time.monotonic() < min(retry, deadline):
+                self.sock.settimeout(max(0.01, min(retry, deadline) - time.monotonic()))
+                try:
+                    datagram, source = self.sock.recvfrom(65535)
+                except socket.timeout:
+                    break
+                if datagram[:1] == bytes([RESPONSE]) and link.on_response(datagram):
+                    return
+                if datagram[:1] == bytes([COOKIE_REPLY]):
+                    link.on_cookie_reply(datagram)
+                    break
+                self._session_datagram({link.peer: link}, datagram, source)
+                if link.established:  # the peer's initiation won, and it confirmed
+                    return
+        raise TimeoutError("no handshake response in time")
+
+    def _session_datagram(self, links: dict, datagram: bytes, source) -> tuple[bytes, bytes] | None:
+        """Handle one session datagram; the (sender, payload bytes) of a data frame, else None."""
+        sessions = [l for l in links.values() if isinstance(l, DocSession)]
+        kind = datagram[:1]
+        if kind == bytes([INITIATION]):
+            for link in sessions:
+                response = link.on_initiation(datagram)
+                if response is not None:
+                    self.sock.sendto(response, source)
+                    return None
+            return None
+        if kind == bytes([TRANSPORT]):
+            for link in sessions:
+                try:
+                    frame = link.open_frame(datagram)
+                except DocPeerError:
+                    continue
+                if frame[:1] == b"\x00":
+                    return link.peer, frame[1:]
+                if frame[:1] == b"\x01" and len(frame) == 9 and link.current is not None:
+                    self.sock.sendto(link._frame(b"\x02" + frame[1:]), source)  # PATH_RESPONSE
+                return None  # keepalive or path frame
+        return None
+
+    def receive(self, links: dict, timeout: float = 5.0) -> tuple[bytes, DocPayload]:
+        """Wait for the next Payload that opens; handshakes are answered on the
+        way, everything else is skipped (dropped)."""
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
@@ -370,11 +716,19 @@ class DocPeer:
                 raise TimeoutError("no datagram opened in time")
             self.sock.settimeout(left)
             try:
-                datagram, _ = self.sock.recvfrom(65535)
+                datagram, source = self.sock.recvfrom(65535)
             except socket.timeout:
                 raise TimeoutError("no datagram opened in time") from None
+            if datagram[:1] and datagram[0] in SESSION_TYPES:
+                opened = self._session_datagram(links, datagram, source)
+                if opened is not None:
+                    try:
+                        return opened[0], decode_payload(opened[1])
+                    except DocPeerError:
+                        continue
+                continue
             link = links.get(datagram[1:33])
-            if link is None:
+            if link is None or isinstance(link, DocSession):
                 continue
             try:
                 sender, data = link.open(datagram)

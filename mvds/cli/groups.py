@@ -13,21 +13,21 @@ from mvds.ids import parse_group
 def register(subparsers: argparse._SubParsersAction) -> None:
     share = subparsers.add_parser("share", help="share a group with a configured peer")
     add_dir_argument(share)
-    share.add_argument("group", metavar="GROUP")
+    share.add_argument("group", metavar="GROUP", help="group name or 64 hex characters")
     share.add_argument("peer", metavar="PEER", help="the peer's name (see: mvds peer list DIR)")
     share.set_defaults(func=run_share, add=True)
 
     unshare = subparsers.add_parser("unshare", help="stop sharing a group with a peer")
     add_dir_argument(unshare)
-    unshare.add_argument("group", metavar="GROUP")
-    unshare.add_argument("peer", metavar="PEER")
+    unshare.add_argument("group", metavar="GROUP", help="group name or 64 hex characters")
+    unshare.add_argument("peer", metavar="PEER", help="the peer's name (see: mvds peer list DIR)")
     unshare.set_defaults(func=run_share, add=False)
 
     join = subparsers.add_parser(
         "join", help="make the node a member of a group without sharing it yet"
     )
     add_dir_argument(join)
-    join.add_argument("group", metavar="GROUP")
+    join.add_argument("group", metavar="GROUP", help="group name or 64 hex characters")
     join.set_defaults(func=run_join)
 
 

@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "status": "status",
     "demo": "demo",
     "sim": "sim",
+    "completion": "completion",
 }
 """Command name -> module under mvds.cli that registers it, in help order."""
 

@@ -89,9 +89,16 @@ def test_tail_follow_ephemeral_send_interactive_mode_and_metrics(tmp_path):
         assert "mvds_messages_stored 2" in text
         assert 'mvds_peer_reachable{peer="b"} 1' in text
         assert "# TYPE mvds_datagrams_out_total counter" in text
-        with pytest.raises(urllib.error.HTTPError) as missing:
-            urllib.request.urlopen(f"http://{metrics}/other", timeout=10)
-        assert missing.value.code == 404
+        # Only GET /metrics: no other path, not a prefix, not another method.
+        for path, method, code in [("/other", "GET", 404), ("/", "GET", 404),
+                                   ("/metricsx", "GET", 404), ("/metrics", "POST", 405)]:
+            request = urllib.request.Request(f"http://{metrics}{path}", method=method)
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=10)
+            assert refused.value.code == code, (path, method)
+        # The daemon said where it serves.
+        log = (paths["a"] / "daemon.log").read_text()
+        assert f'"url": "http://{metrics}/metrics"' in log and '"event": "metrics.serving"' in log
     finally:
         if tail is not None and tail.process.poll() is None:
             tail.process.kill()

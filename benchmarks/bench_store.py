@@ -38,7 +38,7 @@ from pathlib import Path
 from benchmarks.common import Benchmark, percentile
 from mvds.engine import Engine, EngineConfig, MessageReceived
 from mvds.ids import group_id_for_name
-from mvds.secure.limits import DEFAULT_DATAGRAM_SIZE, SEALED_OVERHEAD
+from mvds.limits import DEFAULT_DATAGRAM_SIZE, SEALED_OVERHEAD
 from mvds.store import MemoryStore, SQLiteStore
 from mvds.wire import Message, decode_payload, split_payload
 

@@ -23,7 +23,7 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fuzz", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("target", nargs="?", help="envelope, payload, config or control")
+    parser.add_argument("target", nargs="?", help="envelope, payload, config, control or control_server")
     parser.add_argument("--runs", type=int, default=None, help="stop after this many inputs")
     parser.add_argument("--seconds", type=int, default=None, help="stop after this long")
     parser.add_argument("--replay", metavar="FILE", nargs="+", help="run these inputs once, no fuzzing")

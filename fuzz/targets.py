@@ -384,11 +384,11 @@ class ConfigTarget:
 
     def _usable(self, config: NodeConfig) -> None:
         from mvds.daemon.node import engine_config
-        from mvds.daemon.schedule import Schedule
+        from mvds.daemon.radio import RadioSchedule
 
         engine_config(config)
         if config.schedule:
-            schedule = Schedule.parse(config.schedule)
+            schedule = RadioSchedule.parse(config.schedule)
             up, remaining = schedule.state_at(12345.6)
             assert remaining > 0, (config.schedule, remaining)
         again = parse_config(render_config(config).encode("utf-8"), "fuzz.toml")
@@ -398,7 +398,78 @@ class ConfigTarget:
 # -- the control API -------------------------------------------------------------------
 
 
+_CONTROL_OPS = ["ping", "status", "append", "append_many", "peers", "add_peer", "remove_peer",
+                "share", "unshare", "join", "groups", "subscribe", "nope", ""]
+_CONTROL_VALUES: list[Any] = [None, True, False, 0, -1, 1, 2**63, -(2**63) - 1, 2**64, 1.5,
+                              float("inf"), float("nan"), "", "chat", "x" * 70, "a" * 64, "bob",
+                              "127.0.0.1:1", "#", [], ["chat"], [1], [""], {}, {"a": 1},
+                              base64.b64encode(b"hi").decode(), "!!!"]
+_CONTROL_FIELDS = ["group", "text", "body_b64", "texts", "bodies_b64", "ephemeral", "name",
+                   "peer_id", "address", "groups", "plaintext", "peer", "since", "id"]
+
+
+def _control_request(given: Input) -> dict[str, Any]:
+    """A JSON request with some op and some (often mistyped) fields."""
+    request: dict[str, Any] = {"op": given.pick(_CONTROL_OPS)}
+    for _ in range(given.below(6)):
+        request[given.pick(_CONTROL_FIELDS)] = given.pick(_CONTROL_VALUES)
+    return request
+
+
 class ControlTarget:
+    """A control connection's bytes straight into the protocol (no I/O).
+
+    The bytes are cut into reads of a chosen size and fed to a
+    ``LineFramer`` with a small maximum; every line goes to
+    ``parse_request``.  The framer must give exactly the stream's lines up
+    to the first one over the maximum; the parser a ``Request`` with a
+    known op, or a ``RequestError`` whose message is one line and whose
+    error reply is standard JSON (no NaN or Infinity, whatever the request
+    held).  ``control_server`` runs the same requests through a real node.
+    """
+
+    name = "control"
+    MAX_LINE = 512
+
+    def __call__(self, data: bytes) -> None:
+        from mvds.daemon import control_protocol as protocol
+
+        given = Input(data)
+        if given.byte() % 2 == 0:
+            read = 1 + given.below(64)
+            stream = given.rest()
+        else:
+            read = 4096
+            stream = b"".join(
+                json.dumps(_control_request(given)).encode() + b"\n" for _ in range(1 + given.below(4))
+            )
+        framer = protocol.LineFramer(self.MAX_LINE)
+        lines: list[bytes] = []
+        try:
+            for start in range(0, len(stream), read):
+                framer.feed(stream[start : start + read])
+                lines.extend(bytes(line) for line in framer.lines())
+        except protocol.LineTooLong:
+            whole = stream.split(b"\n")
+            long = [i for i, line in enumerate(whole) if len(line) > self.MAX_LINE]
+            assert long, "refused a stream without a line over the maximum"
+            assert lines == whole[: long[0]], lines
+        else:
+            assert lines == stream.split(b"\n")[:-1], lines
+        for line in lines:
+            try:
+                request = protocol.parse_request(line)
+            except protocol.RequestError as exc:
+                message = str(exc)
+                assert message and "\n" not in message, message
+                protocol.loads_strict(protocol.encode_error(message, exc.request_id))
+            else:
+                assert request.op in protocol.OPS, request
+                assert isinstance(request.args, dict)
+                protocol.loads_strict(protocol.encode_reply({}, request.id))
+
+
+class ControlServerTarget:
     """One request line to a running node's control server, over its real socket.
 
     A real Node (a node directory: SQLite store, config file that
@@ -409,7 +480,7 @@ class ControlTarget:
     answering.
     """
 
-    name = "control"
+    name = "control_server"
 
     def __init__(self) -> None:
         self._tmp = _scratch("control")
@@ -499,17 +570,7 @@ class ControlTarget:
             assert len(replies) == 1
 
     def _structured(self, given: Input) -> dict[str, Any]:
-        ops = ["ping", "status", "append", "append_many", "peers", "add_peer", "remove_peer",
-               "share", "unshare", "join", "groups", "subscribe", "nope", ""]
-        values: list[Any] = [None, True, False, 0, -1, 1, 2**63, -(2**63) - 1, 2**64, 1.5,
-                             float("inf"), "", "chat", "x" * 70, "a" * 64, "bob", "127.0.0.1:1",
-                             "#", [], ["chat"], [1], [""], {}, {"a": 1},
-                             base64.b64encode(b"hi").decode(), "!!!"]
-        request: dict[str, Any] = {"op": given.pick(ops)}
-        fields = ["group", "text", "body_b64", "texts", "bodies_b64", "ephemeral", "name",
-                  "peer_id", "address", "groups", "plaintext", "peer", "since", "id"]
-        for _ in range(given.below(6)):
-            request[given.pick(fields)] = given.pick(values)
+        request = _control_request(given)
         if request["op"] == "subscribe":
             request.pop("follow", None)
         return request
@@ -530,4 +591,5 @@ TARGETS: dict[str, Callable[[], Callable[[bytes], None]]] = {
     "payload": PayloadTarget,
     "config": ConfigTarget,
     "control": ControlTarget,
+    "control_server": ControlServerTarget,
 }

@@ -28,7 +28,8 @@ _LAZY = {
     "WireError": "mvds.wire",
     "Node": "mvds.daemon.node",
     "NodeError": "mvds.daemon.node",
-    "ReceivedMessage": "mvds.daemon.node",
+    "DeliveredMessage": "mvds.daemon.delivered",
+    "ReceivedMessage": "mvds.daemon.delivered",
     "open_node": "mvds.daemon.node",
 }
 

@@ -19,6 +19,8 @@ _GROUP_NAME_DOMAIN = b"MVDS_GROUP_NAME"
 _pack_timestamp = struct.Struct("<q").pack
 _sha256 = hashlib.sha256
 
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 
@@ -45,12 +47,12 @@ def group_id_for_name(name: str) -> bytes:
 
 
 def parse_group(text: str) -> bytes:
-    """Turn a GROUP argument into a group id: 64 hex characters, or a name."""
-    if len(text) == 2 * ID_SIZE:
-        try:
-            return bytes.fromhex(text)
-        except ValueError:
-            pass
+    """Turn a GROUP argument into a group id: 64 hex characters, or a name.
+
+    Only hex digits make an id: ``bytes.fromhex`` also skips spaces, which
+    would turn a 64-character name with spaces into a shorter "id"."""
+    if len(text) == 2 * ID_SIZE and all(c in _HEX_DIGITS for c in text):
+        return bytes.fromhex(text)
     return group_id_for_name(text)
 
 

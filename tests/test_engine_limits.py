@@ -198,6 +198,6 @@ def test_identical_appends_stay_linear_as_the_clock_moves():
 
 
 def test_default_max_body_is_the_protocol_limit():
-    from mvds.secure.limits import MAX_BODY_SIZE
+    from mvds.limits import MAX_BODY_SIZE
 
     assert EngineConfig().max_body == MAX_BODY_SIZE

@@ -19,7 +19,13 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root: fuzz/
 
-from fuzz.targets import ConfigTarget, ControlTarget, EnvelopeTarget, PayloadTarget  # noqa: E402
+from fuzz.targets import (  # noqa: E402
+    ConfigTarget,
+    ControlServerTarget,
+    ControlTarget,
+    EnvelopeTarget,
+    PayloadTarget,
+)
 from mvds.daemon.config import ConfigError, parse_config  # noqa: E402
 
 _inputs = st.binary(max_size=2048)
@@ -45,6 +51,11 @@ def control():
     return ControlTarget()
 
 
+@pytest.fixture(scope="module")
+def control_server():
+    return ControlServerTarget()
+
+
 @settings(max_examples=400)
 @given(data=_inputs)
 def test_envelope_target(envelope, data):
@@ -64,11 +75,18 @@ def test_config_target(config, data):
     config(data)
 
 
+@settings(max_examples=500)
+@given(data=_inputs)
+@example(data=b"\x01\x0b\x0b")  # structured mode
+def test_control_target(control, data):
+    control(data)
+
+
 @settings(max_examples=300)
 @given(data=_inputs)
 @example(data=b"[\x0b[\x0b")  # atheris: subscribe with group "" was an internal error
-def test_control_target(control, data):
-    control(data)
+def test_control_server_target(control_server, data):
+    control_server(data)
 
 
 def test_envelope_structured_inputs_reach_every_outcome(envelope):
@@ -98,9 +116,9 @@ def test_envelope_structured_inputs_reach_every_outcome(envelope):
         {"op": "append", "group": "", "text": "x"},
     ],
 )
-def test_control_regressions(control, request_line):
+def test_control_regressions(control_server, request_line):
     """Crashes the fuzzer found: each is a clear error now, not an internal one."""
-    replies = control._roundtrip(json.dumps(request_line).encode())
+    replies = control_server._roundtrip(json.dumps(request_line).encode())
     assert replies[0]["ok"] is False
     assert not replies[0]["error"].startswith("internal error"), replies
 

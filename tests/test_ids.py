@@ -1,4 +1,4 @@
-"""Message ids (the PRODUCT.md test vector) and group/peer id parsing."""
+"""Message ids (the test vector of the product brief, also in docs/PROTOCOL.md) and group/peer id parsing."""
 
 import hashlib
 import struct

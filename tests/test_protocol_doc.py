@@ -12,7 +12,7 @@ from interop.docvectors import DOC_PATH, doc_vectors
 from mvds.engine import EngineConfig
 from mvds.ids import group_id_for_name, message_id
 from mvds.secure import EnvelopeCodec, Identity, NonceCounter
-from mvds.secure import limits
+from mvds import limits
 from mvds.secure.envelope import REASONS, TYPE_PLAINTEXT, TYPE_SEALED
 from mvds.secure.keys import KDF_LABEL
 from mvds.secure.replay import DEFAULT_WINDOW_SIZE

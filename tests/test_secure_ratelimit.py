@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mvds.secure.limits import MAX_DATAGRAM_SIZE
+from mvds.limits import MAX_DATAGRAM_SIZE
 from mvds.secure.ratelimit import TokenBucket
 
 

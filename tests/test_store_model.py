@@ -61,6 +61,7 @@ data_ops = st.one_of(
               st.integers(0, 9)),
     st.tuples(st.just("send_due"), st.integers(0, 2), st.integers(0, 12), st.integers(0, 9)),
     st.tuples(st.just("pull"), st.integers(0, 2), st.integers(0, 10), st.integers(0, 3)),
+    st.tuples(st.just("pull_due"), st.integers(0, 2), st.integers(0, 10), st.integers(0, 3)),
     st.tuples(st.just("delete_requests"), st.integers(0, 11)),
     st.tuples(st.just("delete_group"), st.integers(0, 1), st.integers(0, 2)),
     st.tuples(st.just("add_group"), st.integers(0, 1), st.integers(0, 2), st.booleans(),
@@ -203,6 +204,22 @@ class Pair:
         elif kind == "pull":
             _, p, beyond, to = op
             self.both(lambda s: s.pull_forward(PEERS[p], beyond, to))
+        elif kind == "pull_due":
+            # Pulled-forward records are due in one order in both stores
+            # (``both`` compares the lists, so order and not only content).
+            _, p, beyond, to = op
+
+            def pull_due(s):
+                moved = s.pull_forward(PEERS[p], beyond, to)
+                due = s.due_records(PEERS[p], to)
+                out = [as_tuple(r) for r in due]
+                for record in due:
+                    record.send_count += 1
+                    record.send_epoch = to + 3
+                    s.update_record(record)
+                return moved, out
+
+            self.both(pull_due)
         elif kind == "delete_requests":
             self.both(lambda s: s.delete_requests_for(IDS[op[1]]))
             self.both(lambda s: s.delete_requests_for(POOL[op[1]]))
@@ -312,3 +329,36 @@ def test_sqlite_store_matches_the_memory_store_while_ids_move_to_the_index(tmp_p
     in every kind of transaction (committed, rolled back, reopened)."""
     with mock.patch.object(_sqlite_messages, "INDEX_BATCH", 3):
         run_batches(tmp_path_factory.mktemp("model") / "store.db", work)
+
+
+
+def _pull_then_due(store) -> list[int]:
+    """Eight records in flight for one peer, sent in order 0..7 with send
+    epochs in the opposite order; pulled forward to one epoch, they are due
+    in the order they were in flight, whatever the hash seed."""
+    peer = PEERS[0]
+    messages = [Message(GROUPS[0], 2, b"pulled %d" % n) for n in range(8)]
+    with store.transaction():
+        for message in messages:
+            store.add_message(message, ready=True, received_from=None)
+            store.insert_record(Record(message.id, peer, GROUPS[0], RecordType.MESSAGE, 0, 0))
+        for n, record in enumerate(store.new_records(peer, GROUPS[0], 8)):
+            record.send_count = 1
+            record.send_epoch = 10 + (7 - n)
+            store.update_record(record)
+    order = [m.id for m in messages]
+    with store.transaction():
+        assert store.pull_forward(peer, 5, 6) == 8
+        return [order.index(r.message_id) for r in store.due_records(peer, 6)]
+
+
+def test_pull_forward_keeps_the_in_flight_order_in_both_stores(tmp_path):
+    """Regression: the SQLite store kept in-flight ids in a set, so after
+    pull_forward due_records came out in hash-seed order ([7, 1, 5, 2, ...])
+    where the memory store gives [0..7]."""
+    sql = SQLiteStore(tmp_path / "store.db")
+    try:
+        assert _pull_then_due(sql) == list(range(8))
+    finally:
+        sql.close()
+    assert _pull_then_due(MemoryStore()) == list(range(8))

@@ -16,6 +16,7 @@ import sys
 from typing import Any, NoReturn, Sequence
 
 from mvds.cli.errors import CliError
+from mvds.excgroups import leaves
 
 COMMANDS: dict[str, str] = {
     "init": "init",
@@ -37,7 +38,7 @@ COMMANDS: dict[str, str] = {
 
 class Parser(argparse.ArgumentParser):
     """argparse with the CLI's rules: a usage error is ONE line on stderr
-    (PRODUCT.md: bad input of any kind gets one clear line), and a parser made
+    (bad input of any kind gets one clear line), and a parser made
     with ``intermixed=True`` accepts options after an optional positional
     (``mvds send DIR GROUP --ephemeral TEXT``), which plain argparse rejects
     because it fills ``TEXT`` with nothing as soon as it meets an option.
@@ -114,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 130
         if os.environ.get("MVDS_DEBUG"):
             raise
-        first = _first_leaf(rest)
+        first = leaves(rest)[0]
         print(
             f"mvds: unexpected error: {type(first).__name__}: {first} "
             "(set MVDS_DEBUG=1 for a traceback, and please report it)",
@@ -151,12 +152,6 @@ def describe_os_error(exc: OSError) -> str:
     """``file: reason`` for an OSError (``reason`` alone without a file)."""
     reason = exc.strerror or str(exc) or type(exc).__name__
     return f"{exc.filename}: {reason}" if exc.filename else reason
-
-
-def _first_leaf(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return exc
 
 
 if __name__ == "__main__":  # pragma: no cover

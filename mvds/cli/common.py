@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from mvds.cli.errors import CliError
 from mvds.daemon.config import ConfigError, NodeConfig, load_config
@@ -34,6 +33,41 @@ def load(nodedir: NodeDir) -> NodeConfig:
         return load_config(nodedir.config)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
+
+
+def edit(config: NodeConfig, change: Callable[..., NodeConfig], *args: Any, **kwargs: Any) -> NodeConfig:
+    """``change(config, ...)`` (an edit of mvds.daemon.admin), its refusal as a CliError."""
+    try:
+        return change(config, *args, **kwargs)
+    except ValueError as exc:  # AdminError, ConfigError
+        raise CliError(str(exc)) from None
+
+
+def change_config(
+    nodedir: NodeDir, request: dict[str, Any], change: Callable[..., NodeConfig], *args: Any,
+    **kwargs: Any,
+) -> None:
+    """One peer/group edit: through the running daemon's control API
+    (``request``: its op and fields), or on DIR/mvds.toml with ``change``
+    (an edit of mvds.daemon.admin) when the daemon is stopped.  Either way
+    the same rules apply (the daemon calls the same edit)."""
+    if daemon_running(nodedir):
+        with connect(nodedir) as client:
+            call(client, **request)
+        return
+    save(nodedir, edit(load(nodedir), change, *args, **kwargs))
+
+
+def save(nodedir: NodeDir, config: NodeConfig) -> None:
+    """Write an edited config's peers and groups to DIR/mvds.toml (comments kept)."""
+    from mvds.daemon import admin
+
+    try:
+        admin.save(nodedir.config, config)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"cannot write {nodedir.config}: {exc.strerror or exc}") from None
 
 
 def connect(nodedir: NodeDir, timeout: float | None = 30.0) -> ControlClient:
@@ -103,11 +137,6 @@ def format_time(timestamp: int) -> str:
         )
     except (OverflowError, OSError, ValueError):
         return str(timestamp)
-
-
-def stdout_write(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
 
 
 def resolve_file(path: str) -> Path:

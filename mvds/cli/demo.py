@@ -39,6 +39,7 @@ from mvds.cli.errors import CliError
 from mvds.daemon.config import PeerConfig, load_config, save_config
 from mvds.daemon.control_client import ControlError
 from mvds.daemon.setup import SetupError, init_node_dir
+from mvds.excgroups import leaves
 
 GROUP = "demo"
 LINKS = [("A", "B"), ("A", "C"), ("B", "D"), ("C", "D")]
@@ -133,12 +134,12 @@ def run(args: argparse.Namespace) -> int:
             # or after it was removed: no daemon runs at those moments.
             progress.signal = signal.SIGINT
         except BaseExceptionGroup as group:
-            inner = _single(group)
-            if isinstance(inner, KeyboardInterrupt):
+            (inner, *more) = leaves(group)
+            if not more and isinstance(inner, KeyboardInterrupt):
                 progress.signal = signal.SIGINT
             else:
                 failed = True
-                if isinstance(inner, CliError):
+                if not more and isinstance(inner, CliError):
                     raise inner from None
                 raise
         except BaseException:
@@ -154,13 +155,6 @@ def run(args: argparse.Namespace) -> int:
             for node in nodes.values():
                 shutil.rmtree(node.path, ignore_errors=True)
     return report(nodes, args, progress, base if keep else None)
-
-
-def _single(exc: BaseException) -> BaseException:
-    """The one exception inside (possibly nested) single-member groups."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 def report(

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from mvds.cli.common import add_dir_argument, call, connect, daemon_running, group_arg, load, node_dir
-from mvds.cli.errors import CliError
-from mvds.daemon.config import save_config
-from mvds.ids import parse_group
+from mvds.cli.common import add_dir_argument, change_config, group_arg, node_dir
+from mvds.daemon import admin
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,36 +30,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_share(args: argparse.Namespace) -> int:
-    group_id = group_arg(args.group)
-    nodedir = node_dir(args.dir)
-    if daemon_running(nodedir):
-        with connect(nodedir) as client:
-            call(client, "share" if args.add else "unshare", group=args.group, peer=args.peer)
-        return 0
-    config = load(nodedir)
-    peer = config.peer_named(args.peer)
-    if peer is None:
-        raise CliError(f"no peer named {args.peer!r} (add it with: mvds peer add)")
-    if args.add:
-        if all(parse_group(g) != group_id for g in peer.groups):
-            peer.groups.append(args.group)
-    else:
-        if all(parse_group(g) != group_id for g in peer.groups):
-            raise CliError(f"group {args.group!r} is not shared with {args.peer!r}")
-        peer.groups = [g for g in peer.groups if parse_group(g) != group_id]
-    save_config(nodedir.config, config)
+    group_arg(args.group)
+    change_config(
+        node_dir(args.dir), {"op": "share" if args.add else "unshare", "group": args.group,
+                             "peer": args.peer},
+        admin.share if args.add else admin.unshare, args.group, args.peer,
+    )
     return 0
 
 
 def run_join(args: argparse.Namespace) -> int:
     group_arg(args.group)
-    nodedir = node_dir(args.dir)
-    if daemon_running(nodedir):
-        with connect(nodedir) as client:
-            call(client, "join", group=args.group)
-        return 0
-    config = load(nodedir)
-    if args.group not in config.groups:
-        config.groups.append(args.group)
-        save_config(nodedir.config, config)
+    change_config(node_dir(args.dir), {"op": "join", "group": args.group}, admin.join, args.group)
     return 0

@@ -10,18 +10,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from mvds.cli.common import (
-    add_dir_argument,
-    call,
-    connect,
-    daemon_running,
-    group_arg,
-    load,
-    node_dir,
-    print_json,
-)
-from mvds.cli.errors import CliError
-from mvds.daemon.config import ConfigError, PeerConfig, parse_address, save_config
+from mvds.cli.common import add_dir_argument, change_config, edit, group_arg, load, node_dir, print_json
+from mvds.daemon import admin
 from mvds.ids import parse_peer_id
 from mvds.secure import Identity
 
@@ -60,39 +50,20 @@ def run_add(args: argparse.Namespace) -> int:
     for group in args.group:
         group_arg(group)
     nodedir = node_dir(args.dir)
-    try:
-        peer_id = parse_peer_id(args.peer_id)
-        parse_address(args.address)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-    if peer_id == Identity.load(nodedir.key).peer_id:
-        raise CliError("that is this node's own peer id")
-    if daemon_running(nodedir):
-        with connect(nodedir) as client:
-            call(client, "add_peer", name=args.name, peer_id=peer_id.hex(), address=args.address,
-                 groups=args.group, plaintext=args.plaintext)
-        return 0
     config = load(nodedir)
-    entry = PeerConfig(args.name, peer_id.hex(), args.address, list(args.group), args.plaintext)
-    peers = [p for p in config.peers if p.name != args.name] + [entry]
-    try:
-        save_config(nodedir.config, dataclasses.replace(config, peers=peers))
-    except ConfigError as exc:
-        raise CliError(str(exc)) from None
+    fields = dict(plaintext=args.plaintext, own_id=Identity.load(nodedir.key).peer_id)
+    # Checked here even with the daemon running: the same error, before any request.
+    edit(config, admin.add_peer, args.name, args.peer_id, args.address, args.group, **fields)
+    request = {"op": "add_peer", "name": args.name, "peer_id": parse_peer_id(args.peer_id).hex(),
+               "address": args.address, "groups": args.group, "plaintext": args.plaintext}
+    change_config(nodedir, request, admin.add_peer, args.name, args.peer_id, args.address,
+                  args.group, **fields)
     return 0
 
 
 def run_remove(args: argparse.Namespace) -> int:
-    nodedir = node_dir(args.dir)
-    if daemon_running(nodedir):
-        with connect(nodedir) as client:
-            call(client, "remove_peer", name=args.name)
-        return 0
-    config = load(nodedir)
-    if config.peer_named(args.name) is None:
-        raise CliError(f"no peer named {args.name!r} in {nodedir.config}")
-    save_config(nodedir.config, dataclasses.replace(
-        config, peers=[p for p in config.peers if p.name != args.name]))
+    change_config(node_dir(args.dir), {"op": "remove_peer", "name": args.name},
+                  admin.remove_peer, args.name)
     return 0
 
 

@@ -15,6 +15,7 @@ from mvds.cli.common import add_dir_argument, load, node_dir
 from mvds.cli.errors import CliError
 from mvds.daemon.config import ConfigError
 from mvds.daemon.logs import configure_logging, get_logger
+from mvds.excgroups import leaves
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,18 +64,11 @@ SOCKET_PATH_MAX = 104
 Linux allows 108): checked before the node starts, so a too-deep DIR is one
 error line instead of a node that logs its start and stop first."""
 
-OVERRIDES = {
-    "listen": "listen",
-    "loss": "loss",
-    "seed": "seed",
-    "schedule": "schedule",
-    "mode": "mode",
-    "delivery": "delivery",
-    "epoch_ms": "epoch_ms",
-    "log_format": "log_format",
-    "log_level": "log_level",
-    "metrics": "metrics",
-}
+RUN_OPTIONS = (
+    "listen", "loss", "seed", "schedule", "mode", "delivery", "epoch_ms",
+    "log_format", "log_level", "metrics",
+)
+"""`mvds run` options that override the setting of the same name for this run."""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,11 +79,7 @@ def run(args: argparse.Namespace) -> int:
             f"under {SOCKET_PATH_MAX} bytes): use a shorter directory"
         )
     config = load(nodedir)
-    changes = {
-        field: getattr(args, option)
-        for option, field in OVERRIDES.items()
-        if getattr(args, option) is not None
-    }
+    changes = {name: getattr(args, name) for name in RUN_OPTIONS if getattr(args, name) is not None}
     config = dataclasses.replace(config, **changes)
     try:
         config.validate("option")
@@ -110,8 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
 def describe(exc: BaseException) -> str:
     """One line for a startup failure, however deeply trio nested it."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
+    exc = leaves(exc)[0]
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
     text = str(exc) or type(exc).__name__

@@ -10,7 +10,7 @@ from typing import Any
 
 from mvds.cli.common import add_dir_argument, call, connect, daemon_running, load, node_dir, print_json
 from mvds.cli.errors import CliError
-from mvds.engine import RecordType
+from mvds.daemon.status import build_status
 from mvds.secure import Identity
 
 
@@ -56,30 +56,9 @@ def offline_status(nodedir) -> dict[str, Any]:
             last_seq = store.last_seq()
         finally:
             store.close()
-    peers = []
-    for peer in config.peers:
-        peer_id = peer.peer_id
-        peers.append({
-            "name": peer.name,
-            "id": peer.id,
-            "address": peer.address,
-            "plaintext": peer.plaintext,
-            "groups": list(peer.groups),
-            "reachable": False,
-            "last_heard_s": None,
-            "rtt_ms": None,
-            "pending": {k.name.lower(): pending.get((peer_id, k), 0) for k in RecordType},
-        })
-    return {
-        "peer_id": identity.peer_id_hex,
-        "listen": config.listen,
-        "running": False,
-        "mode": config.mode,
-        "messages_stored": messages,
-        "last_seq": last_seq,
-        "groups": sorted(config.all_groups()),
-        "peers": peers,
-    }
+    return build_status(
+        config, identity.peer_id_hex, pending=pending, messages_stored=messages, last_seq=last_seq
+    )
 
 
 def render(status: dict[str, Any]) -> str:

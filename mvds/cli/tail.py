@@ -140,7 +140,7 @@ def _wait_for_daemon(nodedir) -> None:
 
 
 def _from_store(nodedir, args: argparse.Namespace, config) -> Iterator[dict[str, Any]]:
-    from mvds.daemon.node import ReceivedMessage
+    from mvds.daemon.delivered import DeliveredMessage
     from mvds.ids import parse_group
     from mvds.store.errors import StoreError
     from mvds.store.sqlite import SQLiteStore
@@ -158,7 +158,7 @@ def _from_store(nodedir, args: argparse.Namespace, config) -> Iterator[dict[str,
             batch = store.delivered_since(cursor, 1000, group_id)
             for stored in batch:
                 cursor = stored.seq or cursor
-                yield ReceivedMessage.from_stored(stored).to_json()
+                yield DeliveredMessage.from_stored(stored).to_json()
             if len(batch) < 1000:
                 return
     finally:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, AsyncIterator
 
 import trio
 
 from mvds.daemon.control_client import ControlError, NotRunning
+from mvds.daemon.control_protocol import READ_SIZE, LineFramer, decode_reply, encode
 
 
 class AsyncControlClient:
@@ -16,7 +16,7 @@ class AsyncControlClient:
 
     def __init__(self, stream: trio.SocketStream) -> None:
         self._stream = stream
-        self._buffer = bytearray()
+        self._framer = LineFramer()
 
     @classmethod
     async def connect(cls, path: Path) -> "AsyncControlClient":
@@ -36,19 +36,16 @@ class AsyncControlClient:
         await self.aclose()
 
     async def _read(self) -> dict[str, Any]:
-        while True:
-            newline = self._buffer.find(b"\n")
-            if newline >= 0:
-                line = bytes(self._buffer[:newline])
-                del self._buffer[: newline + 1]
-                return json.loads(line)
-            chunk = await self._stream.receive_some(65536)
+        framer = self._framer
+        while (line := framer.next_line()) is None:
+            chunk = await self._stream.receive_some(READ_SIZE)
             if not chunk:
                 raise ControlError("the daemon closed the connection")
-            self._buffer += chunk
+            framer.feed(chunk)
+        return decode_reply(line)
 
     async def _write(self, request: dict[str, Any]) -> None:
-        await self._stream.send_all(json.dumps(request, separators=(",", ":")).encode() + b"\n")
+        await self._stream.send_all(encode(request))
 
     async def request(self, op: str, **fields: Any) -> dict[str, Any]:
         await self._write({"op": op, **fields})

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mvds.daemon.schedule import Schedule
-from mvds.ids import parse_peer_id
-from mvds.secure.durable import atomic_write
-from mvds.secure.limits import MAX_BODY_SIZE, MAX_DATAGRAM_SIZE, MAX_PARENTS_ON_WIRE
+import tomlkit
 
-MAX_UDP_PAYLOAD = MAX_DATAGRAM_SIZE
+from mvds.daemon.radio import RadioSchedule
+from mvds.durable import atomic_write
+from mvds.ids import parse_peer_id
+from mvds.limits import MAX_BODY_SIZE, MAX_DATAGRAM_SIZE, MAX_PARENTS_ON_WIRE
 
 
 class ConfigError(ValueError):
@@ -146,8 +146,8 @@ class NodeConfig:
             fail("log_level", "must be debug, info, warning or error")
         if not 1 <= self.epoch_ms <= 3_600_000:
             fail("epoch_ms", "must be between 1 and 3600000")
-        if not 256 <= self.max_datagram <= MAX_UDP_PAYLOAD:
-            fail("max_datagram", f"must be between 256 and {MAX_UDP_PAYLOAD}")
+        if not 256 <= self.max_datagram <= MAX_DATAGRAM_SIZE:
+            fail("max_datagram", f"must be between 256 and {MAX_DATAGRAM_SIZE}")
         if not 1 <= self.max_body <= MAX_BODY_SIZE:
             fail("max_body", f"must be between 1 and {MAX_BODY_SIZE} (a message travels whole in one datagram)")
         if not 1 <= self.max_inflight <= 1_000_000:
@@ -172,9 +172,11 @@ class NodeConfig:
             fail("loss", "must be at least 0 and below 1")
         if self.schedule:
             try:
-                Schedule.parse(self.schedule)
+                RadioSchedule.parse(self.schedule)
             except ValueError as exc:
                 fail("schedule", str(exc))
+        for index, group in enumerate(self.groups):
+            _check_text(fail, f"groups[{index}]", group)
         names: set[str] = set()
         ids: set[str] = set()
         for index, peer in enumerate(self.peers):
@@ -184,8 +186,10 @@ class NodeConfig:
             if peer.name in names:
                 fail(f"{label}.name", f"duplicate peer name {peer.name!r}")
             names.add(peer.name)
+            _check_text(fail, f"{label}.name", peer.name)
+            _check_text(fail, f"{label}.address", peer.address)
             try:
-                parse_peer_id(peer.id)
+                check_peer_key(parse_peer_id(peer.id))
             except ValueError as exc:
                 fail(f"{label}.id", str(exc))
             if peer.id.lower() in ids:
@@ -198,6 +202,7 @@ class NodeConfig:
             for group in peer.groups:
                 if not group:
                     fail(f"{label}.groups", "a group name must not be empty")
+                _check_text(fail, f"{label}.groups", group)
         for group in self.groups:
             if not group:
                 fail("groups", "a group name must not be empty")
@@ -205,16 +210,53 @@ class NodeConfig:
     def peer_named(self, name: str) -> PeerConfig | None:
         return next((p for p in self.peers if p.name == name), None)
 
-    def peer_by_id(self, peer_id: bytes) -> PeerConfig | None:
-        text = peer_id.hex()
-        return next((p for p in self.peers if p.id.lower() == text), None)
-
     def all_groups(self) -> list[str]:
         """Every group this node is in: its own list plus those shared with peers."""
         seen: dict[str, None] = dict.fromkeys(self.groups)
         for peer in self.peers:
             seen.update(dict.fromkeys(peer.groups))
         return list(seen)
+
+
+def control_character(text: str) -> str | None:
+    """The first control character in ``text`` (C0, DEL, C1, line and
+    paragraph separators), or None: such a character ends a line in the
+    TOML file, in logs and in tables, so no name or address may hold one."""
+    for char in text:
+        code = ord(char)
+        if code < 0x20 or 0x7F <= code < 0xA0 or char in "\u2028\u2029":
+            return char
+    return None
+
+
+def _check_text(fail: Any, key: str, value: str) -> None:
+    char = control_character(value)
+    if char is not None:
+        fail(key, f"{value!r} contains a control character ({ord(char):#04x})")
+
+
+@functools.cache
+def _probe_key() -> Any:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    return X25519PrivateKey.generate()
+
+
+def check_peer_key(peer_id: bytes) -> None:
+    """Raise ValueError unless ``peer_id`` is a usable X25519 public key.
+
+    The same test the envelope codec applies when it adds a peer (a
+    low-order point gives the all-zero shared secret, which X25519 refuses),
+    made here so a config holding such a key is refused before it is
+    written, not when the node next starts."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
+    try:
+        _probe_key().exchange(X25519PublicKey.from_public_bytes(bytes(peer_id)))
+    except ValueError:
+        raise ValueError(
+            f"peer id {bytes(peer_id).hex()} is not a usable X25519 public key"
+        ) from None
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(NodeConfig)}
@@ -325,18 +367,8 @@ def _one_line(text: str) -> str:
 
 
 def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        escaped = (
-            value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
-        )
-        return f'"{escaped}"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+    """A value as TOML text, written by tomlkit (it escapes what TOML needs)."""
+    return tomlkit.item(value).as_string()
 
 
 @functools.cache

@@ -7,14 +7,13 @@ operation; this module is the server.
 Requests are handled one after another per connection, so a client may
 pipeline them; a ``subscribe`` turns the connection into a stream.  Bad
 input (not JSON, unknown op, wrong types, oversized line) gets
-``{"ok": false, "error": "..."}`` and never disturbs the node.
+``{"ok": false, "error": "..."}`` and never disturbs the node.  Framing,
+parsing and encoding are ``control_protocol`` (no I/O); this is the loop
+that moves bytes between it, the socket and the node.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import os
 import socket
 import time
@@ -24,74 +23,11 @@ from typing import Any, Awaitable, Callable
 import trio
 
 from mvds import __version__
+from mvds.daemon import control_protocol as protocol
+from mvds.daemon.control_protocol import LineFramer, LineTooLong, Request, RequestError
 from mvds.daemon.logs import get_logger
+from mvds.daemon.logthrottle import LogThrottle
 from mvds.daemon.node import Node, NodeError
-from mvds.ids import INT64_MAX
-
-MAX_LINE = 16 * 1024 * 1024
-"""Default longest request line (an append_many of many bodies, base64);
-the setting ``control_max_line``."""
-
-MAX_CLIENTS = 32
-"""Default most connections served at once; the setting ``control_max_clients``.
-With the line limit it bounds what clients can make the daemon buffer."""
-
-MAX_BATCH = 100_000
-"""Most bodies in one append_many."""
-
-
-_compact = json.JSONEncoder(separators=(",", ":")).encode
-"""One JSON line without spaces.  One encoder for the module: ``json.dumps``
-with any option builds a new encoder per call, which a busy subscription
-stream would pay for every message."""
-
-
-class RequestError(Exception):
-    """A malformed request; becomes {"ok": false, "error": ...}."""
-
-
-def _field(request: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
-    if name not in request:
-        if default is ...:
-            raise RequestError(f"missing field {name!r}")
-        return default
-    value = request[name]
-    if isinstance(value, bool) and kind in (int, (int, float)):
-        raise RequestError(f"field {name!r} must be a number")
-    if not isinstance(value, kind):
-        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise RequestError(f"field {name!r} must be {expected}")
-    return value
-
-
-def _body(request: dict[str, Any]) -> bytes:
-    if "body_b64" in request:
-        try:
-            return base64.b64decode(_field(request, "body_b64", str), validate=True)
-        except (binascii.Error, ValueError):
-            raise RequestError("field 'body_b64' is not valid base64") from None
-    if "text" in request:
-        return _field(request, "text", str).encode("utf-8")
-    raise RequestError("give the message as 'text' or 'body_b64'")
-
-
-def _bodies(request: dict[str, Any]) -> list[bytes]:
-    if "bodies_b64" in request:
-        items = _field(request, "bodies_b64", list)
-        try:
-            bodies = [base64.b64decode(item, validate=True) for item in items]
-        except (binascii.Error, ValueError, TypeError):
-            raise RequestError("'bodies_b64' must be a list of base64 strings") from None
-    elif "texts" in request:
-        items = _field(request, "texts", list)
-        if not all(isinstance(item, str) for item in items):
-            raise RequestError("'texts' must be a list of strings")
-        bodies = [item.encode("utf-8") for item in items]
-    else:
-        raise RequestError("give the messages as 'texts' or 'bodies_b64'")
-    if len(bodies) > MAX_BATCH:
-        raise RequestError(f"at most {MAX_BATCH} messages per append_many")
-    return bodies
 
 
 class ControlServer:
@@ -103,7 +39,12 @@ class ControlServer:
         self.log = get_logger(component="control")
         self.max_line = node.config.control_max_line
         self.max_clients = node.config.control_max_clients
-        self._clients = 0
+        # Refused, not queued, once full: an idle or stuck client must not be
+        # able to make the daemon hold unbounded connections and buffers.
+        self._slots = trio.CapacityLimiter(self.max_clients)
+        # Refusals are logged at a limited rate: a misbehaving client must
+        # not turn into a log flood.
+        self._refusals = LogThrottle(interval=60.0)
         self._ops: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
             "ping": self._ping,
             "status": self._status,
@@ -117,6 +58,7 @@ class ControlServer:
             "join": self._join,
             "groups": self._groups,
         }
+        assert set(self._ops) | {"subscribe"} == protocol.OPS
 
     def bind(self) -> trio.SocketListener:
         """Create the socket file with mode 0600 (no window where others could open it)."""
@@ -148,180 +90,139 @@ class ControlServer:
                 pass
 
     async def _handle(self, stream: trio.SocketStream) -> None:
-        if self._clients >= self.max_clients:
-            # Refused, not queued: an idle or stuck client must not be able
-            # to make the daemon hold unbounded connections and buffers.
+        try:
+            self._slots.acquire_nowait()
+        except trio.WouldBlock:
             self._refuse("too_many_clients")
             try:
                 async with stream:
-                    await self._send(stream, {
-                        "ok": False,
-                        "error": f"too many control connections (control_max_clients = {self.max_clients})",
-                    })
+                    await stream.send_all(protocol.too_many_clients(self.max_clients))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
             return
-        self._clients += 1
         try:
             await self._serve_client(stream)
         finally:
-            self._clients -= 1
+            self._slots.release()
 
     def _refuse(self, reason: str) -> None:
         counters = self.node.counters
         counters[f"control_refused_{reason}"] += 1
-        if self.node._warnings.drop(f"control/{reason}", time.monotonic()) is not None:
+        if self._refusals.count(reason, time.monotonic()) is not None:
             self.log.warning("control.refused", reason=reason,
                              count=counters[f"control_refused_{reason}"])
 
     async def _serve_client(self, stream: trio.SocketStream) -> None:
-        buffer = bytearray()
-        limit = self.max_line
+        framer = LineFramer(self.max_line)
         try:
             async with stream:
                 while True:
-                    newline = buffer.find(b"\n")
-                    if newline < 0:
-                        if len(buffer) > limit:
-                            self._refuse("line_too_long")
-                            await self._send(stream, {
-                                "ok": False,
-                                "error": f"request line over {limit} bytes (control_max_line)",
-                            })
-                            return
-                        chunk = await stream.receive_some(65536)
+                    try:
+                        line = framer.next_line()
+                    except LineTooLong:
+                        self._refuse("line_too_long")
+                        await stream.send_all(protocol.line_too_long(self.max_line))
+                        return
+                    if line is None:
+                        chunk = await stream.receive_some(protocol.READ_SIZE)
                         if not chunk:
                             return
-                        buffer += chunk
-                        continue
-                    line = bytes(buffer[:newline])
-                    del buffer[: newline + 1]
-                    if line.strip():
+                        framer.feed(chunk)
+                    elif line.strip():
                         await self._request(stream, line)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return
-
-    async def _send(self, stream: trio.SocketStream, obj: dict[str, Any]) -> None:
-        await stream.send_all(_compact(obj).encode() + b"\n")
 
     async def _request(self, stream: trio.SocketStream, line: bytes) -> None:
         request_id = None
         try:
             try:
-                request = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise RequestError(f"not JSON: {exc}") from None
-            except RecursionError:
-                raise RequestError("not JSON: nested too deeply") from None
-            except ValueError as exc:  # e.g. an integer of more than 4300 digits
-                raise RequestError(f"not JSON: {exc}") from None
-            if not isinstance(request, dict):
-                raise RequestError("a request is a JSON object")
-            request_id = request.get("id")
-            op = _field(request, "op", str)
-            if op == "subscribe":
-                await self._subscribe(stream, request, request_id)
+                request = protocol.parse_request(line)
+            except RequestError as exc:
+                request_id = exc.request_id
+                raise
+            request_id = request.id
+            if request.op == "subscribe":
+                await self._subscribe(stream, request)
                 return
-            handler = self._ops.get(op)
-            if handler is None:
-                known = ", ".join(sorted([*self._ops, "subscribe"]))
-                raise RequestError(f"unknown op {op!r} (known: {known})")
-            reply = await handler(request)
-            reply["ok"] = True
+            reply = protocol.encode_reply(await self._ops[request.op](request.args), request_id)
         except (RequestError, NodeError) as exc:
-            reply = {"ok": False, "error": str(exc)}
+            reply = protocol.encode_error(str(exc), request_id)
         except Exception as exc:  # never let one request take the node down
             self.log.exception("control.error", error=str(exc))
-            reply = {"ok": False, "error": f"internal error: {type(exc).__name__}"}
-        if request_id is not None:
-            reply["id"] = request_id
-        await self._send(stream, reply)
+            reply = protocol.encode_error(f"internal error: {type(exc).__name__}", request_id)
+        await stream.send_all(reply)
 
     # -- operations ------------------------------------------------------------
-    async def _ping(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def _ping(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"version": __version__, "peer_id": self.node.identity.peer_id_hex}
 
-    async def _status(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def _status(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"status": self.node.status()}
 
-    async def _append(self, request: dict[str, Any]) -> dict[str, Any]:
-        group = _field(request, "group", str)
-        body = _body(request)
-        ephemeral = _field(request, "ephemeral", bool, False)
-        message_id = await self.node.append(group, body, ephemeral=ephemeral)
+    async def _append(self, args: dict[str, Any]) -> dict[str, Any]:
+        message_id = await self.node.append(args["group"], args["body"], ephemeral=args["ephemeral"])
         return {"message_id": message_id.hex()}
 
-    async def _append_many(self, request: dict[str, Any]) -> dict[str, Any]:
-        group = _field(request, "group", str)
-        ids = await self.node.append_many(group, _bodies(request))
+    async def _append_many(self, args: dict[str, Any]) -> dict[str, Any]:
+        ids = await self.node.append_many(args["group"], args["bodies"])
         return {"message_ids": [i.hex() for i in ids]}
 
-    async def _peers(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def _peers(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"peers": self.node.status()["peers"]}
 
-    async def _add_peer(self, request: dict[str, Any]) -> dict[str, Any]:
-        groups = _field(request, "groups", list, [])
-        if not all(isinstance(g, str) and g for g in groups):
-            raise RequestError("'groups' must be a list of group names")
+    async def _add_peer(self, args: dict[str, Any]) -> dict[str, Any]:
         await self.node.add_peer(
-            _field(request, "name", str),
-            _field(request, "peer_id", str),
-            _field(request, "address", str),
-            groups,
-            plaintext=_field(request, "plaintext", bool, False),
+            args["name"], args["peer_id"], args["address"], args["groups"],
+            plaintext=args["plaintext"],
         )
         return {}
 
-    async def _remove_peer(self, request: dict[str, Any]) -> dict[str, Any]:
-        await self.node.remove_peer(_field(request, "name", str))
+    async def _remove_peer(self, args: dict[str, Any]) -> dict[str, Any]:
+        await self.node.remove_peer(args["name"])
         return {}
 
-    async def _share(self, request: dict[str, Any]) -> dict[str, Any]:
-        await self.node.share(_field(request, "group", str), _field(request, "peer", str))
+    async def _share(self, args: dict[str, Any]) -> dict[str, Any]:
+        await self.node.share(args["group"], args["peer"])
         return {}
 
-    async def _unshare(self, request: dict[str, Any]) -> dict[str, Any]:
-        await self.node.unshare(_field(request, "group", str), _field(request, "peer", str))
+    async def _unshare(self, args: dict[str, Any]) -> dict[str, Any]:
+        await self.node.unshare(args["group"], args["peer"])
         return {}
 
-    async def _join(self, request: dict[str, Any]) -> dict[str, Any]:
-        group_id = await self.node.join(_field(request, "group", str))
+    async def _join(self, args: dict[str, Any]) -> dict[str, Any]:
+        group_id = await self.node.join(args["group"])
         return {"group_id": group_id.hex()}
 
-    async def _groups(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def _groups(self, args: dict[str, Any]) -> dict[str, Any]:
         from mvds.ids import parse_group
 
         out = []
-        for name in self.node.config.all_groups():
+        config = self.node.config
+        for name in config.all_groups():
+            group_id = parse_group(name)
             out.append(
                 {
                     "group": name,
-                    "group_id": parse_group(name).hex(),
-                    "peers": [p.name for p in self.node.config.peers if name in p.groups],
+                    "group_id": group_id.hex(),
+                    # By id: a peer may name the group by its hex id.
+                    "peers": [p.name for p in config.peers
+                              if any(parse_group(g) == group_id for g in p.groups)],
                 }
             )
         return {"groups": out}
 
-    async def _subscribe(
-        self, stream: trio.SocketStream, request: dict[str, Any], request_id: Any
-    ) -> None:
-        since = _field(request, "since", int, 0)
-        if not 0 <= since <= INT64_MAX:
-            raise RequestError(f"'since' must be between 0 and {INT64_MAX}")
-        group = _field(request, "group", str, None)
-        follow = _field(request, "follow", bool, False)
+    async def _subscribe(self, stream: trio.SocketStream, request: Request) -> None:
+        since, group, follow = (request.args[k] for k in ("since", "group", "follow"))
         node = self.node
         if group is not None:
             node.group_id(group)  # unknown group: an error before the stream starts
-        head: dict[str, Any] = {"ok": True, "event": "subscribed"}
-        if request_id is not None:
-            head["id"] = request_id
-        await self._send(stream, head)
+        await stream.send_all(protocol.encode_subscribed(request.id))
         cursor = since
         async for batch in node.message_batches(since, group=group, follow=False):
             cursor = max([cursor, *(m.seq for m in batch if m.seq is not None)])
             await self._send_messages(stream, batch)
-        await self._send(stream, {"event": "caught_up", "seq": cursor})
+        await stream.send_all(protocol.encode_caught_up(cursor))
         if not follow:
             return
         async for batch in node.message_batches(cursor, group=group, follow=True):
@@ -329,5 +230,4 @@ class ControlServer:
 
     async def _send_messages(self, stream: trio.SocketStream, batch: list[Any]) -> None:
         """One write for a whole batch: a busy subscriber costs one syscall per batch."""
-        lines = [m.event_line() for m in batch]
-        await stream.send_all(("\n".join(lines) + "\n").encode())
+        await stream.send_all(protocol.encode_event_lines(m.event_line() for m in batch))

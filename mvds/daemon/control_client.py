@@ -7,10 +7,11 @@ too, or speak the JSON-lines protocol directly (docs/CONTROL_API.md).
 
 from __future__ import annotations
 
-import json
 import socket
 from pathlib import Path
 from typing import Any, Iterator
+
+from mvds.daemon.control_protocol import READ_SIZE, LineFramer, decode_reply, encode
 
 
 class ControlError(Exception):
@@ -39,10 +40,9 @@ class ControlClient:
         except OSError as exc:
             self.sock.close()
             raise ControlError(f"cannot connect to {path}: {exc.strerror or exc}") from None
-        self._file = self.sock.makefile("rb")
+        self._framer = LineFramer()
 
     def close(self) -> None:
-        self._file.close()
         self.sock.close()
 
     def __enter__(self) -> "ControlClient":
@@ -53,20 +53,23 @@ class ControlClient:
 
     def _write(self, request: dict[str, Any]) -> None:
         try:
-            self.sock.sendall(json.dumps(request, separators=(",", ":")).encode() + b"\n")
+            self.sock.sendall(encode(request))
         except OSError as exc:
             raise ControlError(f"the daemon closed the connection: {exc}") from None
 
     def _read(self) -> dict[str, Any]:
-        try:
-            line = self._file.readline()
-        except socket.timeout:
-            raise ControlError("the daemon did not answer in time") from None
-        except OSError as exc:
-            raise ControlError(f"the daemon closed the connection: {exc}") from None
-        if not line:
-            raise ControlError("the daemon closed the connection")
-        return json.loads(line)
+        framer = self._framer
+        while (line := framer.next_line()) is None:
+            try:
+                chunk = self.sock.recv(READ_SIZE)
+            except socket.timeout:
+                raise ControlError("the daemon did not answer in time") from None
+            except OSError as exc:
+                raise ControlError(f"the daemon closed the connection: {exc}") from None
+            if not chunk:
+                raise ControlError("the daemon closed the connection")
+            framer.feed(chunk)
+        return decode_reply(line)
 
     def request(self, op: str, **fields: Any) -> dict[str, Any]:
         """One request, one reply; raises ControlError for {"ok": false}."""

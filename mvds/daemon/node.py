@@ -1,21 +1,31 @@
-"""A running MVDS peer: the engine, a store, the secure envelope and UDP, on trio.
+"""A running MVDS peer: the trio shell around the sans-IO parts.
 
-This is the thin I/O shell around the sans-IO engine.  Everything that
-changes state happens in :meth:`Node._step`, synchronously (no ``await``
-inside, so no other task can interleave) and inside ONE store transaction:
+This module holds only what needs trio and the clock: opening and closing,
+the loops (receive, pump, resolve, radio), the step and the recovery from a
+store failure.  The parts it drives have no I/O and are tested without
+sockets: the datagram gate (gate.py), the peer registry (peers.py), queued
+commands (commands.py), config edits (admin.py, configpush.py),
+subscriptions (subscriptions.py), status (status.py).  docs/ARCHITECTURE.md
+walks through them.
 
-1. take every datagram the receiver drained since the last step, open the
-   envelopes (unknown or forged senders, replays, garbage: dropped and
-   counted before any protobuf parsing), decode, feed the engine;
-2. apply queued control operations and appends;
+Everything that changes state happens in :meth:`Node._step`, synchronously
+(no ``await`` inside, so no other task can interleave) and inside ONE store
+transaction:
+
+1. take every datagram the receiver drained since the last step through the
+   gate (unknown or forged senders, replays, garbage: dropped and counted
+   before any protobuf parsing) and feed the engine;
+2. apply queued appends and the sharing of queued config edits (the new
+   config computed and its file staged before the transaction);
 3. collect the payloads to send, split them into datagrams and seal them;
 4. commit.
 
-Only after the commit succeeds are datagrams sent (so no ACK ever leaves for
-a message that is not on disk), appends answered (so an append returns only
-once durable) and received messages handed to readers.  If the commit
-fails, nothing is sent, appends get an error, the error is logged, and a
-fresh engine is built on the store (the engine keeps nothing durable in
+Only after the commit succeeds is the new config swapped in and its file
+renamed into place, are datagrams sent (so no ACK ever leaves for a message
+that is not on disk), commands answered (so an append returns only once
+durable) and received messages handed to readers.  If the commit fails,
+nothing is sent or changed, commands get an error, the error is logged, and
+a fresh engine is built on the store (the engine keeps nothing durable in
 memory).  An error that may clear up (locked, disk full) is retried after a
 growing pause; a fatal one (corrupt file, I/O error) stops the node: the
 :class:`~mvds.store.errors.StoreError` comes out of :meth:`Node.open`, and
@@ -25,47 +35,37 @@ rules.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import json
 import math
 import os
 import random
 import time
 from collections import Counter
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
 import trio
 
-from mvds.daemon.config import NodeConfig, PeerConfig, format_address, parse_address, save_config
+from mvds.daemon import admin
+from mvds.daemon.commands import Command, NodeError, group_arg
+from mvds.daemon.config import ConfigError, NodeConfig, format_address, parse_address
+from mvds.daemon.configpush import apply_edits, apply_sharing, engine_config, push_config
+from mvds.daemon.delivered import DeliveredMessage, ReceivedMessage  # noqa: F401 (the earlier name)
+from mvds.daemon.gate import DatagramGate
 from mvds.daemon.logs import get_logger
+from mvds.daemon.logthrottle import LogThrottle
 from mvds.daemon.nodedir import NodeDir
-from mvds.daemon.schedule import Schedule
+from mvds.daemon.peers import RESOLVE_INTERVAL, PeerRegistry, PeerState
+from mvds.daemon.radio import RadioSchedule, run_radio
+from mvds.daemon.status import build_status
+from mvds.daemon.subscriptions import Subscriptions
 from mvds.daemon.transport import SMALL_BUFFER, UdpTransport
-from mvds.engine import (
-    Delivery,
-    Engine,
-    EngineConfig,
-    ExponentialBackoff,
-    GaveUp,
-    MessageAcknowledged,
-    MessageReceived,
-    Mode,
-    PeerReachable,
-    RecordType,
-)
-from mvds.ids import ID_SIZE, parse_group, parse_peer_id, short
-from mvds.secure import EnvelopeCodec, EnvelopeError, Identity, NonceCounter
-from mvds.secure.drops import DropLog
-from mvds.secure.ratelimit import TokenBucket
-from mvds.store.base import Store, StoredMessage
+from mvds.excgroups import leaves
+from mvds.engine import Engine, GaveUp, MessageAcknowledged, MessageReceived, PeerReachable
+from mvds.ids import ID_SIZE, parse_group, short
+from mvds.secure import EnvelopeCodec, Identity, NonceCounter
+from mvds.store.base import Store
 from mvds.store.errors import StoreError
-from mvds.wire import WireError, decode_payload, split_payload
-
-RESOLVE_INTERVAL = 30.0
-"""Seconds between re-resolving peer host names (containers move)."""
 
 STORE_RETRY_MIN = 0.05
 STORE_RETRY_MAX = 2.0
@@ -79,132 +79,6 @@ STORE_ERROR_LOG_INTERVAL = 10.0
 seconds, with how often it happened since the previous line."""
 
 REPLAY_META_PREFIX = "replay/"
-
-_json_string = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
-"""A str as a JSON string literal, as json.dumps writes it (ensure_ascii)."""
-
-
-class NodeError(Exception):
-    """A request the node cannot carry out; the message says why, in one line."""
-
-
-def _parse_group(group: str) -> bytes:
-    """A GROUP argument's id; a user's bad group (empty) is a NodeError, not
-    the ValueError of mvds.ids, so every caller (embedding, control API)
-    reports it in one line instead of as an internal error."""
-    if not isinstance(group, str):
-        raise NodeError(f"a group is a name or 64 hex characters, not {type(group).__name__}")
-    try:
-        return parse_group(group)
-    except ValueError as exc:
-        raise NodeError(str(exc)) from None
-
-
-@dataclass(frozen=True)
-class ReceivedMessage:
-    """A message handed to the application.
-
-    ``seq`` is the node's local delivery number (None for ephemeral
-    messages, which are never stored); resume reading after it with
-    ``Node.messages(since=seq)``.
-    """
-
-    seq: int | None
-    group_id: bytes
-    id: bytes
-    timestamp: int
-    body: bytes
-    sender: bytes | None
-    ephemeral: bool = False
-
-    @property
-    def text(self) -> str | None:
-        """The body as text if it is valid UTF-8."""
-        try:
-            return self.body.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-
-    def to_json(self) -> dict[str, Any]:
-        """The JSON object ``mvds tail --json`` prints."""
-        out: dict[str, Any] = {
-            "seq": self.seq,
-            "group": self.group_id.hex(),
-            "id": self.id.hex(),
-            "timestamp": self.timestamp,
-            "body_b64": base64.b64encode(self.body).decode("ascii"),
-        }
-        text = self.text
-        if text is not None:
-            out["text"] = text
-        if self.sender is not None:
-            out["from"] = self.sender.hex()
-        if self.ephemeral:
-            out["ephemeral"] = True
-        return out
-
-    def event_line(self) -> str:
-        """``{"event":"message","message":<to_json()>}`` as one compact JSON
-        line, byte for byte what ``json.dumps(..., separators=(",", ":"))``
-        gives, built directly: a subscription streams one per message."""
-        parts = [
-            '{"event":"message","message":{"seq":',
-            "null" if self.seq is None else str(self.seq),
-            ',"group":"', self.group_id.hex(),
-            '","id":"', self.id.hex(),
-            '","timestamp":', str(self.timestamp),
-            ',"body_b64":"', base64.b64encode(self.body).decode("ascii"), '"',
-        ]
-        text = self.text
-        if text is not None:
-            parts += (',"text":', _json_string(text))
-        if self.sender is not None:
-            parts += (',"from":"', self.sender.hex(), '"')
-        if self.ephemeral:
-            parts.append(',"ephemeral":true')
-        parts.append("}}")
-        return "".join(parts)
-
-    @classmethod
-    def from_stored(cls, stored: StoredMessage) -> "ReceivedMessage":
-        m = stored.message
-        return cls(stored.seq, m.group_id, m.id, m.timestamp, m.body, stored.received_from)
-
-
-@dataclass
-class _Pending:
-    """Work queued for the next step, answered after its commit."""
-
-    apply: Callable[[float], Any]
-    done: trio.Event = field(default_factory=trio.Event)
-    result: Any = None
-    error: BaseException | None = None
-
-
-@dataclass
-class PeerState:
-    """What the node knows about a configured peer at run time."""
-
-    config: PeerConfig
-    peer_id: bytes
-    address: Any = None  # resolved socket address, or None
-    counters: Counter[str] = field(default_factory=Counter)
-    budget: TokenBucket | None = None
-    """Bytes this peer may still send (``peer_max_bytes_per_s``); None: no limit."""
-
-
-def engine_config(config: NodeConfig) -> EngineConfig:
-    return EngineConfig(
-        mode=Mode(config.mode),
-        delivery=Delivery(config.delivery),
-        epoch_length=config.epoch_ms / 1000.0,
-        flush_delay=config.flush_ms / 1000.0,
-        policy=ExponentialBackoff(max_delay=config.backoff_max_epochs),
-        max_inflight=config.max_inflight,
-        max_requests=config.max_requests,
-        max_parents=config.max_parents,
-        seed=config.seed or 0,
-    )
 
 
 class Node:
@@ -227,27 +101,31 @@ class Node:
         self.engine_config = engine_config(config)
         self.log = get_logger(node=identity.peer_id_hex[:8])
         self._rng = random.Random(config.seed)
-        self._schedule = Schedule.parse(config.schedule) if config.schedule else None
-        self.peers: dict[bytes, PeerState] = {}
-        self._drops = DropLog(interval=config.drop_log_interval_s)
-        """Datagrams dropped before the engine, by reason (rate-limited logging)."""
-        self._warnings = DropLog(interval=60.0)
+        self._radio = RadioSchedule.parse(config.schedule) if config.schedule else None
+        self.peers = PeerRegistry(config.peer_max_bytes_per_s)
+        self.gate = DatagramGate(
+            self.codec, self.peers, max_datagram=config.max_datagram,
+            drop_log_interval=config.drop_log_interval_s, log=self.log,
+        )
+        self._warnings = LogThrottle(interval=60.0)
         self.counters: Counter[str] = Counter()
         self._inbox: list[tuple[bytes, Any]] = []
-        self._queue: list[_Pending] = []
+        self._queue: list[Command] = []
         self._wake = trio.Event()
-        self._delivered = trio.Event()
-        self._ephemeral_listeners: list[list[ReceivedMessage]] = []
+        self.subscriptions = Subscriptions(self.counters)
         self._started = time.time()
         self._closing = False
         self._running = False
         self._fatal: str | None = None
-        self._store_errors = DropLog(interval=STORE_ERROR_LOG_INTERVAL)
+        self._store_errors = LogThrottle(interval=STORE_ERROR_LOG_INTERVAL)
         self._store_failures = 0  # failed steps in a row
         self._store_retry_at = 0.0  # time.monotonic() before which no step runs
         self.transport: UdpTransport | None = None
         self.engine = Engine(store, self.engine_config, now=time.time())
-        self._apply_config_to_store()
+        self.peers.sync(config)
+        for peer in config.peers:
+            self.codec.add_peer(peer.peer_id, plaintext=peer.plaintext)
+        push_config(self.engine, store, config, time.time())
         self._import_replay_state()
 
     # -- opening -------------------------------------------------------------
@@ -269,7 +147,6 @@ class Node:
         ``listen`` overrides the configured address (``"127.0.0.1:0"`` picks
         a free port; see :attr:`address`).
         """
-        from mvds.daemon.config import ConfigError
         from mvds.daemon.setup import SetupError, open_parts
 
         if listen is not None:
@@ -308,11 +185,9 @@ class Node:
             # Trio groups what the block raised with the node's tasks (a
             # startup error of a task inside _run: twice); a caller expects
             # its own exception back, or the NodeError, not groups around it.
-            inner: BaseException = group
-            while isinstance(inner, BaseExceptionGroup) and len(inner.exceptions) == 1:
-                inner = inner.exceptions[0]
-            if inner is not group:
-                raise inner from None
+            inner = leaves(group)
+            if len(inner) == 1:
+                raise inner[0] from None
             raise
         finally:
             node._close()
@@ -356,8 +231,8 @@ class Node:
                 nursery.start_soon(self._pump_loop)
                 nursery.start_soon(self.transport.run_sender)
                 nursery.start_soon(self._resolve_loop)
-                if self._schedule is not None:
-                    nursery.start_soon(self._schedule_loop)
+                if self._radio is not None:
+                    nursery.start_soon(run_radio, self._radio, self.transport, self._radio_up, self.log)
                 task_status.started()
         finally:
             self.transport.close()
@@ -372,30 +247,6 @@ class Node:
             self.log.info("node.stopped")
 
     # -- configuration into the store --------------------------------------------
-    def _budget(self) -> TokenBucket | None:
-        rate = self.config.peer_max_bytes_per_s
-        return TokenBucket(rate) if rate else None
-
-    def _apply_config_to_store(self) -> None:
-        """Make the store's sharing match the config (the config is the truth)."""
-        now = time.time()
-        with self.store.transaction():
-            wanted: set[tuple[bytes, bytes]] = set()
-            for peer in self.config.peers:
-                peer_id = peer.peer_id
-                self.peers[peer_id] = PeerState(peer, peer_id, budget=self._budget())
-                self.codec.add_peer(peer_id, plaintext=peer.plaintext)
-                for group in peer.groups:
-                    wanted.add((parse_group(group), peer_id))
-            for group in self.config.all_groups():
-                self.engine.join(parse_group(group))
-            for group_id, peers in self.store.sharing().items():
-                for peer_id in peers:
-                    if (group_id, peer_id) not in wanted:
-                        self.engine.unshare(group_id, peer_id, now)
-            for group_id, peer_id in sorted(wanted):
-                self.engine.share(group_id, peer_id, now)
-
     def _import_replay_state(self) -> None:
         state = {}
         for peer_id in self.peers:
@@ -423,7 +274,7 @@ class Node:
     # -- the public API (embedding and control API) ------------------------------
     def group_id(self, group: str | bytes) -> bytes:
         """A group's id from its name, 64-hex id or raw 32 bytes; must be known."""
-        group_id = group if isinstance(group, bytes) else _parse_group(group)
+        group_id = group if isinstance(group, bytes) else group_arg(group)
         if len(group_id) != ID_SIZE:
             raise NodeError(f"a group id is {ID_SIZE} bytes")
         if not self.store.is_member(group_id):
@@ -434,12 +285,17 @@ class Node:
             )
         return group_id
 
-    async def _submit(self, apply: Callable[[float], Any]) -> Any:
+    async def _submit(
+        self,
+        apply: Callable[[float], Any] | None = None,
+        *,
+        edit: Callable[[NodeConfig], NodeConfig] | None = None,
+    ) -> Any:
         if self._closing:
             raise NodeError("the node is shutting down")
         if self._fatal:
             raise NodeError(f"the node stopped: {self._fatal}")
-        pending = _Pending(apply)
+        pending = Command(apply, edit)
         self._queue.append(pending)
         self._wake.set()
         await pending.done.wait()
@@ -477,19 +333,20 @@ class Node:
 
         return await self._submit(apply)
 
+    def _edit(self, edit: Callable[[NodeConfig], NodeConfig]) -> Callable[[NodeConfig], NodeConfig]:
+        """Check an edit against the current config now (a refused edit is
+        answered at once and never queued); the step applies it again to
+        the config of its turn, so concurrent edits compose."""
+        try:
+            edit(self.config)
+        except ValueError as exc:  # AdminError, ConfigError: pure, nothing changed
+            raise NodeError(str(exc)) from None
+        return edit
+
     async def join(self, group: str) -> bytes:
         """Become a member of a group (append to it, accept it from peers sharing it)."""
-        group_id = _parse_group(group)
-
-        def apply(now: float) -> bytes:
-            self.engine.join(group_id)
-            if group not in self.config.groups:
-                self.config.groups.append(group)
-            return group_id
-
-        result = await self._submit(apply)
-        self._save_config()
-        return result
+        await self._submit(edit=self._edit(lambda config: admin.join(config, group)))
+        return parse_group(group)
 
     async def add_peer(
         self,
@@ -501,115 +358,29 @@ class Node:
         plaintext: bool = False,
     ) -> None:
         """Trust a peer and share these groups with it (replaces an entry of that name)."""
-        peer_hex = peer_id.hex() if isinstance(peer_id, bytes) else peer_id
-        try:
-            peer_bytes = parse_peer_id(peer_hex)
-        except ValueError as exc:
-            raise NodeError(str(exc)) from None
-        if peer_bytes == self.peer_id:
-            raise NodeError("that is this node's own peer id")
-        entry = PeerConfig(name, peer_bytes.hex(), address, list(groups), plaintext)
-        candidate = dataclasses.replace(
-            self.config, peers=[p for p in self.config.peers if p.name != name] + [entry]
-        )
-        try:
-            candidate.validate("peer")
-        except ValueError as exc:
-            raise NodeError(str(exc)) from None
-
-        def apply(now: float) -> None:
-            old = self.config.peer_named(name)
-            if old is not None and old.peer_id != peer_bytes:
-                self._forget_peer(old, now)
-            self.config.peers = [p for p in self.config.peers if p.name != name] + [entry]
-            state = self.peers.get(peer_bytes)
-            if state is None:
-                state = self.peers[peer_bytes] = PeerState(entry, peer_bytes, budget=self._budget())
-            state.config = entry
-            state.address = None
-            self.codec.add_peer(peer_bytes, plaintext=plaintext)
-            self._sync_sharing(peer_bytes, entry.groups, now)
-            self.engine.announce(peer_bytes, now)
-
-        await self._submit(apply)
-        self._save_config()
-        await self._resolve_peer(self.peers[peer_bytes])
-
-    def _forget_peer(self, entry: PeerConfig, now: float) -> None:
-        peer_id = entry.peer_id
-        self._sync_sharing(peer_id, [], now)
-        self.peers.pop(peer_id, None)
-        self.codec.remove_peer(peer_id)
-
-    def _sync_sharing(self, peer_id: bytes, groups: list[str], now: float) -> None:
-        wanted = {parse_group(g) for g in groups}
-        for group_id, peers in self.store.sharing().items():
-            if peer_id in peers and group_id not in wanted:
-                self.engine.unshare(group_id, peer_id, now)
-        for group_id in sorted(wanted):
-            self.engine.share(group_id, peer_id, now)
+        edit = self._edit(lambda config: admin.add_peer(
+            config, name, peer_id, address, groups, plaintext=plaintext, own_id=self.peer_id))
+        await self._submit(edit=edit)
+        entry = self.config.peer_named(name)
+        state = self.peers.get(entry.peer_id) if entry is not None else None
+        if state is not None:
+            await self._resolve_peer(state)
 
     async def remove_peer(self, name: str) -> None:
         """Stop trusting a peer; its pending sync state is dropped."""
-
-        def apply(now: float) -> None:
-            entry = self.config.peer_named(name)
-            if entry is None:
-                raise NodeError(f"no peer named {name!r}")
-            self._forget_peer(entry, now)
-            self.config.peers = [p for p in self.config.peers if p.name != name]
-
-        await self._submit(apply)
-        self._save_config()
+        await self._submit(edit=self._edit(lambda config: admin.remove_peer(config, name)))
 
     async def share(self, group: str, peer_name: str) -> None:
         """Share a group with a configured peer (its history syncs too)."""
-        await self._change_sharing(group, peer_name, add=True)
+        await self._submit(edit=self._edit(lambda config: admin.share(config, group, peer_name)))
 
     async def unshare(self, group: str, peer_name: str) -> None:
         """Stop sharing a group with a peer."""
-        await self._change_sharing(group, peer_name, add=False)
-
-    async def _change_sharing(self, group: str, peer_name: str, *, add: bool) -> None:
-        group_id = _parse_group(group)
-
-        def apply(now: float) -> None:
-            entry = self.config.peer_named(peer_name)
-            if entry is None:
-                raise NodeError(f"no peer named {peer_name!r}")
-            if add:
-                if group not in entry.groups:
-                    entry.groups.append(group)
-                self.engine.share(group_id, entry.peer_id, now)
-            else:
-                if group in entry.groups:
-                    entry.groups.remove(group)
-                elif group_id not in {parse_group(g) for g in entry.groups}:
-                    raise NodeError(f"group {group!r} is not shared with {peer_name!r}")
-                entry.groups = [g for g in entry.groups if parse_group(g) != group_id]
-                self.engine.unshare(group_id, entry.peer_id, now)
-
-        await self._submit(apply)
-        self._save_config()
-
-    def _save_config(self) -> None:
-        """Write peers and groups back to DIR/mvds.toml.
-
-        Only those: the running config may carry `mvds run` options (loss,
-        schedule, ...) that are meant for this run alone.
-        """
-        if self.nodedir is None:
-            return
-        from mvds.daemon.config import load_config
-
-        on_disk = load_config(self.nodedir.config)
-        on_disk.peers = [dataclasses.replace(p, groups=list(p.groups)) for p in self.config.peers]
-        on_disk.groups = list(self.config.groups)
-        save_config(self.nodedir.config, on_disk)
+        await self._submit(edit=self._edit(lambda config: admin.unshare(config, group, peer_name)))
 
     async def messages(
         self, since: int = 0, *, group: str | bytes | None = None, follow: bool = True
-    ) -> AsyncIterator[ReceivedMessage]:
+    ) -> AsyncIterator[DeliveredMessage]:
         """Received messages with ``seq > since`` in order, then (with ``follow``)
         new ones as they arrive, ephemeral ones included.  Resume after a restart
         with ``since=<last seq you processed>``: nothing is skipped or repeated."""
@@ -619,39 +390,12 @@ class Node:
 
     async def message_batches(
         self, since: int = 0, *, group: str | bytes | None = None, follow: bool = True
-    ) -> AsyncIterator[list[ReceivedMessage]]:
+    ) -> AsyncIterator[list[DeliveredMessage]]:
         """Like :meth:`messages`, a list at a time (up to 512): what is ready
         comes in one piece, which is what a busy reader wants."""
         group_id = None if group is None else self.group_id(group)
-        cursor = since
-        ephemeral: list[ReceivedMessage] = []
-        self._ephemeral_listeners.append(ephemeral)
-        try:
-            while True:
-                high = self.store.last_seq()
-                stored = self.store.delivered_since(cursor, 512, group_id)
-                if len(stored) < 512:
-                    # Every message up to ``high`` was read (those of other
-                    # groups are skipped): without this a reader of a quiet
-                    # group would ask again forever while others get messages.
-                    cursor = max(cursor, high)
-                if stored:
-                    cursor = max(cursor, stored[-1].seq or cursor)
-                    yield [ReceivedMessage.from_stored(m) for m in stored]
-                    if len(stored) == 512:
-                        continue
-                if ephemeral:
-                    live = [m for m in ephemeral if group_id is None or m.group_id == group_id]
-                    ephemeral.clear()
-                    if live:
-                        yield live
-                if not follow:
-                    return
-                if self.store.last_seq() > cursor:
-                    continue
-                await self._delivered.wait()
-        finally:
-            self._ephemeral_listeners.remove(ephemeral)
+        async for batch in self.subscriptions.batches(self.store, since, group_id, follow):
+            yield batch
 
     # -- the loops -------------------------------------------------------------
     async def _receive_loop(self) -> None:
@@ -693,20 +437,11 @@ class Node:
             return math.inf
         return max(0.0, due - time.time())
 
-    async def _schedule_loop(self) -> None:
-        assert self._schedule is not None and self.transport is not None
-        start = trio.current_time()
-        while True:
-            up, remaining = self._schedule.state_at(trio.current_time() - start)
-            if up != self.transport.online:
-                self.transport.online = up
-                self.log.info("radio.up" if up else "radio.down", schedule=self._schedule.describe())
-                if up:
-                    now = time.time()
-                    for peer_id in self.peers:
-                        self.engine.announce(peer_id, now)
-                    self._wake.set()
-            await trio.sleep(remaining)
+    def _radio_up(self) -> None:
+        now = time.time()
+        for peer_id in self.peers:
+            self.engine.announce(peer_id, now)
+        self._wake.set()
 
     async def _resolve_loop(self) -> None:
         while True:
@@ -725,16 +460,14 @@ class Node:
                 host, port, family=self.transport.family, type=trio.socket.SOCK_DGRAM
             )
         except OSError as exc:
-            if self._warnings.drop(f"resolve/{state.config.name}", time.monotonic()) is not None:
+            if self._warnings.count(f"resolve/{state.config.name}", time.monotonic()) is not None:
                 self.log.warning(
                     "peer.unresolved", peer=state.config.name, address=state.config.address,
                     error=str(exc),
                 )
             return
         if infos:
-            address = infos[0][4]
-            if state.address is None or state.address[:2] != address[:2]:
-                state.address = address
+            self.peers.resolved(state, infos[0][4])
 
     # -- one step ----------------------------------------------------------------
     def _step(self) -> None:
@@ -746,28 +479,38 @@ class Node:
         heard: set[bytes] = set()
         engine = self.engine
         clock = time.monotonic()
+        open_datagram, seal = self.gate.open, self.gate.seal
+        old_config = self.config
+        config, staged = apply_edits(old_config, queue, self.nodedir.config if self.nodedir else None)
         try:
             with self.store.transaction():
                 for data, addr in inbox:
-                    opened = self._open(data, addr, clock)
+                    opened = open_datagram(data, addr, clock)
                     if opened is not None:
                         peer_id, payload = opened
                         engine.receive(peer_id, payload, now)
                         heard.add(peer_id)
                 for pending in queue:
-                    try:
+                    if pending.apply is not None:
                         pending.result = pending.apply(now)
-                    except (NodeError, ValueError) as exc:
-                        pending.error = exc if isinstance(exc, NodeError) else NodeError(str(exc))
+                if config is not old_config:
+                    apply_sharing(engine, old_config, config, now)
                 for peer_id, payload in engine.payloads_to_send(now):
-                    outgoing.extend(self._seal(peer_id, payload))
+                    outgoing.extend(seal(peer_id, payload))
                 if heard:
                     changed = self.codec.export_replay_state(changed_only=True)
                     for peer_id, blob in changed.items():
                         self.store.set_meta(REPLAY_META_PREFIX + peer_id.hex(), blob)
         except StoreError as exc:
+            if staged is not None:
+                admin.discard(staged)
             self._on_store_error(exc, queue)
             return
+        if staged is not None:
+            assert self.nodedir is not None
+            admin.publish(staged, self.nodedir.config)
+        if config is not old_config:
+            self._swap_config(config, now)
         if self._store_failures:
             self.log.info("store.recovered", failed_steps=self._store_failures)
             self._store_failures = 0
@@ -777,69 +520,25 @@ class Node:
             pending.done.set()
         self._dispatch(engine.events())
 
-    def _open(self, data: bytes, addr: Any, clock: float) -> tuple[bytes, Any] | None:
-        try:
-            peer_id, plain = self.codec.open(data)
-        except EnvelopeError as exc:
-            self._drop(exc.reason, addr)
-            return None
-        state = self.peers.get(peer_id)
-        if state is None:  # removed while its datagram was queued
-            self._drop("unknown_peer", addr)
-            return None
-        # Spent after authentication, so a forger cannot use up a peer's budget.
-        if state.budget is not None and not state.budget.allow(len(data), clock):
-            state.counters["rate_limited"] += 1
-            self._drop("rate_limited", addr)
-            return None
-        try:
-            payload = decode_payload(plain)
-        except WireError as exc:
-            self._drop("malformed", addr, detail=str(exc))
-            return None
-        counters = state.counters
-        counters["datagrams_in"] += 1
-        counters["bytes_in"] += len(data)
-        if state.address is None or state.address[:2] != addr[:2]:
-            if state.address is not None:
-                self.log.info(
-                    "peer.address_changed", peer=state.config.name,
-                    old=format_address(*state.address[:2]), new=format_address(*addr[:2]),
-                )
-            state.address = addr  # roaming: authenticated, so trust the source
-        return peer_id, payload
+    def _swap_config(self, new: NodeConfig, now: float) -> None:
+        """After the commit and the file: the new config in memory, and the
+        peers it adds, moves or removes in the registry and the codec."""
+        self.config = new
+        changed, removed = self.peers.sync(new)
+        for peer_id in removed:
+            self.codec.remove_peer(peer_id)
+        for peer_id in changed:
+            self.codec.add_peer(peer_id, plaintext=self.peers[peer_id].config.plaintext)
+            self.engine.announce(peer_id, now)
 
-    def _drop(self, reason: str, addr: Any, detail: str | None = None) -> None:
-        count = self._drops.drop(reason, time.monotonic())
-        if count is not None:
-            fields: dict[str, Any] = {"reason": reason, "source": format_address(*addr[:2]), "count": count}
-            if detail:
-                fields["detail"] = detail
-            self.log.warning("datagram.dropped", **fields)
-
-    def _seal(self, peer_id: bytes, payload: Any) -> list[tuple[bytes, Any]]:
-        state = self.peers.get(peer_id)
-        if state is None or state.address is None:
-            self._drops.counts["no_address"] += 1
-            return []
-        limit = self.config.max_datagram - self.codec.overhead(peer_id)
-        out = []
-        counters = state.counters
-        for chunk in split_payload(payload, limit):
-            datagram = self.codec.seal(peer_id, chunk)
-            out.append((datagram, state.address))
-            counters["datagrams_out"] += 1
-            counters["bytes_out"] += len(datagram)
-        return out
-
-    def _on_store_error(self, exc: StoreError, queue: list[_Pending]) -> None:
+    def _on_store_error(self, exc: StoreError, queue: list[Command]) -> None:
         """The step's transaction was rolled back: nothing of it was sent,
         answered or handed over.  Log it, fail its requests, then either
         carry on with a fresh engine after a pause or (fatal) stop the node
         by raising ``exc`` out of the pump loop."""
         fatal = getattr(exc, "fatal", False)
         self.counters["store_errors"] += 1
-        repeats = self._store_errors.drop(str(exc), time.monotonic())
+        repeats = self._store_errors.count(str(exc), time.monotonic())
         if fatal or repeats is not None:
             fields: dict[str, Any] = {"error": str(exc), "fatal": fatal}
             if repeats is not None and repeats > 1:
@@ -867,11 +566,10 @@ class Node:
                 delivered = True
                 if event.seq is None:
                     m = event.message
-                    received = ReceivedMessage(
+                    received = DeliveredMessage(
                         None, m.group_id, m.id, m.timestamp, m.body, event.peer, True
                     )
-                    for listener in self._ephemeral_listeners:
-                        listener.append(received)
+                    self.subscriptions.publish(received)
             elif isinstance(event, MessageAcknowledged):
                 counters["acknowledged"] += 1
             elif isinstance(event, GaveUp):
@@ -883,74 +581,64 @@ class Node:
             elif isinstance(event, PeerReachable):
                 self.log.info("peer.reachable", peer=self._peer_name(event.peer))
         if delivered:
-            self._delivered.set()
-            self._delivered = trio.Event()
+            self.subscriptions.notify()
 
     def _peer_name(self, peer_id: bytes) -> str:
-        state = self.peers.get(peer_id)
-        return state.config.name if state else short(peer_id)
+        return self.peers.name(peer_id, short(peer_id))
 
     # -- status -------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        """Everything `mvds status --json` shows."""
+        """Everything `mvds status --json` shows (mvds/daemon/status.py)."""
         now = time.time()
-        pending = self.store.record_stats()
-        peers = []
-        for peer_id, state in sorted(self.peers.items(), key=lambda kv: kv[1].config.name):
-            heard = self.engine.last_heard(peer_id)
-            rtt = self.engine.rtt(peer_id)
-            engine_counts = self.engine.peer_stats.get(peer_id, Counter())
-            peers.append(
-                {
-                    "name": state.config.name,
-                    "id": peer_id.hex(),
-                    "address": state.config.address,
-                    "resolved": format_address(*state.address[:2]) if state.address else None,
-                    "plaintext": state.config.plaintext,
-                    "groups": list(state.config.groups),
-                    "reachable": heard is not None
-                    and now - heard < self.engine_config.offline_after,
-                    "last_heard_s": None if heard is None else round(now - heard, 3),
-                    "rtt_ms": None if rtt is None else round(rtt * 1000, 2),
-                    "pending": {
-                        kind.name.lower(): pending.get((peer_id, kind), 0) for kind in RecordType
-                    },
-                    "datagrams_in": state.counters["datagrams_in"],
-                    "datagrams_out": state.counters["datagrams_out"],
-                    "bytes_in": state.counters["bytes_in"],
-                    "bytes_out": state.counters["bytes_out"],
-                    "retransmissions": engine_counts["retransmissions"],
-                    "payloads_in": engine_counts["payloads_in"],
-                    "payloads_out": engine_counts["payloads_out"],
-                    "requests_capped": engine_counts["requests_capped"],
-                    "rate_limited": state.counters["rate_limited"],
-                }
-            )
+        engine = self.engine
+        peers_live = {}
+        for peer_id, state in self.peers.items():
+            heard = engine.last_heard(peer_id)
+            rtt = engine.rtt(peer_id)
+            engine_counts = engine.peer_stats.get(peer_id, Counter())
+            counters = state.counters
+            peers_live[peer_id] = {
+                "resolved": format_address(*state.address[:2]) if state.address else None,
+                "reachable": heard is not None and now - heard < self.engine_config.offline_after,
+                "last_heard_s": None if heard is None else round(now - heard, 3),
+                "rtt_ms": None if rtt is None else round(rtt * 1000, 2),
+                "datagrams_in": counters["datagrams_in"],
+                "datagrams_out": counters["datagrams_out"],
+                "bytes_in": counters["bytes_in"],
+                "bytes_out": counters["bytes_out"],
+                "retransmissions": engine_counts["retransmissions"],
+                "payloads_in": engine_counts["payloads_in"],
+                "payloads_out": engine_counts["payloads_out"],
+                "requests_capped": engine_counts["requests_capped"],
+                "rate_limited": counters["rate_limited"],
+            }
         transport = self.transport
-        drops = Counter(self._drops.counts)
+        drops = Counter(self.gate.drops.counts)
         if transport is not None:
             drops.update(transport.drops)
-        return {
-            "peer_id": self.identity.peer_id_hex,
-            "listen": format_address(*self.address) if transport else self.config.listen,
-            "running": True,
-            "online": self.online,
-            "mode": self.config.mode,
-            "delivery": self.config.delivery,
-            "epoch_ms": self.config.epoch_ms,
-            "uptime_s": round(now - self._started, 3),
-            "messages_stored": self.store.message_count(),
-            "last_seq": self.store.last_seq(),
-            "groups": sorted(self.config.all_groups()),
-            "peers": peers,
-            "datagrams_in": transport.stats["datagrams_in"] if transport else 0,
-            "datagrams_out": transport.stats["datagrams_out"] if transport else 0,
-            "bytes_in": transport.stats["bytes_in"] if transport else 0,
-            "bytes_out": transport.stats["bytes_out"] if transport else 0,
-            "drops": dict(sorted(drops.items())),
-            "engine": dict(sorted(self.engine.stats.items())),
-            "node": dict(sorted(self.counters.items())),
-        }
+        traffic = transport.stats if transport is not None else Counter()
+        return build_status(
+            self.config,
+            self.identity.peer_id_hex,
+            pending=self.store.record_stats(),
+            messages_stored=self.store.message_count(),
+            last_seq=self.store.last_seq(),
+            peers_live=peers_live,
+            live={
+                "listen": format_address(*self.address) if transport else self.config.listen,
+                "online": self.online,
+                "delivery": self.config.delivery,
+                "epoch_ms": self.config.epoch_ms,
+                "uptime_s": round(now - self._started, 3),
+                "datagrams_in": traffic["datagrams_in"],
+                "datagrams_out": traffic["datagrams_out"],
+                "bytes_in": traffic["bytes_in"],
+                "bytes_out": traffic["bytes_out"],
+                "drops": dict(sorted(drops.items())),
+                "engine": dict(sorted(engine.stats.items())),
+                "node": dict(sorted(self.counters.items())),
+            },
+        )
 
 
 open_node = Node.open

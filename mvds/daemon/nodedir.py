@@ -5,7 +5,7 @@
     DIR/nonce         reserved nonce counter (never reused across restarts)
     DIR/mvds.db       SQLite store (+ -wal and -shm files)
     DIR/mvds.sock     control API socket, mode 0600, while the daemon runs
-    DIR/mvds.lock     held (flock) by the running daemon; holds its pid
+    DIR/mvds.lock     held (flock) by the running daemon; holds its process id
 """
 
 from __future__ import annotations
@@ -75,8 +75,8 @@ class InstanceLock:
         except OSError as exc:
             os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                pid = holder_pid(self.path)
-                who = f" (pid {pid})" if pid else ""
+                process_id = lock_holder(self.path)
+                who = f" (pid {process_id})" if process_id else ""
                 raise AlreadyRunning(
                     f"another mvds daemon is already running on {self.path.parent}{who}"
                 ) from None
@@ -92,7 +92,9 @@ class InstanceLock:
             self._fd = None
 
 
-def holder_pid(path: Path) -> int | None:
+def lock_holder(path: Path) -> int | None:
+    """The process id written in a lock file (``pid`` in the store means a
+    peer's row; here it is always spelled out), or None."""
     try:
         return int(path.read_text().strip() or 0) or None
     except (OSError, ValueError):

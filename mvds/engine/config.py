@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from mvds.engine.policy import ExponentialBackoff, RetransmissionPolicy
 from mvds.engine.records import Delivery, Mode
+from mvds.limits import MAX_BODY_SIZE, MAX_PARENTS_ON_WIRE
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,11 @@ class EngineConfig:
     answers (``srtt + 4 * rttvar``, RFC 6298), but a peer that was slow
     once does not hold back retransmissions longer than this."""
 
-    max_parents: int = 32
+    max_parents: int = MAX_PARENTS_ON_WIRE
     """Most parents put on an appended message, and most accepted on a
     received one (a received message with more is dropped, unacknowledged)."""
 
-    max_body: int = 64_000
+    max_body: int = MAX_BODY_SIZE
     """Largest body accepted on a received message (the protocol's limit,
     docs/PROTOCOL.md section 9); a larger one is dropped, unacknowledged,
     and counted (``dropped_oversized_body``).  Every stored message then

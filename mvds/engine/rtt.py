@@ -27,7 +27,6 @@ class RttEstimator:
 
     srtt: float | None = None
     rttvar: float = 0.0
-    samples: int = 0
 
     def sample(self, rtt: float) -> None:
         """Fold in one measured round trip (negative ones are ignored)."""
@@ -39,7 +38,6 @@ class RttEstimator:
         else:
             self.rttvar = (1 - BETA) * self.rttvar + BETA * abs(self.srtt - rtt)
             self.srtt = (1 - ALPHA) * self.srtt + ALPHA * rtt
-        self.samples += 1
 
     def timeout(self, ceiling: float) -> float | None:
         """Seconds to wait before a retransmission, at most ``ceiling``;

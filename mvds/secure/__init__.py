@@ -6,10 +6,9 @@ incoming datagram through :meth:`EnvelopeCodec.open` before anything parses
 it.  docs/PROTOCOL.md specifies the bytes exactly.
 """
 
-from mvds.secure.drops import DropLog
 from mvds.secure.envelope import REASONS, EnvelopeCodec, EnvelopeError
 from mvds.secure.identity import Identity, IdentityError
-from mvds.secure.limits import (
+from mvds.limits import (
     DEFAULT_DATAGRAM_SIZE,
     MAX_BODY_SIZE,
     MAX_DATAGRAM_SIZE,
@@ -21,7 +20,6 @@ from mvds.secure.replay import ReplayWindow
 
 __all__ = [
     "DEFAULT_DATAGRAM_SIZE",
-    "DropLog",
     "EnvelopeCodec",
     "EnvelopeError",
     "Identity",

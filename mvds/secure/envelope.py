@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from mvds.secure.identity import PEER_ID_SIZE, Identity
 from mvds.secure.keys import direction_key
-from mvds.secure.limits import MAX_DATAGRAM_SIZE, PLAINTEXT_OVERHEAD, SEALED_OVERHEAD
+from mvds.limits import MAX_DATAGRAM_SIZE, PLAINTEXT_OVERHEAD, SEALED_OVERHEAD
 from mvds.secure.replay import DEFAULT_WINDOW_SIZE, ReplayWindow
 
 __all__ = [
@@ -156,13 +156,6 @@ class EnvelopeCodec:
     def remove_peer(self, peer_id: bytes) -> None:
         """Stop trusting ``peer_id`` (its replay window is kept)."""
         self._peers.pop(bytes(peer_id), None)
-
-    def has_peer(self, peer_id: bytes) -> bool:
-        return peer_id in self._peers
-
-    def is_plaintext(self, peer_id: bytes) -> bool:
-        """True if ``peer_id`` is configured for plaintext envelopes."""
-        return self._peer(peer_id).plaintext
 
     def peers(self) -> list[bytes]:
         return list(self._peers)

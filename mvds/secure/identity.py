@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import (
     X25519PublicKey,
 )
 
-from mvds.secure.durable import fsync_directory
+from mvds.durable import fsync_directory
 
 __all__ = ["Identity", "IdentityError", "PEER_ID_SIZE"]
 

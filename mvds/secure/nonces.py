@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from mvds.secure.durable import atomic_write
+from mvds.durable import atomic_write
 
 __all__ = ["NonceCounter", "NonceCounterError", "COUNTER_LIMIT"]
 
@@ -118,11 +118,6 @@ class NonceCounter:
             ) from None
         self._reserved_end = end
         return counter
-
-    @property
-    def reserved_end(self) -> int:
-        """The first counter not yet durably reserved (what the file says)."""
-        return self._reserved_end
 
     def __repr__(self) -> str:
         return f"NonceCounter({str(self._path)!r}, next={self._next})"

@@ -14,7 +14,7 @@ peer cannot use up that peer's budget.
 
 from __future__ import annotations
 
-from mvds.secure.limits import MAX_DATAGRAM_SIZE
+from mvds.limits import MAX_DATAGRAM_SIZE
 
 __all__ = ["TokenBucket"]
 

@@ -6,9 +6,10 @@ So records are split in two:
 
 * **hot** records live in memory: every record in flight (``send_count >=
   1``; at most the window per (peer, group), plus REQUESTs), and every record
-  inserted, changed or deleted in the current transaction.  In-flight ones
-  sit in a per-peer heap by send epoch, exactly as in the memory store, so
-  ``due_records`` and ``next_due_epoch`` never touch SQLite.
+  inserted, changed or deleted in the current transaction.  They sit in the
+  memory store's own index (``_record_index.RecordIndex``), so
+  ``due_records`` and ``next_due_epoch`` never touch SQLite and both stores
+  give records in the same order.
 * **cold** records are committed new ones (``send_count == 0``) that nothing
   has touched since: the backlog for a slow or offline peer, which may be
   large, so it stays on disk and is read in FIFO pages (partial indexes
@@ -31,8 +32,8 @@ by its id (table ``requests``).  In memory every record is keyed by
 (message id, peer) as the engine sees it; ``rid_of`` maps ids to rows.
 
 ``qseq`` numbers every placement (insert or update), giving new records their
-FIFO order and in-flight records their tie-break, as the memory store's
-insertion order and heap versions do.
+FIFO order and in-flight records their tie-break: it is the sequence number
+the index is given.
 
 Work on a group's whole history (sharing it with a new peer, unsharing it)
 never passes records through memory: the transaction's changes are first
@@ -42,20 +43,16 @@ the counters are adjusted by the rows it touched.
 
 from __future__ import annotations
 
-import heapq
 import itertools
-from collections import defaultdict, deque
+from collections import defaultdict
+from enum import IntEnum
 from typing import Callable
 
 from mvds.engine.records import Record, RecordType
+from mvds.store._record_index import RecordIndex
 from mvds.store._sqlite_db import Database, Names
 
 _REQUEST = RecordType.REQUEST
-
-# Where a hot record is placed.
-_NEW = 0  # FIFO in _new[peer][group]          (OFFER/MESSAGE, never sent)
-_NEW_REQUEST = 1  # FIFO in _new_requests[peer] (REQUEST, never sent)
-_FLIGHT = 2  # in _inflight[peer] and the peer's heap; group None for REQUESTs
 
 _RECORD_COLUMNS = "pid, rid, gid, kind, send_count, send_epoch, max_sends, expires_at, qseq"
 _REQUEST_COLUMNS = "mid, pid, gid, send_count, send_epoch, max_sends, expires_at, qseq"
@@ -64,13 +61,21 @@ _Key = tuple[bytes, bytes]
 BULK_DELETE = 10_000
 """Most rows one DELETE of an unshared backlog removes (see delete_group_records)."""
 
-# Where a key's committed row is (the value of ``_dirty``).
-_NO_ROW = 0
-_IN_RECORDS = 1
-_IN_REQUESTS = 2
+
+class Row(IntEnum):
+    """Where a key's committed row is (the value of ``_dirty``)."""
+
+    NONE = 0
+    IN_RECORDS = 1
+    IN_REQUESTS = 2
 
 
-def _table_of(kind: RecordType) -> int:
+_NO_ROW = Row.NONE
+_IN_RECORDS = Row.IN_RECORDS
+_IN_REQUESTS = Row.IN_REQUESTS
+
+
+def _table_of(kind: RecordType) -> Row:
     return _IN_REQUESTS if kind is _REQUEST else _IN_RECORDS
 
 
@@ -101,17 +106,10 @@ class RecordBook:
     # -- state --------------------------------------------------------------
     def load(self) -> None:
         """(Re)build from committed state: at open and after a rollback."""
-        self._hot: dict[_Key, Record] = {}
-        self._placement: dict[_Key, tuple[int, bytes | None, int]] = {}
-        self._dirty: dict[_Key, int] = {}  # key -> where its committed row is
+        self._index = RecordIndex()  # the hot records
+        self._hot = self._index.records  # read-only view: change through the index
+        self._dirty: dict[_Key, Row] = {}  # key -> where its committed row is
         self._seen_cold: dict[_Key, tuple[bytes, RecordType]] = {}
-        self._new: dict[bytes, dict[bytes, dict[bytes, None]]] = defaultdict(dict)
-        self._new_requests: dict[bytes, dict[bytes, None]] = defaultdict(dict)
-        self._requests: dict[bytes, set[bytes]] = {}  # hot REQUEST records by message
-        self._hot_requests: dict[bytes, int] = defaultdict(int)  # hot REQUEST records by peer
-        self._inflight: dict[bytes, set[bytes]] = defaultdict(set)
-        self._heaps: dict[bytes, list[tuple[int, int, bytes]]] = defaultdict(list)
-        self._window: dict[tuple[bytes, bytes], int] = defaultdict(int)
         # Cold (committed, untouched, new) records, counted.
         self._cold_groups: dict[bytes, dict[bytes, int]] = defaultdict(dict)
         self._cold_requests: dict[bytes, int] = defaultdict(int)
@@ -134,8 +132,7 @@ class RecordBook:
             record = Record(
                 mid, peer_of[pid], group_of[gid], RecordType(kind), count, epoch, max_sends, expires
             )
-            self._hot[record.key] = record
-            self._place(record, qseq)
+            self._index.add(record, qseq)
             next_qseq = max(next_qseq, qseq + 1)
         # New records keep their FIFO order by qseq, so the counter resumes
         # above every one of them (read from the same index pass).  Grouped
@@ -171,77 +168,6 @@ class RecordBook:
         self._cold_peer[peer] += delta
         self._cold_kinds[(peer, kind)] += delta
         self._cold_total += delta
-
-    # -- placement of hot records (the memory store's structures) ---------------
-    def _place(self, record: Record, qseq: int | None = None) -> None:
-        if qseq is None:
-            qseq = next(self._qseq)
-        mid, peer = record.message_id, record.peer
-        key = (mid, peer)
-        is_request = record.kind is _REQUEST
-        if is_request:
-            peers = self._requests.get(mid)
-            if peers is None:
-                peers = self._requests[mid] = set()
-            peers.add(peer)
-            self._hot_requests[peer] += 1
-        if record.send_count == 0:
-            if is_request:
-                self._new_requests[peer][mid] = None
-                self._placement[key] = (_NEW_REQUEST, None, qseq)
-            else:
-                group = record.group_id
-                queues = self._new[peer]
-                queue = queues.get(group)
-                if queue is None:
-                    queue = queues[group] = {}
-                queue[mid] = None
-                self._placement[key] = (_NEW, group, qseq)
-            return
-        group = None if is_request else record.group_id
-        if group is not None:
-            self._window[(peer, group)] += 1
-        self._inflight[peer].add(mid)
-        self._placement[key] = (_FLIGHT, group, qseq)
-        heapq.heappush(self._heaps[peer], (record.send_epoch, qseq, mid))
-
-    def _unplace(self, key: _Key) -> None:
-        where, group, _ = self._placement.pop(key)
-        mid, peer = key
-        is_request = where == _NEW_REQUEST or (where == _FLIGHT and group is None)
-        if is_request:
-            peers = self._requests[mid]
-            peers.discard(peer)
-            if not peers:
-                del self._requests[mid]
-            self._hot_requests[peer] -= 1
-        if where == _NEW:
-            queues = self._new[peer]
-            queue = queues[group]  # type: ignore[index]
-            del queue[mid]
-            if not queue:
-                del queues[group]  # type: ignore[arg-type]
-                if not queues:
-                    del self._new[peer]
-        elif where == _NEW_REQUEST:
-            queue = self._new_requests[peer]
-            del queue[mid]
-            if not queue:
-                del self._new_requests[peer]
-        else:
-            inflight = self._inflight[peer]
-            inflight.discard(mid)
-            if not inflight:
-                # Every entry left in the heap is stale now.
-                del self._inflight[peer]
-                self._heaps.pop(peer, None)
-            if group is not None:
-                window_key = (peer, group)
-                left = self._window[window_key] - 1
-                if left:
-                    self._window[window_key] = left
-                else:
-                    del self._window[window_key]
 
     # -- cold records ---------------------------------------------------------
     def _read_cold(self, key: _Key) -> Record | None:
@@ -316,31 +242,28 @@ class RecordBook:
             and self._read_cold(key) is not None
         ):
             raise ValueError("a record for this message and peer exists already")
-        self._hot[key] = record
         if key not in self._dirty:
             self._dirty[key] = _NO_ROW
-        self._place(record)
+        self._index.add(record, next(self._qseq))
 
     def update_record(self, record: Record) -> None:
         key = (record.message_id, record.peer)
-        if key in self._hot:
+        index = self._index
+        if key in index:
             if key not in self._dirty:
                 # Committed in flight: its row exists, in the table its
                 # placement says (the caller may have changed ``kind``).
-                where, group, _ = self._placement[key]
-                was_request = where == _NEW_REQUEST or (where == _FLIGHT and group is None)
+                was_request = index.placed_as_request(key)
                 self._dirty[key] = _IN_REQUESTS if was_request else _IN_RECORDS
-            self._unplace(key)
+            index.remove(key)
         elif key in self._dirty or not self._claim_cold(key):
             raise KeyError("update of a record that is not stored")
-        self._hot[key] = record
-        self._place(record)
+        index.add(record, next(self._qseq))
 
     def delete_record(self, mid: bytes, peer: bytes) -> Record | None:
         key = (mid, peer)
-        record = self._hot.pop(key, None)
+        record = self._index.remove(key)
         if record is not None:
-            self._unplace(key)
             if key not in self._dirty:
                 self._dirty[key] = _table_of(record.kind)
             return record
@@ -353,11 +276,9 @@ class RecordBook:
 
     def delete_requests_for(self, mid: bytes) -> int:
         deleted = 0
-        peers = self._requests.get(mid)
-        if peers:
-            for peer in list(peers):
-                self.delete_record(mid, peer)
-                deleted += 1
+        for peer in self._index.requests_for(mid):
+            self.delete_record(mid, peer)
+            deleted += 1
         if any(self._cold_requests.values()):
             peer_of = self._names.peer
             for (pid,) in self._db.all(
@@ -391,10 +312,8 @@ class RecordBook:
                 peer,
                 group_id,
             )
-        queue = self._new.get(peer, {}).get(group_id)
-        if queue and len(out) < limit:
-            hot = self._hot
-            out.extend(hot[(mid, peer)] for mid in itertools.islice(queue, limit - len(out)))
+        if len(out) < limit:
+            out.extend(self._index.new_records(peer, group_id, limit - len(out)))
         return out
 
     def new_requests(self, peer: bytes, limit: int) -> list[Record]:
@@ -414,10 +333,8 @@ class RecordBook:
                 peer,
                 None,
             )
-        queue = self._new_requests.get(peer)
-        if queue and len(out) < limit:
-            hot = self._hot
-            out.extend(hot[(mid, peer)] for mid in itertools.islice(queue, limit - len(out)))
+        if len(out) < limit:
+            out.extend(self._index.new_requests(peer, limit - len(out)))
         return out
 
     def _page_cold(
@@ -463,68 +380,31 @@ class RecordBook:
 
     def groups_with_new_records(self, peer: bytes) -> list[bytes]:
         groups = list(self._cold_groups.get(peer, ()))
-        hot = self._new.get(peer)
-        if hot:
-            groups.extend(g for g in hot if g not in groups)
+        groups.extend(g for g in self._index.groups_with_new_records(peer) if g not in groups)
         return groups
 
     def due_records(self, peer: bytes, epoch: int) -> list[Record]:
-        heap = self._heaps.get(peer)
-        out: list[Record] = []
-        if not heap:
-            return out
-        placement, hot = self._placement, self._hot
-        while heap and heap[0][0] <= epoch:
-            _, qseq, mid = heapq.heappop(heap)
-            key = (mid, peer)
-            placed = placement.get(key)
-            if placed is not None and placed[2] == qseq:
-                out.append(hot[key])
-        return out
+        return self._index.due_records(peer, epoch)
 
     def next_due_epoch(self, peer: bytes) -> int | None:
-        heap = self._heaps.get(peer)
-        if not heap:
-            return None
-        placement = self._placement
-        while heap:
-            _, qseq, mid = heap[0]
-            placed = placement.get((mid, peer))
-            if placed is not None and placed[2] == qseq:
-                return heap[0][0]
-            heapq.heappop(heap)
-        return None
+        return self._index.next_due_epoch(peer)
 
     def inflight_count(self, peer: bytes, group_id: bytes) -> int:
-        return self._window.get((peer, group_id), 0)
+        return self._index.inflight_count(peer, group_id)
 
     def request_count(self, peer: bytes) -> int:
-        return self._hot_requests.get(peer, 0) + self._cold_requests.get(peer, 0)
+        return self._index.request_count(peer) + self._cold_requests.get(peer, 0)
 
     def has_new_records(self, peer: bytes) -> bool:
-        return (
-            bool(self._cold_peer.get(peer))
-            or bool(self._new.get(peer))
-            or bool(self._new_requests.get(peer))
-        )
+        return bool(self._cold_peer.get(peer)) or self._index.has_new_records(peer)
 
     def peers_with_records(self) -> list[bytes]:
         peers = {p for p, n in self._cold_peer.items() if n}
-        peers.update(p for p, q in self._new.items() if q)
-        peers.update(p for p, q in self._new_requests.items() if q)
-        peers.update(p for p, s in self._inflight.items() if s)
+        peers.update(self._index.peers())
         return sorted(peers)
 
     def pull_forward(self, peer: bytes, beyond_epoch: int, to_epoch: int) -> int:
-        moved = 0
-        hot = self._hot
-        for mid in list(self._inflight.get(peer, ())):
-            record = hot[(mid, peer)]
-            if record.send_epoch > beyond_epoch:
-                record.send_epoch = to_epoch
-                self.update_record(record)
-                moved += 1
-        return moved
+        return self._index.pull_forward(peer, beyond_epoch, to_epoch, self.update_record)
 
     def add_group_records(
         self, group_id: bytes, peer: bytes, kind: RecordType, epoch: int, last_rid: int
@@ -559,9 +439,7 @@ class RecordBook:
         cold = bool(self._cold_peer.get(peer)) and pid is not None and gid is not None
         if cold:
             self.spill()  # memory then holds only records in flight
-        doomed = [
-            mid for (mid, p), record in self._hot.items() if p == peer and record.group_id == group_id
-        ]
+        doomed = self._index.records_in_group(group_id, peer)
         for mid in doomed:
             self.delete_record(mid, peer)
         deleted = len(doomed)
@@ -606,8 +484,8 @@ class RecordBook:
         for key, n in self._cold_kinds.items():
             if n:
                 stats[key] += n
-        for record in self._hot.values():
-            stats[(record.peer, record.kind)] += 1
+        for key, n in self._index.record_stats().items():
+            stats[key] += n
         return dict(stats)
 
     # -- commit ---------------------------------------------------------------------
@@ -618,7 +496,7 @@ class RecordBook:
         hot = self._hot
         pid_for, gid_for = self._names.pid_for, self._names.gid_for
         rid_of = self._rid_of
-        placement = self._placement
+        seq_of = self._index.seq_of
         record_deletes: list[tuple[int, int]] = []
         request_deletes: list[tuple[bytes, int]] = []
         record_rows = []
@@ -639,7 +517,7 @@ class RecordBook:
                     request_deletes.append((mid, pid_for(peer)))
             if record is None:
                 continue
-            qseq = placement[key][2]
+            qseq = seq_of(key)
             if table == _IN_REQUESTS:
                 request_rows.append(
                     (
@@ -701,12 +579,10 @@ class RecordBook:
 
     def after_commit(self) -> None:
         """Committed (or spilled): new records leave memory and become cold."""
-        hot, placement = self._hot, self._placement
+        index = self._index
         for key in self._dirty:
-            placed = placement.get(key)
-            if placed is not None and placed[0] != _FLIGHT:
-                record = hot.pop(key)
-                self._unplace(key)
-                self._count_cold(key[1], record.group_id, record.kind, 1)
+            if key in index and not index.is_in_flight(key):
+                record = index.remove(key)
+                self._count_cold(key[1], record.group_id, record.kind, 1)  # type: ignore[union-attr]
         self._dirty.clear()
         self._seen_cold.clear()

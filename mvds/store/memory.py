@@ -1,21 +1,22 @@
 """In-memory store: the simulator's and the tests' store, and in-memory nodes.
 
 Every operation the engine uses on a hot path is O(1) or proportional to what
-it returns: in-flight records sit in a per-peer heap keyed by send epoch (with
-lazy deletion, versioned so a rescheduled record's stale entries are
-skipped), new records in insertion-ordered dicts per (peer, group).
-``delete_group_records`` (unshare) is the one full scan; it is rare.
+it returns: sync state records sit in a RecordIndex (``_record_index``, the
+same index that holds the SQLite store's hot records): in-flight ones in a
+per-peer heap keyed by send epoch, new ones in insertion-ordered FIFOs per
+(peer, group).  ``delete_group_records`` (unshare) is the one full scan; it
+is rare.
 """
 
 from __future__ import annotations
 
 import contextlib
-import heapq
 import itertools
 from collections import defaultdict
 from typing import Iterable, Iterator
 
 from mvds.engine.records import Record, RecordType
+from mvds.store._record_index import RecordIndex
 from mvds.store.base import StoredMessage
 from mvds.wire import Message
 
@@ -33,20 +34,8 @@ class MemoryStore:
         self._delivered: dict[int, bytes] = {}
         self._seq = 0
         self._shares: dict[bytes, dict[bytes, None]] = {}
-        self._records: dict[tuple[bytes, bytes], Record] = {}
-        self._placement: dict[tuple[bytes, bytes], tuple[str, bytes | None]] = {}
-        self._new: dict[bytes, dict[bytes, dict[bytes, None]]] = defaultdict(dict)
-        self._new_requests: dict[bytes, dict[bytes, None]] = defaultdict(dict)
-        self._window: dict[tuple[bytes, bytes], int] = defaultdict(int)
-        # Insertion-ordered (a dict, not a set): pull_forward walks it, and
-        # the order it reschedules records in must not depend on hashing,
-        # or runs with the same inputs differ between processes.
-        self._inflight: dict[bytes, dict[bytes, None]] = defaultdict(dict)
-        self._requests_by_message: dict[bytes, set[bytes]] = {}
-        self._request_count: dict[bytes, int] = defaultdict(int)  # REQUEST records per peer
-        self._heaps: dict[bytes, list[tuple[int, int, bytes]]] = defaultdict(list)
-        self._versions: dict[tuple[bytes, bytes], int] = {}
-        self._counter = itertools.count()
+        self._index = RecordIndex()
+        self._counter = itertools.count()  # placement sequence numbers
         self._meta: dict[str, bytes] = {}
 
     # -- transactions -----------------------------------------------------
@@ -187,198 +176,79 @@ class MemoryStore:
 
     # -- sync state --------------------------------------------------------
     #
-    # Every record has exactly one placement, kept in ``_placement`` so that
-    # moving it (sent, rescheduled, kind changed, deleted) can undo the old
-    # one without trusting the record object, which the engine mutates.
-    #   ("new", group)      FIFO in _new[peer][group]      (OFFER/MESSAGE)
-    #   ("request", None)   FIFO in _new_requests[peer]
-    #   ("inflight", group) in _inflight[peer] and the peer's heap; group is
-    #                       None for REQUESTs, which the window does not count
+    # Records live in a RecordIndex (mvds/store/_record_index.py), the same
+    # index that holds the SQLite store's hot records.
 
     def get_record(self, message_id: bytes, peer: bytes) -> Record | None:
-        return self._records.get((message_id, peer))
+        return self._index.get((message_id, peer))
 
     def delete_requests_for(self, message_id: bytes) -> int:
-        peers = self._requests_by_message.get(message_id)
-        if not peers:
-            return 0
-        doomed = list(peers)
+        doomed = self._index.requests_for(message_id)
         for peer in doomed:
             self.delete_record(message_id, peer)
         return len(doomed)
 
     def insert_record(self, record: Record) -> None:
-        key = (record.message_id, record.peer)
-        if key in self._records:
+        if (record.message_id, record.peer) in self._index:
             raise ValueError("a record for this message and peer exists already")
-        self._records[key] = record
-        if record.kind is RecordType.REQUEST:
-            self._requests_by_message.setdefault(record.message_id, set()).add(record.peer)
-        self._place(record)
+        self._index.add(record, next(self._counter))
 
     def update_record(self, record: Record) -> None:
-        key = (record.message_id, record.peer)
-        if key not in self._records:
+        if self._index.remove((record.message_id, record.peer)) is None:
             raise KeyError("update of a record that is not stored")
-        self._records[key] = record
-        if record.kind is not RecordType.REQUEST:
-            self._forget_request(key)
-        self._unplace(key)
-        self._place(record)
-
-    def _place(self, record: Record) -> None:
-        mid, peer = record.message_id, record.peer
-        key = (mid, peer)
-        is_request = record.kind is RecordType.REQUEST
-        if is_request:
-            self._request_count[peer] += 1
-        if record.send_count == 0:
-            if is_request:
-                self._new_requests[peer][mid] = None
-                self._placement[key] = ("request", None)
-            else:
-                self._new[peer].setdefault(record.group_id, {})[mid] = None
-                self._placement[key] = ("new", record.group_id)
-            return
-        group = None if is_request else record.group_id
-        if group is not None:
-            self._window[(peer, group)] += 1
-        self._inflight[peer][mid] = None
-        self._placement[key] = ("inflight", group)
-        version = next(self._counter)
-        self._versions[key] = version
-        heapq.heappush(self._heaps[peer], (record.send_epoch, version, mid))
-
-    def _unplace(self, key: tuple[bytes, bytes]) -> None:
-        placement = self._placement.pop(key, None)
-        if placement is None:
-            return
-        mid, peer = key
-        where, group = placement
-        if where == "request" or (where == "inflight" and group is None):
-            self._request_count[peer] -= 1
-        if where == "new":
-            queues = self._new[peer]
-            queue = queues[group]
-            del queue[mid]
-            if not queue:
-                del queues[group]
-        elif where == "request":
-            del self._new_requests[peer][mid]
-        else:
-            self._versions.pop(key, None)
-            inflight = self._inflight[peer]
-            inflight.pop(mid, None)
-            if not inflight:
-                # Every entry left in the heap is stale now; drop them at
-                # once rather than when their epochs pass.
-                self._heaps.pop(peer, None)
-            if group is not None:
-                self._window[(peer, group)] -= 1
+        self._index.add(record, next(self._counter))
 
     def delete_record(self, message_id: bytes, peer: bytes) -> Record | None:
-        key = (message_id, peer)
-        record = self._records.pop(key, None)
-        if record is not None:
-            self._forget_request(key)
-            self._unplace(key)
-        return record
-
-    def _forget_request(self, key: tuple[bytes, bytes]) -> None:
-        peers = self._requests_by_message.get(key[0])
-        if peers is not None:
-            peers.discard(key[1])
-            if not peers:
-                del self._requests_by_message[key[0]]
+        return self._index.remove((message_id, peer))
 
     def new_records(self, peer: bytes, group_id: bytes, limit: int) -> list[Record]:
-        queue = self._new.get(peer, {}).get(group_id)
-        if not queue or limit <= 0:
-            return []
-        records = self._records
-        return [records[(mid, peer)] for mid in itertools.islice(queue, limit)]
+        return self._index.new_records(peer, group_id, limit)
 
     def new_requests(self, peer: bytes, limit: int) -> list[Record]:
-        queue = self._new_requests.get(peer)
-        if not queue or limit <= 0:
-            return []
-        records = self._records
-        return [records[(mid, peer)] for mid in itertools.islice(queue, limit)]
+        return self._index.new_requests(peer, limit)
 
     def groups_with_new_records(self, peer: bytes) -> list[bytes]:
-        return list(self._new.get(peer, ()))
+        return list(self._index.groups_with_new_records(peer))
 
     def due_records(self, peer: bytes, epoch: int) -> list[Record]:
-        heap = self._heaps.get(peer)
-        out: list[Record] = []
-        if not heap:
-            return out
-        versions = self._versions
-        while heap and heap[0][0] <= epoch:
-            _, version, mid = heapq.heappop(heap)
-            if versions.get((mid, peer)) == version:
-                out.append(self._records[(mid, peer)])
-        return out
+        return self._index.due_records(peer, epoch)
 
     def next_due_epoch(self, peer: bytes) -> int | None:
-        heap = self._heaps.get(peer)
-        if not heap:
-            return None
-        versions = self._versions
-        while heap and versions.get((heap[0][2], peer)) != heap[0][1]:
-            heapq.heappop(heap)
-        return heap[0][0] if heap else None
+        return self._index.next_due_epoch(peer)
 
     def inflight_count(self, peer: bytes, group_id: bytes) -> int:
-        return self._window.get((peer, group_id), 0)
+        return self._index.inflight_count(peer, group_id)
 
     def request_count(self, peer: bytes) -> int:
-        return self._request_count.get(peer, 0)
+        return self._index.request_count(peer)
 
     def has_new_records(self, peer: bytes) -> bool:
-        return bool(self._new.get(peer)) or bool(self._new_requests.get(peer))
+        return self._index.has_new_records(peer)
 
     def peers_with_records(self) -> list[bytes]:
-        peers = {p for p, q in self._new.items() if q}
-        peers.update(p for p, q in self._new_requests.items() if q)
-        peers.update(p for p, s in self._inflight.items() if s)
-        return sorted(peers)
+        return sorted(self._index.peers())
 
     def pull_forward(self, peer: bytes, beyond_epoch: int, to_epoch: int) -> int:
-        moved = 0
-        for mid in list(self._inflight.get(peer, ())):
-            record = self._records[(mid, peer)]
-            if record.send_epoch > beyond_epoch:
-                record.send_epoch = to_epoch
-                self.update_record(record)
-                moved += 1
-        return moved
+        return self._index.pull_forward(peer, beyond_epoch, to_epoch, self.update_record)
 
     def add_group_records(
         self, group_id: bytes, peer: bytes, kind: RecordType, epoch: int
     ) -> int:
         added = 0
         for message_id in self._group_messages.get(group_id, ()):
-            if (message_id, peer) not in self._records:
+            if (message_id, peer) not in self._index:
                 self.insert_record(Record(message_id, peer, group_id, kind, 0, epoch))
                 added += 1
         return added
 
     def delete_group_records(self, group_id: bytes, peer: bytes) -> int:
-        doomed = [
-            mid
-            for (mid, p), record in list(self._records.items())
-            if p == peer and record.group_id == group_id
-        ]
+        doomed = self._index.records_in_group(group_id, peer)
         for mid in doomed:
             self.delete_record(mid, peer)
         return len(doomed)
 
     def record_count(self) -> int:
-        return len(self._records)
+        return len(self._index)
 
     def record_stats(self) -> dict[tuple[bytes, RecordType], int]:
-        stats: dict[tuple[bytes, RecordType], int] = defaultdict(int)
-        for record in self._records.values():
-            stats[(record.peer, record.kind)] += 1
-        return dict(stats)
+        return self._index.record_stats()

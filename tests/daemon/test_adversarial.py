@@ -413,6 +413,45 @@ def test_malformed_control_requests_get_clear_errors(net):
     net.assert_honest_sync()
 
 
+NON_STANDARD_JSON = [
+    b'{"op": "ping", "id": NaN}',
+    b'{"op": "ping", "id": Infinity}',
+    b'{"op": "ping", "id": -Infinity}',
+    b'{"op": "ping", "id": 1e400}',
+    b'{"op": "ping", "id": [-1e999]}',
+    b'{"op": "subscribe", "since": NaN}',
+]
+
+
+def _strict(line: bytes) -> dict:
+    def refuse(name):
+        raise ValueError(f"non-standard JSON {name} in a reply")
+
+    def finite(text):
+        assert text.lower() not in ("inf", "-inf", "nan")
+        return float(text)
+
+    return json.loads(line, parse_constant=refuse, parse_float=finite)
+
+
+def test_non_standard_json_is_refused_never_echoed(net):
+    """Regression: NaN, Infinity and 1e400 (which Python reads as inf) were
+    accepted, and an ``id`` holding one came back as ``"id":NaN``, a line
+    that standard JSON parsers (JavaScript's, Go's) reject."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(str(net.n.path / "mvds.sock"))
+        reader = sock.makefile("rb")
+        for line in NON_STANDARD_JSON:
+            sock.sendall(line + b"\n")
+            reply = _strict(reader.readline())
+            assert reply["ok"] is False, (line, reply)
+            error = reply["error"]
+            assert "standard JSON" in error or "out of range" in error, (line, reply)
+        sock.sendall(b'{"op": "ping", "id": 1.5e300}\n')  # large but finite: fine
+        assert _strict(reader.readline())["id"] == 1.5e300
+
+
 def test_too_many_control_clients_are_refused_not_queued(net):
     idle = []
     try:

@@ -4,7 +4,7 @@ import json
 
 from hypothesis import given, strategies as st
 
-from mvds.daemon.node import ReceivedMessage
+from mvds.daemon.delivered import DeliveredMessage
 
 ids = st.binary(min_size=32, max_size=32)
 
@@ -19,6 +19,6 @@ ids = st.binary(min_size=32, max_size=32)
     ephemeral=st.booleans(),
 )
 def test_event_line_is_the_compact_json_of_to_json(seq, group, mid, timestamp, body, sender, ephemeral):
-    m = ReceivedMessage(seq, group, mid, timestamp, body, sender, ephemeral)
+    m = DeliveredMessage(seq, group, mid, timestamp, body, sender, ephemeral)
     expected = json.dumps({"event": "message", "message": m.to_json()}, separators=(",", ":"))
     assert m.event_line() == expected

@@ -24,16 +24,9 @@ from mvds.wire import Message, Payload
 
 from nodes import collect, pair
 from procs import cli
-from storefaults import FaultyConnection, RawPeer, json_logs, node_store
+from storefaults import FaultyConnection, RawPeer, node_store
 
 CHAT = mvds.group_id_for_name("chat")
-
-
-@pytest.fixture
-def logs():
-    lines, restore = json_logs()
-    yield lines
-    restore()
 
 
 def store_errors(lines) -> list[dict]:

@@ -31,16 +31,9 @@ from mvds.store import SQLiteStore, StoreError
 from mvds.store.sqlite import SQLiteReader
 
 from procs import MVDS, Daemon, cli, wait_until
-from storefaults import FaultyConnection, json_logs, node_store
+from storefaults import FaultyConnection, node_store
 
 CHAT = mvds.group_id_for_name("chat")
-
-
-@pytest.fixture
-def logs():
-    lines, restore = json_logs()
-    yield lines
-    restore()
 
 
 def events(lines, name: str) -> list[dict]:
@@ -158,22 +151,6 @@ def test_a_database_locked_at_open(tmp_path):
         other.close()
     assert info.value.cause == "locked" and not info.value.fatal
     assert "\n" not in str(info.value) and str(path) in str(info.value)
-
-
-@pytest.fixture
-def small_fs(tmp_path):
-    """A 4 MB tmpfs mounted for this test (needs the privilege to mount)."""
-    mount = tmp_path / "fs"
-    mount.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True
-    )
-    if result.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here: " + result.stderr.decode(errors="replace").strip())
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_full_file_system_under_a_running_daemon(small_fs, tmp_path):

@@ -1,35 +1,30 @@
-"""Simulated availability: "up 2s, down 6s" makes a node a bursty mobile device.
+"""The simulated radio: "up 2s, down 6s" makes a node a bursty mobile device.
 
-A schedule is a cycle of phases that repeats from the moment the node
-starts.  While down, the radio is off: nothing goes in or out, but the node
-keeps running (appends are accepted and stored, timers fire).
+A :class:`RadioSchedule` is a cycle of phases in seconds that repeats from
+the moment the node starts (the simulator's availability, tick by tick, is
+:mod:`mvds.sim.schedules`).  While down, the radio is off: nothing goes in
+or out, but the node keeps running (appends are accepted and stored, timers
+fire).  :func:`run_radio` is the trio task that switches it.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any, Callable
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _PHASE = re.compile(r"^(up|down)\s+(\d+(?:\.\d+)?)\s*(ms|s|m|h)$")
 
 
-def parse_duration(text: str) -> float:
-    """'500ms', '2s', '1.5m', '1h' -> seconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*", text)
-    if not match:
-        raise ValueError(f"bad duration {text!r}: use a number with ms, s, m or h")
-    return float(match.group(1)) * _UNITS[match.group(2)]
-
-
 @dataclass(frozen=True)
-class Schedule:
+class RadioSchedule:
     """Phases of (online?, seconds), cycling forever."""
 
     phases: tuple[tuple[bool, float], ...]
 
     @classmethod
-    def parse(cls, text: str) -> "Schedule":
+    def parse(cls, text: str) -> "RadioSchedule":
         phases = []
         for part in text.split(","):
             part = part.strip().lower()
@@ -69,3 +64,21 @@ class Schedule:
 
     def describe(self) -> str:
         return ", ".join(f"{'up' if up else 'down'} {seconds:g}s" for up, seconds in self.phases)
+
+
+async def run_radio(
+    schedule: RadioSchedule, transport: Any, on_up: Callable[[], None], log: Any
+) -> None:
+    """Switch ``transport.online`` by the schedule, forever; ``on_up`` runs
+    each time the radio comes back (the node announces itself to its peers)."""
+    import trio  # here: the config module imports this one, and the CLI starts without trio
+
+    start = trio.current_time()
+    while True:
+        up, remaining = schedule.state_at(trio.current_time() - start)
+        if up != transport.online:
+            transport.online = up
+            log.info("radio.up" if up else "radio.down", schedule=schedule.describe())
+            if up:
+                on_up()
+        await trio.sleep(remaining)

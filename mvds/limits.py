@@ -1,7 +1,9 @@
-"""Sizes on the wire: datagram limits and the largest message body.
+"""Protocol limits, in one place: datagram sizes, envelope overheads, the
+largest message body and the most parents a message carries.
 
-The numbers are part of the protocol (docs/PROTOCOL.md states them) and the
-daemon's defaults; tests/test_secure_limits.py proves that a message with
+The numbers are part of the protocol (docs/PROTOCOL.md states them); the
+engine's defaults (mvds/engine/config.py) and the node's settings
+(mvds/daemon/config.py) both take them from here; tests/test_limits.py proves that a message with
 the largest body, the most parents and the longest timestamp still fits in
 one datagram.
 """

@@ -1,7 +1,7 @@
 """The documented size limits hold for the largest message the protocol allows."""
 
 from mvds.engine import EngineConfig
-from mvds.secure.limits import (
+from mvds.limits import (
     MAX_BODY_SIZE,
     MAX_DATAGRAM_SIZE,
     MAX_PARENTS_ON_WIRE,

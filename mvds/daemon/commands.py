@@ -1,0 +1,52 @@
+"""Requests to a running node, queued for its next step (sans-IO).
+
+The embedding API and the control API never touch the engine or the store
+directly: they queue a :class:`Command` and wait for its ``done`` event.
+The node's step carries out every queued command inside its one store
+transaction and answers them only after the commit, so an append returns
+once it is durable and a refused or rolled-back request changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import trio
+
+from mvds.daemon.config import NodeConfig
+from mvds.ids import parse_group
+
+
+class NodeError(Exception):
+    """A request the node cannot carry out; the message says why, in one line."""
+
+
+def group_arg(group: str) -> bytes:
+    """A GROUP argument's id; a user's bad group (empty) is a NodeError, not
+    the ValueError of mvds.ids, so every caller (embedding, control API)
+    reports it in one line instead of as an internal error."""
+    if not isinstance(group, str):
+        raise NodeError(f"a group is a name or 64 hex characters, not {type(group).__name__}")
+    try:
+        return parse_group(group)
+    except ValueError as exc:
+        raise NodeError(str(exc)) from None
+
+
+@dataclass
+class Command:
+    """Work queued for the next step, answered after its commit."""
+
+    apply: Callable[[float], Any] | None = None
+    """Work on the engine inside the step's transaction (appends); given the time."""
+    edit: Callable[[NodeConfig], NodeConfig] | None = None
+    """A pure config edit (mvds.daemon.admin): config in, new config out."""
+    done: trio.Event = field(default_factory=trio.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+    def fail(self, error: BaseException) -> None:
+        """Answer with an error (the step's changes were rolled back)."""
+        self.error = error
+        self.done.set()

@@ -1,0 +1,78 @@
+"""The configured peers at run time: where each one is, its counters, its
+byte budget (sans-IO; the node resolves host names and feeds the results in).
+
+Two sources set a peer's address: the configured ``HOST:PORT``, resolved
+when the node starts, when the peer is added and every
+``RESOLVE_INTERVAL`` seconds (containers move), and an authenticated
+datagram from a new source (roaming).  The session layer that validates
+paths will decide between them; today the latest one wins.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from mvds.daemon.config import NodeConfig, PeerConfig
+from mvds.secure.ratelimit import TokenBucket
+
+RESOLVE_INTERVAL = 30.0
+"""Seconds between re-resolving peer host names (containers move)."""
+
+
+@dataclass
+class PeerState:
+    """What the node knows about a configured peer at run time."""
+
+    config: PeerConfig
+    peer_id: bytes
+    address: Any = None  # resolved socket address, or None
+    counters: Counter[str] = field(default_factory=Counter)
+    budget: TokenBucket | None = None
+    """Bytes this peer may still send (``peer_max_bytes_per_s``); None: no limit."""
+
+
+class PeerRegistry(dict[bytes, PeerState]):
+    """Peer id -> :class:`PeerState`, kept in step with the config."""
+
+    def __init__(self, max_bytes_per_s: int = 0) -> None:
+        super().__init__()
+        self.max_bytes_per_s = max_bytes_per_s
+
+    def _budget(self) -> TokenBucket | None:
+        rate = self.max_bytes_per_s
+        return TokenBucket(rate) if rate else None
+
+    def sync(self, config: NodeConfig) -> tuple[list[bytes], list[bytes]]:
+        """Make the registry hold ``config``'s peers.  Returns the ids that
+        are new or moved (address or envelope changed: their address is
+        forgotten until resolved again) and the ids that went away; a peer
+        whose name or groups alone changed keeps its state."""
+        entries = {peer.peer_id: peer for peer in config.peers}
+        removed = [peer_id for peer_id in self if peer_id not in entries]
+        for peer_id in removed:
+            del self[peer_id]
+        changed = []
+        for peer_id, entry in entries.items():
+            state = self.get(peer_id)
+            if state is None:
+                self[peer_id] = PeerState(entry, peer_id, budget=self._budget())
+            elif (state.config.address, state.config.plaintext) == (entry.address, entry.plaintext):
+                state.config = entry
+                continue
+            else:
+                state.config = entry
+                state.address = None
+            changed.append(peer_id)
+        return changed, removed
+
+    def name(self, peer_id: bytes, default: str) -> str:
+        state = self.get(peer_id)
+        return state.config.name if state else default
+
+    @staticmethod
+    def resolved(state: PeerState, address: Any) -> None:
+        """The configured host name resolved to ``address``."""
+        if state.address is None or state.address[:2] != address[:2]:
+            state.address = address

@@ -1,4 +1,5 @@
-"""`mvds tail DIR [--group G] [--since SEQ] [--follow] [--json]`: received messages.
+"""`mvds tail DIR [--group G] [--since SEQ] [--follow] [--all] [--json]`: received messages
+(with --all the node's own messages too, in the same sequence).
 
 Each message has the node's local sequence number; `--since SEQ` resumes
 after it, so a reader that remembers the last seq it handled never skips or
@@ -68,8 +69,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--since", type=int, default=0, metavar="SEQ",
                         help="only messages after this sequence number (default 0: all)")
     parser.add_argument("--follow", "-f", action="store_true", help="keep printing new messages")
+    parser.add_argument("--all", "-a", action="store_true", dest="own",
+                        help="the node's own messages too, in the same sequence (marked own)")
     parser.add_argument("--json", action="store_true",
-                        help="JSON lines: seq, group, id, timestamp, body_b64, text (if UTF-8), from")
+                        help="JSON lines: seq, group, id, timestamp, body_b64, text (if UTF-8), "
+                        "via (the neighbour it came from; from: deprecated) or own")
     parser.set_defaults(func=run)
 
 
@@ -101,6 +105,8 @@ def _from_daemon(nodedir, args: argparse.Namespace) -> Iterator[dict[str, Any]]:
     since = args.since
     while True:
         fields: dict[str, Any] = {"since": since, "follow": args.follow}
+        if args.own:
+            fields["own"] = True
         if args.group is not None:
             fields["group"] = args.group
         subscribed = False
@@ -155,7 +161,7 @@ def _from_store(nodedir, args: argparse.Namespace, config) -> Iterator[dict[str,
     try:
         cursor = args.since
         while True:
-            batch = store.delivered_since(cursor, 1000, group_id)
+            batch = store.delivered_since(cursor, 1000, group_id, own=args.own)
             for stored in batch:
                 cursor = stored.seq or cursor
                 yield DeliveredMessage.from_stored(stored).to_json()
@@ -171,7 +177,8 @@ def _printer(as_json: bool, groups: dict[str, str], peers: dict[str, str]):
 
     def human(message: dict[str, Any]) -> None:
         group = groups.get(message["group"], message["group"][:8])
-        sender = peers.get(message.get("from") or "", (message.get("from") or "-")[:8])
+        via = message.get("via") or ""
+        sender = "(own)" if message.get("own") else peers.get(via, via[:8] or "-")
         text = message.get("text")
         if text is None:
             size = len(base64.b64decode(message["body_b64"]))

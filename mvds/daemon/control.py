@@ -158,7 +158,7 @@ class ControlServer:
         return {"version": __version__, "peer_id": self.node.identity.peer_id_hex}
 
     async def _status(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"status": self.node.status()}
+        return {"status": self.node.status_now()}
 
     async def _append(self, args: dict[str, Any]) -> dict[str, Any]:
         message_id = await self.node.append(args["group"], args["body"], ephemeral=args["ephemeral"])
@@ -169,7 +169,7 @@ class ControlServer:
         return {"message_ids": [i.hex() for i in ids]}
 
     async def _peers(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"peers": self.node.status()["peers"]}
+        return {"peers": self.node.status_now()["peers"]}
 
     async def _add_peer(self, args: dict[str, Any]) -> dict[str, Any]:
         await self.node.add_peer(
@@ -213,19 +213,19 @@ class ControlServer:
         return {"groups": out}
 
     async def _subscribe(self, stream: trio.SocketStream, request: Request) -> None:
-        since, group, follow = (request.args[k] for k in ("since", "group", "follow"))
+        since, group, follow, own = (request.args[k] for k in ("since", "group", "follow", "own"))
         node = self.node
         if group is not None:
             node.group_id(group)  # unknown group: an error before the stream starts
         await stream.send_all(protocol.encode_subscribed(request.id))
         cursor = since
-        async for batch in node.message_batches(since, group=group, follow=False):
+        async for batch in node.message_batches(since, group=group, follow=False, own=own):
             cursor = max([cursor, *(m.seq for m in batch if m.seq is not None)])
             await self._send_messages(stream, batch)
         await stream.send_all(protocol.encode_caught_up(cursor))
         if not follow:
             return
-        async for batch in node.message_batches(cursor, group=group, follow=True):
+        async for batch in node.message_batches(cursor, group=group, follow=True, own=own):
             await self._send_messages(stream, batch)
 
     async def _send_messages(self, stream: trio.SocketStream, batch: list[Any]) -> None:

@@ -246,6 +246,7 @@ def _subscribe(request: dict[str, Any]) -> dict[str, Any]:
         "since": since,
         "group": _field(request, "group", str, None),
         "follow": _field(request, "follow", bool, False),
+        "own": _field(request, "own", bool, False),
     }
 
 

@@ -90,7 +90,7 @@ async def serve_metrics(node: "Node", address: str, task_status: Any = trio.TASK
                     request += chunk
             code = route(request)
             if code == 200:
-                body = render_metrics(node.status()).encode()
+                body = render_metrics(node.status_now()).encode()
                 content_type = "text/plain; version=0.0.4"
             else:
                 body = f"{REASONS[code].lower()}: this server answers only GET {PATH}\n".encode()

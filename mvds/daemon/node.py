@@ -114,6 +114,7 @@ class Node:
         self._wake = trio.Event()
         self.subscriptions = Subscriptions(self.counters)
         self._started = time.time()
+        self._names_cache: tuple[NodeConfig, dict[bytes, str]] | None = None
         self._closing = False
         self._running = False
         self._fatal: str | None = None
@@ -279,10 +280,7 @@ class Node:
             raise NodeError(f"a group id is {ID_SIZE} bytes")
         if not self.store.is_member(group_id):
             label = group if isinstance(group, str) else group_id.hex()
-            raise NodeError(
-                f"unknown group {label!r}: add it with `mvds peer add ... --group {label}` "
-                "or join it first"
-            )
+            raise NodeError(f"unknown group {label!r}: join it or share it with a peer first")
         return group_id
 
     async def _submit(
@@ -352,12 +350,16 @@ class Node:
         self,
         name: str,
         peer_id: str | bytes,
-        address: str,
+        address: str | tuple[str, int],
         groups: list[str] | tuple[str, ...] = (),
         *,
         plaintext: bool = False,
     ) -> None:
-        """Trust a peer and share these groups with it (replaces an entry of that name)."""
+        """Trust a peer and share these groups with it (replaces an entry of that name).
+
+        ``address`` is ``"HOST:PORT"`` (``"[::1]:7000"`` for IPv6) or a
+        ``(host, port)`` tuple such as another node's :attr:`address`."""
+        address = address_arg(address)
         edit = self._edit(lambda config: admin.add_peer(
             config, name, peer_id, address, groups, plaintext=plaintext, own_id=self.peer_id))
         await self._submit(edit=edit)
@@ -379,23 +381,50 @@ class Node:
         await self._submit(edit=self._edit(lambda config: admin.unshare(config, group, peer_name)))
 
     async def messages(
-        self, since: int = 0, *, group: str | bytes | None = None, follow: bool = True
+        self,
+        since: int = 0,
+        *,
+        group: str | bytes | None = None,
+        follow: bool = True,
+        own: bool = False,
     ) -> AsyncIterator[DeliveredMessage]:
         """Received messages with ``seq > since`` in order, then (with ``follow``)
-        new ones as they arrive, ephemeral ones included.  Resume after a restart
-        with ``since=<last seq you processed>``: nothing is skipped or repeated."""
-        async for batch in self.message_batches(since, group=group, follow=follow):
+        new ones as they arrive, ephemeral ones included.  With ``own`` the
+        node's own appends come too, in the same sequence (own and received
+        messages share one seq counter), so a group's whole history reads in
+        one pass.  Resume after a restart with ``since=<last seq you
+        processed>``: nothing is skipped or repeated."""
+        async for batch in self.message_batches(since, group=group, follow=follow, own=own):
             for message in batch:
                 yield message
 
     async def message_batches(
-        self, since: int = 0, *, group: str | bytes | None = None, follow: bool = True
+        self,
+        since: int = 0,
+        *,
+        group: str | bytes | None = None,
+        follow: bool = True,
+        own: bool = False,
     ) -> AsyncIterator[list[DeliveredMessage]]:
         """Like :meth:`messages`, a list at a time (up to 512): what is ready
         comes in one piece, which is what a busy reader wants."""
+        if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+            raise NodeError(f"since is a seq, 0 or more (got {since!r})")
         group_id = None if group is None else self.group_id(group)
-        async for batch in self.subscriptions.batches(self.store, since, group_id, follow):
+        names = self.group_names()
+        async for batch in self.subscriptions.batches(
+            self.store, since, group_id, follow, own=own, names=names
+        ):
             yield batch
+
+    def group_names(self) -> dict[bytes, str]:
+        """Group id -> the name this node's config gives it (hex ids map to themselves)."""
+        config = self.config
+        cached = self._names_cache
+        if cached is None or cached[0] is not config:
+            cached = self._names_cache = (
+                config, {parse_group(name): name for name in config.all_groups()})
+        return cached[1]
 
     # -- the loops -------------------------------------------------------------
     async def _receive_loop(self) -> None:
@@ -518,6 +547,8 @@ class Node:
             self.transport.send(outgoing)
         for pending in queue:
             pending.done.set()
+        if any(pending.apply is not None for pending in queue):
+            self.subscriptions.notify()  # own appends: readers with own=True
         self._dispatch(engine.events())
 
     def _swap_config(self, new: NodeConfig, now: float) -> None:
@@ -567,7 +598,8 @@ class Node:
                 if event.seq is None:
                     m = event.message
                     received = DeliveredMessage(
-                        None, m.group_id, m.id, m.timestamp, m.body, event.peer, True
+                        None, m.group_id, m.id, m.timestamp, m.body, event.peer, True,
+                        self.group_names().get(m.group_id),
                     )
                     self.subscriptions.publish(received)
             elif isinstance(event, MessageAcknowledged):
@@ -587,8 +619,16 @@ class Node:
         return self.peers.name(peer_id, short(peer_id))
 
     # -- status -------------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
-        """Everything `mvds status --json` shows (mvds/daemon/status.py)."""
+    async def status(self) -> dict[str, Any]:
+        """Everything `mvds status --json` shows (mvds/daemon/status.py).
+
+        Async like the rest of the API (``await node.status()``); the same
+        snapshot without ``await`` is :meth:`status_now`."""
+        return self.status_now()
+
+    def status_now(self) -> dict[str, Any]:
+        """:meth:`status` for synchronous callers (a metrics handler, a
+        callback): the same dict, taken at once."""
         now = time.time()
         engine = self.engine
         peers_live = {}
@@ -639,6 +679,31 @@ class Node:
                 "node": dict(sorted(self.counters.items())),
             },
         )
+
+
+def address_arg(address: str | tuple[str, int] | Any) -> str:
+    """``"HOST:PORT"`` from a string or a ``(host, port[, ...])`` tuple (IPv6
+    hosts bracketed: ``"[::1]:7000"``); anything else is a NodeError."""
+    if isinstance(address, str):
+        return address
+    if isinstance(address, (tuple, list)) and len(address) >= 2 \
+            and isinstance(address[0], str) and isinstance(address[1], int):
+        return format_address(address[0], address[1])
+    raise NodeError(f"an address is 'HOST:PORT' or a (host, port) tuple, not {address!r}")
+
+
+def init_node(path: str | os.PathLike[str], listen: str | None = None) -> bytes:
+    """Create a node directory (identity, config) like ``mvds init``; returns
+    the new node's peer id.  ``listen`` is ``"HOST:PORT"`` (default: a free
+    port on 127.0.0.1).  Raises :class:`NodeError` for a directory that is
+    already a node, is not empty, or cannot be written."""
+    from mvds.daemon.setup import SetupError, init_node_dir
+
+    try:
+        _, identity = init_node_dir(path, listen)
+    except SetupError as exc:
+        raise NodeError(str(exc)) from None
+    return identity.peer_id
 
 
 open_node = Node.open

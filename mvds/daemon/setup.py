@@ -122,7 +122,7 @@ def open_parts(
     nodedir = NodeDir.at(directory)
     if not nodedir.exists():
         raise SetupError(
-            f"{nodedir.path} is not a node directory (create one with: mvds init {directory})"
+            f"{nodedir.path} is not a node directory"
         )
     lock = InstanceLock(nodedir.lock)
     try:

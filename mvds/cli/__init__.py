@@ -25,6 +25,8 @@ COMMANDS: dict[str, str] = {
     "share": "groups",
     "unshare": "groups",
     "join": "groups",
+    "leave": "groups",
+    "groups": "groups",
     "run": "run",
     "send": "send",
     "tail": "tail",

@@ -1,10 +1,14 @@
-"""`mvds share|unshare DIR GROUP PEER` and `mvds join DIR GROUP`."""
+"""`mvds share|unshare DIR GROUP PEER`, `mvds join|leave DIR GROUP` and
+`mvds groups DIR [--json]`."""
 
 from __future__ import annotations
 
 import argparse
 
-from mvds.cli.common import add_dir_argument, change_config, group_arg, node_dir
+from mvds.cli.common import (
+    add_dir_argument, call, change_config, connect, daemon_running, group_arg, load, node_dir,
+    print_json,
+)
 from mvds.daemon import admin
 
 
@@ -28,6 +32,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     join.add_argument("group", metavar="GROUP", help="group name or 64 hex characters")
     join.set_defaults(func=run_join)
 
+    leave = subparsers.add_parser(
+        "leave", help="stop being a member of a group (unshared from every peer; history kept)"
+    )
+    add_dir_argument(leave)
+    leave.add_argument("group", metavar="GROUP", help="group name or 64 hex characters")
+    leave.set_defaults(func=run_leave)
+
+    groups = subparsers.add_parser("groups", help="list the node's groups, their ids and peers")
+    add_dir_argument(groups)
+    groups.add_argument("--json", action="store_true", help="machine-readable output")
+    groups.set_defaults(func=run_groups)
+
 
 def run_share(args: argparse.Namespace) -> int:
     group_arg(args.group)
@@ -42,4 +58,30 @@ def run_share(args: argparse.Namespace) -> int:
 def run_join(args: argparse.Namespace) -> int:
     group_arg(args.group)
     change_config(node_dir(args.dir), {"op": "join", "group": args.group}, admin.join, args.group)
+    return 0
+
+
+def run_leave(args: argparse.Namespace) -> int:
+    group_arg(args.group)
+    change_config(node_dir(args.dir), {"op": "leave", "group": args.group}, admin.leave, args.group)
+    return 0
+
+
+def run_groups(args: argparse.Namespace) -> int:
+    nodedir = node_dir(args.dir)
+    if daemon_running(nodedir):
+        with connect(nodedir) as client:
+            groups = call(client, "groups")["groups"]
+    else:
+        groups = admin.group_list(load(nodedir))
+    if args.json:
+        print_json({"groups": groups})
+        return 0
+    if not groups:
+        print("no groups (join one with: mvds join DIR GROUP, or share one with a peer)")
+        return 0
+    width = max(len(g["group"]) for g in groups)
+    for g in groups:
+        peers = ", ".join(g["peers"]) or "(no peers)"
+        print(f"{g['group']:<{width}}  {g['group_id']}  {peers}")
     return 0

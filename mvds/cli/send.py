@@ -1,4 +1,4 @@
-"""`mvds send DIR GROUP [TEXT | --file F | --stdin | --lines] [--ephemeral]`.
+"""`mvds send DIR GROUP [TEXT | --file F | --stdin | --lines] [--ephemeral] [--wait-ack [N|PEER...]]`.
 
 Prints each message id (hex) once the append is durable in the daemon's
 store.  stdin is read only when asked (--stdin: all of it is one message;
@@ -44,6 +44,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="allow an empty message body (refused by default: usually a mistake)")
     parser.add_argument("--ephemeral", action="store_true",
                         help="send once, no ACK, not stored, not retransmitted")
+    parser.add_argument(
+        "--wait-ack", nargs="*", metavar="N|PEER", default=None,
+        help="after printing the id, wait until peers acknowledged (hold) the message: "
+        "alone, every peer the group is shared with; N: that many of them; PEER...: those "
+        "peers by name (exit 1 on --ack-timeout)")
+    parser.add_argument("--ack-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="how long --wait-ack waits (default 30)")
     parser.set_defaults(func=run)
 
 
@@ -52,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("give the message as TEXT, --file F, --stdin or --lines, not several")
     if args.text is None and args.file is None and not (args.lines or args.stdin):
         raise CliError("no message: give TEXT, --file F, --stdin or --lines")
+    wait = _wait_fields(args)
     nodedir = node_dir(args.dir)
     config = load(nodedir)
     check_group(config, args.group)
@@ -59,7 +67,10 @@ def run(args: argparse.Namespace) -> int:
     if args.lines:
         if args.ephemeral:
             raise CliError("--lines and --ephemeral cannot be combined")
-        return _send_lines(nodedir, args.group, limit, args.allow_empty)
+        ids = _send_lines(nodedir, args.group, limit, args.allow_empty)
+        if wait is not None:
+            _wait_acks(nodedir, ids, wait)
+        return 0
     if args.text is not None:
         body = args.text.encode("utf-8")
     elif args.file is not None:
@@ -71,8 +82,38 @@ def run(args: argparse.Namespace) -> int:
     with connect(nodedir) as client:
         reply = call(client, "append", group=args.group,
                      body_b64=base64.b64encode(body).decode("ascii"), ephemeral=args.ephemeral)
-    print(reply["message_id"])
+    print(reply["message_id"], flush=True)
+    if wait is not None:
+        _wait_acks(nodedir, [reply["message_id"]], wait)
     return 0
+
+
+def _wait_fields(args: argparse.Namespace) -> dict | None:
+    """The wait_ack request fields --wait-ack asks for (None: no waiting)."""
+    if args.wait_ack is None:
+        return None
+    if args.ephemeral:
+        raise CliError("--wait-ack and --ephemeral cannot be combined (ephemeral messages are never acknowledged)")
+    if not 0 < args.ack_timeout <= 86400:
+        raise CliError("--ack-timeout must be between 0 and 86400 seconds")
+    fields: dict = {"timeout": args.ack_timeout}
+    if len(args.wait_ack) == 1 and args.wait_ack[0].isdigit():
+        fields["count"] = int(args.wait_ack[0])
+    elif args.wait_ack:
+        fields["peers"] = list(args.wait_ack)
+    return fields
+
+
+def _wait_acks(nodedir, ids: list[str], fields: dict) -> None:
+    """Until every message in ``ids`` is acknowledged as ``fields`` asks, in
+    one overall timeout; the error names who is missing."""
+    import time
+
+    deadline = time.monotonic() + fields["timeout"]
+    with connect(nodedir, timeout=None) as client:
+        for message_id in ids:
+            left = max(0.001, deadline - time.monotonic())
+            call(client, "wait_ack", id=message_id, **{**fields, "timeout": left})
 
 
 def _check_body(body: bytes, limit: int, allow_empty: bool, what: str) -> None:
@@ -100,11 +141,11 @@ def _read_file(name: str, limit: int) -> bytes:
         raise CliError(f"cannot read {name}: {exc.strerror or exc}") from None
 
 
-def _send_lines(nodedir, group: str, limit: int, allow_empty: bool) -> int:
+def _send_lines(nodedir, group: str, limit: int, allow_empty: bool) -> list[str]:
     """Each line one message, in batches; a line that cannot be sent stops
     the run after everything before it was stored (and its id printed), and
     the error names the line and says how many were stored."""
-    stored = 0
+    stored: list[str] = []
     with connect(nodedir) as client:
         batch: list[str] = []
         # readline with a bound: an over-long line is known without holding it.
@@ -120,9 +161,10 @@ def _send_lines(nodedir, group: str, limit: int, allow_empty: bool) -> int:
             except CliError as exc:
                 if batch:
                     stored += _flush(client, group, batch)
+                count = len(stored)
                 raise CliError(
-                    f"{exc}; {stored} line{'s' if stored != 1 else ''} before it "
-                    f"{'were' if stored != 1 else 'was'} stored, nothing after it"
+                    f"{exc}; {count} line{'s' if count != 1 else ''} before it "
+                    f"{'were' if count != 1 else 'was'} stored, nothing after it"
                 ) from None
             batch.append(base64.b64encode(line).decode("ascii"))
             if len(batch) >= LINES_PER_REQUEST:
@@ -130,11 +172,11 @@ def _send_lines(nodedir, group: str, limit: int, allow_empty: bool) -> int:
                 batch = []
         if batch:
             stored += _flush(client, group, batch)
-    return 0
+    return stored
 
 
-def _flush(client, group: str, batch: list[str]) -> int:
+def _flush(client, group: str, batch: list[str]) -> list[str]:
     reply = call(client, "append_many", group=group, bodies_b64=batch)
     sys.stdout.write("".join(f"{mid}\n" for mid in reply["message_ids"]))
     sys.stdout.flush()
-    return len(reply["message_ids"])
+    return reply["message_ids"]

@@ -57,6 +57,8 @@ class ControlServer:
             "unshare": self._unshare,
             "join": self._join,
             "groups": self._groups,
+            "leave": self._leave,
+            "wait_ack": self._wait_ack,
         }
         assert set(self._ops) | {"subscribe"} == protocol.OPS
 
@@ -195,22 +197,18 @@ class ControlServer:
         return {"group_id": group_id.hex()}
 
     async def _groups(self, args: dict[str, Any]) -> dict[str, Any]:
-        from mvds.ids import parse_group
+        from mvds.daemon.admin import group_list
 
-        out = []
-        config = self.node.config
-        for name in config.all_groups():
-            group_id = parse_group(name)
-            out.append(
-                {
-                    "group": name,
-                    "group_id": group_id.hex(),
-                    # By id: a peer may name the group by its hex id.
-                    "peers": [p.name for p in config.peers
-                              if any(parse_group(g) == group_id for g in p.groups)],
-                }
-            )
-        return {"groups": out}
+        return {"groups": group_list(self.node.config)}
+
+    async def _leave(self, args: dict[str, Any]) -> dict[str, Any]:
+        await self.node.leave(args["group"])
+        return {}
+
+    async def _wait_ack(self, args: dict[str, Any]) -> dict[str, Any]:
+        peers: Any = args["peers"] if args["peers"] is not None else args["count"]
+        acked = await self.node.wait_acked(bytes.fromhex(args["id"]), peers, timeout=args["timeout"])
+        return {"acked": acked}
 
     async def _subscribe(self, stream: trio.SocketStream, request: Request) -> None:
         since, group, follow, own = (request.args[k] for k in ("since", "group", "follow", "own"))

@@ -115,6 +115,7 @@ class Node:
         self.subscriptions = Subscriptions(self.counters)
         self._started = time.time()
         self._names_cache: tuple[NodeConfig, dict[bytes, str]] | None = None
+        self._ack_waiters: dict[bytes, list[_AckWaiter]] = {}
         self._closing = False
         self._running = False
         self._fatal: str | None = None
@@ -313,7 +314,7 @@ class Node:
 
     async def append(self, group: str | bytes, body: bytes, *, ephemeral: bool = False) -> bytes:
         """Append a message; returns its id once it is committed to the store."""
-        group_id = self.group_id(group)
+        group_id = self._member(group)
         body = self._check_body(body)
 
         def apply(now: float) -> bytes:
@@ -323,13 +324,80 @@ class Node:
 
     async def append_many(self, group: str | bytes, bodies: list[bytes]) -> list[bytes]:
         """Append several messages in one transaction; returns their ids in order."""
-        group_id = self.group_id(group)
+        group_id = self._member(group)
         checked = [self._check_body(body) for body in bodies]
 
         def apply(now: float) -> list[bytes]:
             return [message.id for message in self.engine.append_many(group_id, checked, now)]
 
         return await self._submit(apply)
+
+    async def wait_acked(
+        self,
+        message_id: bytes,
+        peers: int | list[str] | tuple[str, ...] | None = None,
+        *,
+        timeout: float | None = 30.0,
+    ) -> list[str]:
+        """Wait until peers acknowledged a stored message (they hold it):
+        ``peers`` None means every peer its group is shared with, an int
+        that many of them, a list those peers by name.  Returns the names
+        of the peers that acknowledged; raises :class:`NodeError` on
+        ``timeout`` (seconds; None: no limit), naming who is missing.
+
+        A peer whose sync record for the message is gone already holds it
+        (records end with an ACK), so waiting after the ACK came returns
+        at once."""
+        stored = self.store.get_message(message_id)
+        if stored is None:
+            raise NodeError(f"message {message_id.hex()} is not stored here")
+        shared = set(self.store.shared_peers(stored.group_id))
+        if isinstance(peers, int) and not isinstance(peers, bool):
+            if peers < 1:
+                raise NodeError("wait for at least 1 peer")
+            if peers > len(shared):
+                raise NodeError(
+                    f"the group is shared with {len(shared)} peer{'s' if len(shared) != 1 else ''}; "
+                    f"{peers} cannot acknowledge")
+            wanted, need = shared, peers
+        elif peers is None:
+            if not shared:
+                raise NodeError("the group is shared with no peer")
+            wanted, need = shared, len(shared)
+        else:
+            wanted = set()
+            for name in peers:
+                entry = self.config.peer_named(name)
+                if entry is None:
+                    raise NodeError(f"unknown peer {name!r}")
+                if entry.peer_id not in shared:
+                    raise NodeError(f"the message's group is not shared with {name!r}")
+                wanted.add(entry.peer_id)
+            need = len(wanted)
+        waiter = _AckWaiter(wanted, need)
+        # Settled already: the record ended with an ACK before we asked.
+        for peer_id in wanted:
+            if self.store.get_record(message_id, peer_id) is None:
+                waiter.acked.add(peer_id)
+        if not waiter.satisfied():
+            self._ack_waiters.setdefault(message_id, []).append(waiter)
+            try:
+                with trio.move_on_after(math.inf if timeout is None else timeout):
+                    await waiter.done.wait()
+            finally:
+                waiters = self._ack_waiters.get(message_id, [])
+                if waiter in waiters:
+                    waiters.remove(waiter)
+                if not waiters:
+                    self._ack_waiters.pop(message_id, None)
+        names = sorted(self._peer_name(p) for p in waiter.acked)
+        if not waiter.satisfied():
+            missing = sorted(self._peer_name(p) for p in wanted - waiter.acked)
+            raise NodeError(
+                f"message {short(message_id)}: {len(waiter.acked)} of {need} "
+                f"acknowledgement{'s' if need != 1 else ''} within {timeout:g} s "
+                f"(waiting for {', '.join(missing)})")
+        return names
 
     def _edit(self, edit: Callable[[NodeConfig], NodeConfig]) -> Callable[[NodeConfig], NodeConfig]:
         """Check an edit against the current config now (a refused edit is
@@ -345,6 +413,23 @@ class Node:
         """Become a member of a group (append to it, accept it from peers sharing it)."""
         await self._submit(edit=self._edit(lambda config: admin.join(config, group)))
         return parse_group(group)
+
+    async def leave(self, group: str) -> None:
+        """Stop being a member of a group: no peer syncs it with us any more
+        and appends to it are refused; its stored messages stay readable."""
+        await self._submit(edit=self._edit(lambda config: admin.leave(config, group)))
+
+    def groups(self) -> list[dict[str, Any]]:
+        """The node's groups: name, id (hex) and the peers each is shared with."""
+        return admin.group_list(self.config)
+
+    def _member(self, group: str | bytes) -> bytes:
+        """A group this node appends to: known, and not left."""
+        group_id = self.group_id(group)
+        if group_id not in self.group_names():
+            label = group if isinstance(group, str) else group_id.hex()
+            raise NodeError(f"not a member of group {label!r} (it was left)")
+        return group_id
 
     async def add_peer(
         self,
@@ -604,6 +689,10 @@ class Node:
                     self.subscriptions.publish(received)
             elif isinstance(event, MessageAcknowledged):
                 counters["acknowledged"] += 1
+                waiters = self._ack_waiters.get(event.message_id)
+                if waiters:
+                    for waiter in waiters:
+                        waiter.ack(event.peer)
             elif isinstance(event, GaveUp):
                 counters["gave_up"] += 1
                 self.log.warning(
@@ -679,6 +768,25 @@ class Node:
                 "node": dict(sorted(self.counters.items())),
             },
         )
+
+
+@dataclasses.dataclass
+class _AckWaiter:
+    """One :meth:`Node.wait_acked` call: whose ACK it wants, how many."""
+
+    wanted: set[bytes]
+    need: int
+    acked: set[bytes] = dataclasses.field(default_factory=set)
+    done: trio.Event = dataclasses.field(default_factory=trio.Event)
+
+    def satisfied(self) -> bool:
+        return len(self.acked) >= self.need
+
+    def ack(self, peer: bytes) -> None:
+        if peer in self.wanted:
+            self.acked.add(peer)
+            if self.satisfied():
+                self.done.set()
 
 
 def address_arg(address: str | tuple[str, int] | Any) -> str:

@@ -169,12 +169,12 @@ def test_radio_down_means_nothing_in_and_nothing_out(tmp_path):
             return status if status["drops"].get("offline", 0) > 0 else None
 
         while_down = wait_until(discarding, 3, interval=0.05, what="b to discard a datagram")
-        assert while_down["last_seq"] == 0, "b received a message with its radio down"
+        assert while_down["last_seq"] == 1, "b received a message with its radio down (1: its own)"
         assert while_down["messages_stored"] == 1  # its own append is stored
-        assert a.status()["last_seq"] == 0, "b sent a message with its radio down"
+        assert a.status()["last_seq"] == 1, "b sent a message with its radio down (1: a's own)"
 
         wait_until(lambda: b.status()["online"], 10, what="b's radio to come up")
-        wait_until(lambda: a.status()["last_seq"] == 1 and b.status()["last_seq"] == 1, 20,
+        wait_until(lambda: a.status()["last_seq"] == 2 and b.status()["last_seq"] == 2, 20,
                    what="both messages to cross once the radio is up")
         assert stored_ids(b) == {from_a} and stored_ids(a) == {from_b}
         log = (paths["b"] / "daemon.log").read_text()

@@ -267,7 +267,8 @@ def test_sigkill_during_lossy_sync_loses_and_repeats_nothing(tmp_path):
         for name in "ab":
             status = json.loads(cli("status", str(paths[name]), "--json", check=True).stdout)
             assert status["running"] is False
-            assert status["last_seq"] == len(readers[name].seen)
+            assert status["last_seq"] == status["messages_stored"] == sum(
+                len(r.seen) for r in readers.values()), "own and received: one seq each"
     finally:
         for reader in readers.values():
             reader.stop_flag.set()

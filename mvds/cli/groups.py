@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     join.set_defaults(func=run_join)
 
     leave = subparsers.add_parser(
-        "leave", help="stop being a member of a group (unshared from every peer; history kept)"
+        "leave", help="leave a group: unshare it from every peer and drop it from the config "
+        "(its stored messages stay readable)"
     )
     add_dir_argument(leave)
     leave.add_argument("group", metavar="GROUP", help="group name or 64 hex characters")

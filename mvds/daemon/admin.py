@@ -154,9 +154,9 @@ def join(config: NodeConfig, group: str) -> NodeConfig:
 
 
 def leave(config: NodeConfig, group: str) -> NodeConfig:
-    """Stop being a member of ``group`` (named or by hex id): it leaves the
-    node's own list and every peer's, so nothing of it syncs any more (the
-    messages already stored stay readable)."""
+    """Leave ``group`` (named or by hex id): it leaves the node's own list
+    and every peer's, so nothing of it syncs any more (the messages already
+    stored stay readable)."""
     group_id = _group(group)
     if all(parse_group(g) != group_id for g in config.all_groups()):
         raise AdminError(f"not a member of group {group!r}")

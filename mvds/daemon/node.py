@@ -51,6 +51,7 @@ from mvds.daemon.commands import Command, NodeError, group_arg
 from mvds.daemon.config import ConfigError, NodeConfig, format_address, parse_address
 from mvds.daemon.configpush import apply_edits, apply_sharing, engine_config, push_config
 from mvds.daemon.delivered import DeliveredMessage, ReceivedMessage  # noqa: F401 (the earlier name)
+from mvds.daemon.diagnose import GroupMismatches, similar_name
 from mvds.daemon.gate import DatagramGate
 from mvds.daemon.logs import get_logger
 from mvds.daemon.logthrottle import LogThrottle
@@ -116,6 +117,10 @@ class Node:
         self._started = time.time()
         self._names_cache: tuple[NodeConfig, dict[bytes, str]] | None = None
         self._ack_waiters: dict[bytes, list[_AckWaiter]] = {}
+        self.mismatches = GroupMismatches()
+        """Messages of groups not shared with their sender, per (peer, group)."""
+        self._mismatch_log = LogThrottle(interval=60.0)
+        self._accepted_cache: tuple[NodeConfig, frozenset[tuple[bytes, bytes]]] | None = None
         self._closing = False
         self._running = False
         self._fatal: str | None = None
@@ -314,7 +319,7 @@ class Node:
 
     async def append(self, group: str | bytes, body: bytes, *, ephemeral: bool = False) -> bytes:
         """Append a message; returns its id once it is committed to the store."""
-        group_id = self._member(group)
+        group_id = self.group_id(group)
         body = self._check_body(body)
 
         def apply(now: float) -> bytes:
@@ -324,7 +329,7 @@ class Node:
 
     async def append_many(self, group: str | bytes, bodies: list[bytes]) -> list[bytes]:
         """Append several messages in one transaction; returns their ids in order."""
-        group_id = self._member(group)
+        group_id = self.group_id(group)
         checked = [self._check_body(body) for body in bodies]
 
         def apply(now: float) -> list[bytes]:
@@ -415,21 +420,15 @@ class Node:
         return parse_group(group)
 
     async def leave(self, group: str) -> None:
-        """Stop being a member of a group: no peer syncs it with us any more
-        and appends to it are refused; its stored messages stay readable."""
+        """Leave a group: it is unshared from every peer and dropped from the
+        config, so nothing of it syncs any more.  Its stored messages stay
+        readable (and the store still knows the group: sharing it again
+        syncs its history)."""
         await self._submit(edit=self._edit(lambda config: admin.leave(config, group)))
 
     def groups(self) -> list[dict[str, Any]]:
         """The node's groups: name, id (hex) and the peers each is shared with."""
         return admin.group_list(self.config)
-
-    def _member(self, group: str | bytes) -> bytes:
-        """A group this node appends to: known, and not left."""
-        group_id = self.group_id(group)
-        if group_id not in self.group_names():
-            label = group if isinstance(group, str) else group_id.hex()
-            raise NodeError(f"not a member of group {label!r} (it was left)")
-        return group_id
 
     async def add_peer(
         self,
@@ -574,12 +573,16 @@ class Node:
                 host, port, family=self.transport.family, type=trio.socket.SOCK_DGRAM
             )
         except OSError as exc:
+            state.resolve_error = exc.strerror or str(exc)
+            if state.resolve_failed_since is None:
+                state.resolve_failed_since = time.time()
             if self._warnings.count(f"resolve/{state.config.name}", time.monotonic()) is not None:
                 self.log.warning(
                     "peer.unresolved", peer=state.config.name, address=state.config.address,
                     error=str(exc),
                 )
             return
+        state.resolve_error = state.resolve_failed_since = None
         if infos:
             self.peers.resolved(state, infos[0][4])
 
@@ -602,6 +605,8 @@ class Node:
                     opened = open_datagram(data, addr, clock)
                     if opened is not None:
                         peer_id, payload = opened
+                        if payload.messages:
+                            self._check_groups(peer_id, payload.messages, clock)
                         engine.receive(peer_id, payload, now)
                         heard.add(peer_id)
                 for pending in queue:
@@ -636,6 +641,36 @@ class Node:
             self.subscriptions.notify()  # own appends: readers with own=True
         self._dispatch(engine.events())
 
+    def _accepted(self) -> frozenset[tuple[bytes, bytes]]:
+        """(group id, peer id) pairs whose messages the engine takes."""
+        config = self.config
+        cached = self._accepted_cache
+        if cached is None or cached[0] is not config:
+            cached = self._accepted_cache = (config, frozenset(admin.sharing(config)))
+        return cached[1]
+
+    def _check_groups(self, peer_id: bytes, messages: list[Any], clock: float) -> None:
+        """Count (and log, rate-limited) messages of groups not shared with
+        their sender: the engine drops them; a group name typo on one side
+        looks like this (mvds doctor names it)."""
+        accepted = self._accepted()
+        loose = self.engine_config.accept_unshared
+        for message in messages:
+            group_id = message.group_id
+            if (group_id, peer_id) in accepted or (loose and group_id in self.group_names()):
+                continue
+            total = self.mismatches.count(peer_id, group_id)
+            key = f"{peer_id.hex()}/{group_id.hex()}"
+            if self._mismatch_log.count(key, clock) is not None:
+                name = self.group_names().get(group_id)
+                fields: dict[str, Any] = {"peer": self._peer_name(peer_id),
+                                          "group": name or group_id.hex(), "messages": total}
+                if name is None:
+                    guess = similar_name(group_id, self.group_names().values())
+                    if guess:
+                        fields["similar_to"] = guess
+                self.log.info("peer.group_mismatch", **fields)
+
     def _swap_config(self, new: NodeConfig, now: float) -> None:
         """After the commit and the file: the new config in memory, and the
         peers it adds, moves or removes in the registry and the codec."""
@@ -646,6 +681,9 @@ class Node:
         for peer_id in changed:
             self.codec.add_peer(peer_id, plaintext=self.peers[peer_id].config.plaintext)
             self.engine.announce(peer_id, now)
+            self.gate.unknown.forget(peer_id)
+        for group_id, peer_id in self._accepted():
+            self.mismatches.forget(peer_id, group_id)
 
     def _on_store_error(self, exc: StoreError, queue: list[Command]) -> None:
         """The step's transaction was rolled back: nothing of it was sent,
@@ -704,6 +742,14 @@ class Node:
         if delivered:
             self.subscriptions.notify()
 
+    def _mismatch_json(self, peer_id: bytes) -> list[dict[str, Any]]:
+        names = self.group_names()
+        out = self.mismatches.for_peer(peer_id, names)
+        for entry in out:
+            if entry["group"] is None:
+                entry["similar"] = similar_name(bytes.fromhex(entry["group_id"]), names.values())
+        return out
+
     def _peer_name(self, peer_id: bytes) -> str:
         return self.peers.name(peer_id, short(peer_id))
 
@@ -740,6 +786,10 @@ class Node:
                 "payloads_out": engine_counts["payloads_out"],
                 "requests_capped": engine_counts["requests_capped"],
                 "rate_limited": counters["rate_limited"],
+                "unresolved": state.resolve_error,
+                "unresolved_for_s": None if state.resolve_failed_since is None
+                else round(now - state.resolve_failed_since, 1),
+                "group_mismatches": self._mismatch_json(peer_id),
             }
         transport = self.transport
         drops = Counter(self.gate.drops.counts)
@@ -766,6 +816,12 @@ class Node:
                 "drops": dict(sorted(drops.items())),
                 "engine": dict(sorted(engine.stats.items())),
                 "node": dict(sorted(self.counters.items())),
+                "receive_buffer": transport.receive_buffer if transport else None,
+                "receive_buffer_small": bool(transport and transport.receive_buffer < SMALL_BUFFER),
+                "unknown_senders": [
+                    sender for sender in self.gate.unknown.to_json(now)
+                    if bytes.fromhex(sender["claimed_id"]) not in self.peers
+                ],
             },
         )
 

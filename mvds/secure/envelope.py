@@ -70,9 +70,12 @@ class EnvelopeError(ValueError):
     was never added (or was removed).
     """
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, claimed: bytes | None = None) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
+        self.claimed = claimed
+        """For ``unknown_peer`` on open: the sender id the datagram claims
+        (unauthenticated: for diagnostics, never for trust)."""
 
 
 class CounterSource(Protocol):
@@ -209,7 +212,10 @@ class EnvelopeCodec:
                 )
             peer = self._peers.get(datagram[1:_ID_END])
             if peer is None:
-                raise EnvelopeError(UNKNOWN_PEER, f"from unknown sender {datagram[1:9].hex()}...")
+                raise EnvelopeError(
+                    UNKNOWN_PEER, f"from unknown sender {datagram[1:9].hex()}...",
+                    claimed=datagram[1:_ID_END],
+                )
             counter_bytes = datagram[_ID_END:_HEADER_END]
             counter = int.from_bytes(counter_bytes, "big")
             window = peer.window
@@ -232,7 +238,10 @@ class EnvelopeCodec:
                 )
             peer = self._peers.get(datagram[1:_ID_END])
             if peer is None:
-                raise EnvelopeError(UNKNOWN_PEER, f"from unknown sender {datagram[1:9].hex()}...")
+                raise EnvelopeError(
+                    UNKNOWN_PEER, f"from unknown sender {datagram[1:9].hex()}...",
+                    claimed=datagram[1:_ID_END],
+                )
             if not peer.plaintext:
                 raise EnvelopeError(
                     PLAINTEXT_REFUSED,

@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "send": "send",
     "tail": "tail",
     "status": "status",
+    "doctor": "doctor",
     "demo": "demo",
     "sim": "sim",
     "completion": "completion",

@@ -117,6 +117,8 @@ class Node:
         self._started = time.time()
         self._names_cache: tuple[NodeConfig, dict[bytes, str]] | None = None
         self._ack_waiters: dict[bytes, list[_AckWaiter]] = {}
+        self._acked: Counter[bytes] = Counter()  # ACKs per peer, this run
+        self._last_ack: dict[bytes, float] = {}
         self.mismatches = GroupMismatches()
         """Messages of groups not shared with their sender, per (peer, group)."""
         self._mismatch_log = LogThrottle(interval=60.0)
@@ -727,6 +729,8 @@ class Node:
                     self.subscriptions.publish(received)
             elif isinstance(event, MessageAcknowledged):
                 counters["acknowledged"] += 1
+                self._acked[event.peer] += 1
+                self._last_ack[event.peer] = time.time()
                 waiters = self._ack_waiters.get(event.message_id)
                 if waiters:
                     for waiter in waiters:
@@ -790,6 +794,9 @@ class Node:
                 "unresolved_for_s": None if state.resolve_failed_since is None
                 else round(now - state.resolve_failed_since, 1),
                 "group_mismatches": self._mismatch_json(peer_id),
+                "acknowledged": self._acked[peer_id],
+                "last_ack_s": None if peer_id not in self._last_ack
+                else round(now - self._last_ack[peer_id], 1),
             }
         transport = self.transport
         drops = Counter(self.gate.drops.counts)

@@ -346,3 +346,20 @@ async def test_init_node_is_exported_and_library_errors_name_no_cli_commands(tmp
             pass
     for exc in (unknown.value, not_a_node.value):
         assert "mvds " not in str(exc) and "mvds.toml" not in str(exc), str(exc)
+
+
+async def test_two_ipv6_nodes_pair_by_their_address_tuples():
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    async with mvds.open_node(listen="[::1]:0") as a, mvds.open_node(listen="[::1]:0") as b:
+        await a.add_peer("b", b.peer_id, b.address, ["chat"])
+        await b.add_peer("a", a.peer_id, a.address, ["chat"])
+        assert a.config.peer_named("b").address == "[::1]:%d" % b.address[1]
+        await a.append("chat", b"over v6")
+        (got,) = await collect(b, 1)
+        assert got.body == b"over v6"

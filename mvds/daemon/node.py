@@ -54,7 +54,7 @@ from mvds.daemon.delivered import DeliveredMessage, ReceivedMessage  # noqa: F40
 from mvds.daemon.diagnose import GroupMismatches, similar_name
 from mvds.daemon.gate import DatagramGate
 from mvds.daemon.logs import get_logger
-from mvds.daemon.logthrottle import LogThrottle
+from mvds.daemon.logthrottle import BurstLimit, LogThrottle
 from mvds.daemon.nodedir import NodeDir
 from mvds.daemon.peers import RESOLVE_INTERVAL, PeerRegistry, PeerState
 from mvds.daemon.radio import RadioSchedule, run_radio
@@ -117,6 +117,9 @@ class Node:
         self._started = time.time()
         self._names_cache: tuple[NodeConfig, dict[bytes, str]] | None = None
         self._ack_waiters: dict[bytes, list[_AckWaiter]] = {}
+        self._debug = debug_enabled(self.log)
+        """Debug lines wanted: per message events are built only then."""
+        self._debug_limit = BurstLimit(burst=20, window=1.0)
         self._acked: Counter[bytes] = Counter()  # ACKs per peer, this run
         self._last_ack: dict[bytes, float] = {}
         self.mismatches = GroupMismatches()
@@ -327,7 +330,13 @@ class Node:
         def apply(now: float) -> bytes:
             return self.engine.append(group_id, body, now, ephemeral=ephemeral).id
 
-        return await self._submit(apply)
+        message_id = await self._submit(apply)
+        if self._debug:
+            self._trace("message.appended", message=short(message_id),
+                        group=self.group_names().get(group_id, short(group_id)),
+                        ephemeral=ephemeral, bytes=len(body),
+                        peers=[self._peer_name(p) for p in self.store.shared_peers(group_id)])
+        return message_id
 
     async def append_many(self, group: str | bytes, bodies: list[bytes]) -> list[bytes]:
         """Append several messages in one transaction; returns their ids in order."""
@@ -337,7 +346,11 @@ class Node:
         def apply(now: float) -> list[bytes]:
             return [message.id for message in self.engine.append_many(group_id, checked, now)]
 
-        return await self._submit(apply)
+        ids = await self._submit(apply)
+        if self._debug and ids:
+            self._trace("messages.appended", count=len(ids), first=short(ids[0]),
+                        last=short(ids[-1]), group=self.group_names().get(group_id, short(group_id)))
+        return ids
 
     async def wait_acked(
         self,
@@ -596,6 +609,7 @@ class Node:
         queue, self._queue = self._queue, []
         outgoing: list[tuple[bytes, Any]] = []
         heard: set[bytes] = set()
+        retrans: dict[bytes, int] = {}
         engine = self.engine
         clock = time.monotonic()
         open_datagram, seal = self.gate.open, self.gate.seal
@@ -616,6 +630,8 @@ class Node:
                         pending.result = pending.apply(now)
                 if config is not old_config:
                     apply_sharing(engine, old_config, config, now)
+                if self._debug:
+                    retrans = {p: c["retransmissions"] for p, c in engine.peer_stats.items()}
                 for peer_id, payload in engine.payloads_to_send(now):
                     outgoing.extend(seal(peer_id, payload))
                 if heard:
@@ -635,6 +651,8 @@ class Node:
         if self._store_failures:
             self.log.info("store.recovered", failed_steps=self._store_failures)
             self._store_failures = 0
+        if self._debug:
+            self._trace_retransmissions(retrans)
         if outgoing and self.transport is not None:
             self.transport.send(outgoing)
         for pending in queue:
@@ -716,10 +734,16 @@ class Node:
     def _dispatch(self, events: list[Any]) -> None:
         delivered = False
         counters = self.counters
+        debug = self._debug
         for event in events:
             if isinstance(event, MessageReceived):
                 counters["delivered"] += 1
                 delivered = True
+                if debug:
+                    m = event.message
+                    self._trace("message.delivered", message=short(m.id), seq=event.seq,
+                                via=self._peer_name(event.peer),
+                                group=self.group_names().get(m.group_id, short(m.group_id)))
                 if event.seq is None:
                     m = event.message
                     received = DeliveredMessage(
@@ -731,20 +755,46 @@ class Node:
                 counters["acknowledged"] += 1
                 self._acked[event.peer] += 1
                 self._last_ack[event.peer] = time.time()
+                if debug:
+                    self._trace("message.acked", message=short(event.message_id),
+                                peer=self._peer_name(event.peer))
                 waiters = self._ack_waiters.get(event.message_id)
                 if waiters:
                     for waiter in waiters:
                         waiter.ack(event.peer)
             elif isinstance(event, GaveUp):
                 counters["gave_up"] += 1
-                self.log.warning(
-                    "message.gave_up", message=short(event.message_id),
-                    peer=self._peer_name(event.peer), reason=event.reason,
-                )
+                left_out = self._debug_limit.allow("message.gave_up", time.monotonic())
+                if left_out is not None:  # a flood of expiries: a few lines a second
+                    fields: dict[str, Any] = {}
+                    if left_out:
+                        fields["left_out"] = left_out
+                    self.log.warning(
+                        "message.gave_up", message=short(event.message_id),
+                        peer=self._peer_name(event.peer), reason=event.reason, **fields,
+                    )
             elif isinstance(event, PeerReachable):
                 self.log.info("peer.reachable", peer=self._peer_name(event.peer))
         if delivered:
             self.subscriptions.notify()
+
+    def _trace(self, event: str, **fields: Any) -> None:
+        """One debug line, at most 20 a second per event (a flood of
+        appends or deliveries says how many lines it left out)."""
+        left_out = self._debug_limit.allow(event, time.monotonic())
+        if left_out is None:
+            return
+        if left_out:
+            fields["left_out"] = left_out
+        self.log.debug(event, **fields)
+
+    def _trace_retransmissions(self, before: dict[bytes, int]) -> None:
+        """Debug: the retransmissions this step sent, per peer."""
+        for peer_id, stats in self.engine.peer_stats.items():
+            sent = stats["retransmissions"] - before.get(peer_id, 0)
+            if sent > 0:
+                self._trace("records.retransmitted", peer=self._peer_name(peer_id), count=sent,
+                            total=stats["retransmissions"])
 
     def _mismatch_json(self, peer_id: bytes) -> list[dict[str, Any]]:
         names = self.group_names()
@@ -850,6 +900,21 @@ class _AckWaiter:
             self.acked.add(peer)
             if self.satisfied():
                 self.done.set()
+
+
+def debug_enabled(log: Any) -> bool:
+    """Whether ``log`` passes debug lines (structlog's filtering loggers
+    and stdlib-backed ones both answer; unknown loggers: assume yes)."""
+    import logging
+
+    for name in ("is_enabled_for", "isEnabledFor"):
+        check = getattr(log, name, None)
+        if check is not None:
+            try:
+                return bool(check(logging.DEBUG))
+            except Exception:  # a logger that cannot tell
+                return True
+    return True
 
 
 def address_arg(address: str | tuple[str, int] | Any) -> str:

@@ -104,3 +104,39 @@ def test_doctor_names_an_unresolvable_host_and_a_stopped_peer(tmp_path):
             stop_all([b])
     finally:
         stop_all([a])
+
+
+def test_debug_log_follows_a_message_append_retransmission_delivery_ack(tmp_path):
+    """`--log-level debug` answers "where is my message?"."""
+    paths = make_network(tmp_path, "ab", [("a", "b")],
+                         settings={"a": {**FAST, "seed": 1}, "b": {**FAST, "seed": 2}})
+    a = Daemon(paths["a"], "--log-level", "debug", "--loss", "0.5").start()
+    b = Daemon(paths["b"], "--log-level", "debug").start()
+    try:
+        ids = [cli("send", str(paths["a"]), "chat", f"m{i}", check=True).stdout.strip()
+               for i in range(6)]
+
+        def events(path, name):
+            lines = (path / "daemon.log").read_text().splitlines()
+            return [e for e in map(json.loads, lines) if e["event"] == name]
+
+        short = {i[:8] for i in ids}
+        wait_until(lambda: {e["message"] for e in events(paths["a"], "message.acked")} >= short, 30,
+                   what="a to log every ACK")
+        appended = events(paths["a"], "message.appended")
+        assert {e["message"] for e in appended} == short and appended[0]["peers"] == ["b"]
+        assert all(e["level"] == "debug" for e in appended)
+        delivered = events(paths["b"], "message.delivered")
+        assert {e["message"] for e in delivered} == short and delivered[0]["via"] == "a"
+        assert events(paths["a"], "records.retransmitted"), "half the datagrams were lost"
+    finally:
+        stop_all([a, b])
+    # At the default level none of it is logged.
+    quiet = make_network(tmp_path / "quiet", "ab", [("a", "b")])
+    daemons = [Daemon(p).start() for p in quiet.values()]
+    try:
+        cli("send", str(quiet["a"]), "chat", "x", check=True)
+        wait_until(lambda: daemons[1].status()["messages_stored"] == 1, 20, what="delivery")
+    finally:
+        stop_all(daemons)
+    assert "message.appended" not in (quiet["a"] / "daemon.log").read_text()

@@ -166,7 +166,9 @@ def diagnose(status: dict[str, Any], now: float | None = None) -> list[dict[str,
                           f"{human_duration(peer.get('unresolved_for_s') or 0)}: nothing can be sent "
                           f"to {name}; {plural(waiting, 'record')} waiting",
             })
-        elif not peer.get("reachable"):
+        elif not peer.get("reachable") and (peer.get("last_heard_s") is None or waiting):
+            # Heard before and nothing waiting: idle, not a problem (peers
+            # stay silent when there is nothing to sync).
             heard = peer.get("last_heard_s")
             when = (f"never heard from it since this node started {_ago(uptime)}" if heard is None
                     else f"last heard {_ago(heard)}")

@@ -125,7 +125,7 @@ def peer_names(config: NodeConfig) -> dict[str, str]:
 
 
 def print_json(obj: Any) -> None:
-    print(json.dumps(obj, separators=(",", ":")), flush=True)
+    print(json.dumps(obj, separators=(",", ":"), allow_nan=False), flush=True)  # standard JSON only
 
 
 def format_time(timestamp: int) -> str:

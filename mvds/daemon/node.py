@@ -883,7 +883,7 @@ class Node:
         )
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)  # compared by identity: two waits for one message differ
 class _AckWaiter:
     """One :meth:`Node.wait_acked` call: whose ACK it wants, how many."""
 

@@ -81,6 +81,9 @@ seconds, with how often it happened since the previous line."""
 
 REPLAY_META_PREFIX = "replay/"
 
+REACHABILITY_CHECK = 1.0
+"""Seconds between checks for peers that went silent (the peer.unreachable log line)."""
+
 
 class Node:
     """One MVDS peer.  Open it with :meth:`Node.open` (an async context manager)."""
@@ -243,6 +246,7 @@ class Node:
                 nursery.start_soon(self._pump_loop)
                 nursery.start_soon(self.transport.run_sender)
                 nursery.start_soon(self._resolve_loop)
+                nursery.start_soon(self._reachability_loop)
                 if self._radio is not None:
                     nursery.start_soon(run_radio, self._radio, self.transport, self._radio_up, self.log)
                 task_status.started()
@@ -570,6 +574,23 @@ class Node:
         for peer_id in self.peers:
             self.engine.announce(peer_id, now)
         self._wake.set()
+
+    async def _reachability_loop(self) -> None:
+        """Log (info) each peer that stops being reachable: nothing heard
+        from it for ``offline_after`` seconds (the engine's PeerReachable
+        event logs the way back)."""
+        was: dict[bytes, bool] = {}
+        offline_after = self.engine_config.offline_after
+        while True:
+            await trio.sleep(REACHABILITY_CHECK)
+            now = time.time()
+            for peer_id in list(self.peers):
+                heard = self.engine.last_heard(peer_id)
+                up = heard is not None and now - heard < offline_after
+                if was.get(peer_id) and not up and heard is not None:
+                    self.log.info("peer.unreachable", peer=self._peer_name(peer_id),
+                                  last_heard_s=round(now - heard, 1))
+                was[peer_id] = up
 
     async def _resolve_loop(self) -> None:
         while True:

@@ -102,6 +102,18 @@ def test_doctor_names_an_unresolvable_host_and_a_stopped_peer(tmp_path):
             wait_until(lambda: not problems(paths["a"], "unreachable"), 20, what="b to be reachable")
         finally:
             stop_all([b])
+        # b stops again: a logs it once b has been silent for offline_after
+        # (10 s), and the doctor says when b was last heard.
+        cli("send", str(paths["a"]), "chat", "while b is away", check=True)
+
+        def logged_unreachable():
+            lines = (paths["a"] / "daemon.log").read_text().splitlines()
+            return [e for e in map(json.loads, lines) if e["event"] == "peer.unreachable"]
+
+        (event,) = wait_until(logged_unreachable, 20, what="a to log b unreachable")
+        assert event["peer"] == "b" and event["level"] == "info" and event["last_heard_s"] >= 10
+        (finding,) = problems(paths["a"], "unreachable")
+        assert "last heard" in finding["detail"] and "1 record waiting" in finding["detail"]
     finally:
         stop_all([a])
 

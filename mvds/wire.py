@@ -9,7 +9,9 @@ encoded once and its bytes are reused for every payload that carries it, and a
 Payload's encoding is just the concatenation of its records' field encodings,
 which is what lets :func:`split_payload` pack records into datagrams without
 re-encoding anything.  The output is exactly what protobuf itself produces
-(tests/test_wire.py checks this against the generated module with hypothesis).
+for a message whose ``metadata`` field is set, which the reference Go
+implementation always does (tests/test_wire.py checks this against the
+generated module with hypothesis).
 
 Decoding uses the generated module (protobuf's C parser) and then validates
 what protobuf cannot: ids and group ids are 32 bytes.  Any problem raises
@@ -215,12 +217,19 @@ def encode_message(message: Message) -> bytes:
     body = message.body
     if body:
         parts += (b"\x1a", _length(len(body)), body)
+    # ``metadata`` is always written, even empty (``22 00``), as the
+    # reference implementation does: its interactive mode dereferences the
+    # field without a nil check and crashes on a message that lacks it.
     parents = message.parents
-    if parents or message.ephemeral:
+    if parents:
         meta = b"".join([_PARENT_TAG + parent for parent in parents])
         if message.ephemeral:
             meta += b"\x10\x01"
         parts += (b"\x22", _length(len(meta)), meta)
+    elif message.ephemeral:
+        parts.append(b"\x22\x02\x10\x01")
+    else:
+        parts.append(b"\x22\x00")
     encoded = b"".join(parts)
     message._encoded = encoded
     return encoded

@@ -65,3 +65,4 @@ tar --numeric-owner --exclude=./dev/* --exclude=./proc/* --exclude=./sys/* \
         --message "debootstrap --variant=minbase $suite + python3, python3-venv" \
         - "$tag" >/dev/null
 say "$tag: $(docker run --rm "$tag" python3 --version) in $(( $(date +%s) - start )) s"
+say "use it: MVDS_BASE_IMAGE=$tag docker compose up -d --build, or once: echo MVDS_BASE_IMAGE=$tag >> .env"

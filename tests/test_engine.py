@@ -12,6 +12,7 @@ from mvds.engine import (
     LinearBackoff,
     MessageAcknowledged,
     MessageReceived,
+    MessageRefused,
     Mode,
     PeerReachable,
     QuadraticBackoff,
@@ -22,6 +23,7 @@ from mvds.store.memory import MemoryStore
 from mvds.wire import Message, Payload
 
 A, B, C = peer("A"), peer("B"), peer("C")
+GROUP3 = b"I" * 32
 
 
 def engine(**kwargs) -> Engine:
@@ -95,9 +97,8 @@ def test_answering_a_request_is_not_counted_as_a_retransmission():
     assert a.stats["retransmissions"] == 0
 
 
-def test_a_record_resent_while_its_peer_is_talking_waits_at_most_online_backoff():
-    a = engine(policy=ExponentialBackoff(base=1, max_delay=64, jitter=0), online_backoff=3,
-               reachability_backoff=100)
+def _backed_off(a):
+    """A's record for B after 8 unanswered sends; returns (last send, next send)."""
     a.share(GROUP, B, 0)
     a.append(GROUP, b"x", 0.0)
     now = 0.0
@@ -106,9 +107,29 @@ def test_a_record_resent_while_its_peer_is_talking_waits_at_most_online_backoff(
         a.payloads_to_send(now)
     resend = a.next_timer()
     assert resend - now > 16
-    a.receive(B, Payload(), resend - 0.5)  # B talks (too little for a reachability pull)
+    return now, resend
+
+
+def test_a_record_resent_while_its_peer_is_answering_waits_at_most_online_backoff():
+    a = engine(policy=ExponentialBackoff(base=1, max_delay=64, jitter=0), online_backoff=3,
+               reachability_backoff=100)
+    now, resend = _backed_off(a)
+    other = a.append(GROUP, b"y", resend - 0.6)
+    a.payloads_to_send(resend - 0.6)
+    a.receive(B, Payload(acks=[other.id]), resend - 0.5)  # B answers (ACKs y), not x
     a.payloads_to_send(resend)
-    assert a.next_timer() - resend <= 3, "while B is online, waits are capped"
+    assert a.next_timer() - resend <= 3, "while B is answering, waits are capped"
+
+
+def test_a_peer_that_talks_but_never_answers_gets_the_whole_backoff():
+    """A reference peer replies to every payload (empty) and never re-ACKs a
+    duplicate: talking alone must not shorten the schedule."""
+    a = engine(policy=ExponentialBackoff(base=1, max_delay=64, jitter=0), online_backoff=3,
+               reachability_backoff=100)
+    now, resend = _backed_off(a)
+    a.receive(B, Payload(), resend - 0.5)
+    a.payloads_to_send(resend)
+    assert a.next_timer() - resend >= 64
 
 
 def test_mode_can_be_overridden_per_message():
@@ -427,14 +448,27 @@ def test_request_from_a_peer_not_sharing_the_group_is_refused():
     assert a.stats["requests_refused"] == 1
 
 
-def test_message_for_a_group_not_shared_with_the_sender_is_dropped_unacked():
+def test_message_for_a_group_not_shared_with_the_sender_is_acked_not_stored():
+    """The ACK is the "stop" a reference peer understands; nothing is kept."""
     b = engine()
     b.share(GROUP, A, 0)
-    m = Message(GROUP2, 1, b"intruder")
-    b.receive(A, Payload(messages=[m]), 0.0)
+    b.join(GROUP2)  # a member or not: the answer is the same (it reveals nothing)
+    intruders = [Message(GROUP2, 1, b"intruder"), Message(GROUP3, 1, b"stranger")]
+    b.receive(A, Payload(messages=intruders), 0.0)
     assert b.store.message_count() == 0
-    assert A not in sent_to(b, 0.0)
-    assert b.stats["dropped_unshared_group"] == 1
+    assert sent_to(b, 0.0)[A].acks == [m.id for m in intruders]
+    assert b.stats["dropped_unshared_group"] == 2
+    events = b.events()
+    assert not [e for e in events if isinstance(e, MessageReceived)]
+    # Reported, rate-limited: one event a minute per peer.
+    b.receive(A, Payload(messages=[Message(GROUP2, 2, b"again")]), 30.0)
+    b.receive(A, Payload(messages=[Message(GROUP2, 3, b"later")]), 61.0)
+    refused = [e for e in events + b.events() if isinstance(e, MessageRefused)]
+    assert [(e.reason, e.suppressed) for e in refused] == [("unshared_group", 0), ("unshared_group", 2)]
+    assert len(sent_to(b, 61.0)[A].acks) == 2
+    # An ephemeral message is never ACKed, unshared or not.
+    b.receive(A, Payload(messages=[Message(GROUP2, 4, b"e", ephemeral=True)]), 62.0)
+    assert A not in sent_to(b, 62.0)
 
 
 def test_sharing_later_syncs_existing_messages_and_unsharing_stops():
@@ -603,12 +637,39 @@ def test_self_referencing_parents_are_dropped():
     assert b.stats["dropped_self_parent"] == 1
 
 
-def test_too_many_parents_are_dropped():
+def _delivered(e: Engine) -> list[bytes]:
+    return [ev.message.body for ev in e.events() if isinstance(ev, MessageReceived)]
+
+
+def test_repeated_parents_count_once():
+    """A reference peer repeats one leaf dozens of times (a loop-variable bug)."""
     b = engine(max_parents=2)
     b.share(GROUP, A, 0)
-    m = Message(GROUP, 1, b"x", [bytes([i]) * 32 for i in range(3)])
-    b.receive(A, Payload(messages=[m]), 0.0)
-    assert b.store.message_count() == 0 and b.stats["dropped_too_many_parents"] == 1
+    parent = Message(GROUP, 1, b"parent")
+    child = Message(GROUP, 2, b"child", [parent.id] * 36)
+    b.receive(A, Payload(messages=[child]), 0.0)
+    assert sent_to(b, 0.0)[A].acks == [child.id]
+    assert b.store.get_message(child.id).parents == (parent.id,)
+    assert b.stats["parents_repeated"] == 1 and _delivered(b) == []
+    b.receive(A, Payload(messages=[parent]), 1.0)
+    assert _delivered(b) == [b"parent", b"child"]
+
+
+def test_more_distinct_parents_than_tracked_are_stored_acked_and_waited_for_in_part():
+    """Stored and ACKed with its first ``max_parents`` distinct parents; the
+    rest count as delivered (docs/PROTOCOL.md 12.1)."""
+    b = engine(max_parents=2)
+    b.share(GROUP, A, 0)
+    first, second, third = (Message(GROUP, i, b"p%d" % i) for i in range(1, 4))
+    child = Message(GROUP, 9, b"child", [first.id, first.id, second.id, third.id])
+    b.receive(A, Payload(messages=[child]), 0.0)
+    assert sent_to(b, 0.0)[A].acks == [child.id]
+    assert b.store.get_message(child.id).parents == (first.id, second.id)
+    assert b.stats["parents_beyond_limit"] == 1
+    b.receive(A, Payload(messages=[first]), 1.0)
+    assert _delivered(b) == [b"p1"]
+    b.receive(A, Payload(messages=[second]), 2.0)  # the third is never waited for
+    assert _delivered(b) == [b"p2", b"child"]
 
 
 # -- appends -----------------------------------------------------------------------

@@ -110,7 +110,8 @@ def test_sizes_table_matches_the_code():
         table["largest Payload in a sealed datagram"]
         == limits.MAX_DATAGRAM_SIZE - limits.SEALED_OVERHEAD
     )
-    assert table["most parents a message may carry"] == EngineConfig().max_parents
+    assert table["most parents mvds puts on a message"] == EngineConfig().max_parents
+    assert table["most distinct parents a receiver waits for"] == EngineConfig().max_parents
     assert table["largest message body"] == limits.MAX_BODY_SIZE
 
 

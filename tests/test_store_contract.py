@@ -140,11 +140,27 @@ def test_leaves_follow_the_dag(store):
     assert store.leaves(G2) == [other.id] and store.leaves(G1) == [d.id]
 
 
-def test_a_parent_stored_after_its_child_is_not_a_leaf(store):
+def test_a_parent_ready_after_its_ready_child_is_not_a_leaf(store):
+    # Eventual delivery: the child is ready before its parent arrives.
     parent = msg(b"late")
-    child = add(store, msg(b"early", parents=(parent.id,)), ready=False)
+    child = add(store, msg(b"early", parents=(parent.id,)))
     assert store.leaves(G1) == [child.id]
+    add(store, parent)
+    assert store.leaves(G1) == [child.id]
+
+
+def test_held_messages_are_no_leaves_and_hide_no_parent(store):
+    # Causal delivery: a held message must never become a parent of a local
+    # append, or a descendant of it could be delivered before it.
+    root = add(store, msg(b"root"))
+    parent = msg(b"late", parents=(root.id,))
+    child = add(store, msg(b"early", parents=(parent.id,)), ready=False)
+    assert store.leaves(G1) == [root.id]
     add(store, parent, ready=False)
+    assert store.leaves(G1) == [root.id]
+    store.mark_ready(parent.id, deliver=True)
+    assert store.leaves(G1) == [parent.id]
+    store.mark_ready(child.id, deliver=True)
     assert store.leaves(G1) == [child.id]
 
 

@@ -261,10 +261,10 @@ class World:
         assert handed_seqs == sorted(set(handed_seqs)), "the reader's seqs went back or repeated"
         received = [s.seq for s in delivered if s.received_from is not None]
         assert handed_seqs == received[: len(handed_seqs)], "the reader skipped a received message"
-        # Leaves: stored messages that no stored message names as parent.
-        messages = [store.get_message(mid) for mid in stored]
-        named = {parent for m in messages for parent in m.parents}
-        assert set(store.leaves(GROUP)) == stored - named, "DAG leaves disagree with the messages"
+        # Leaves: ready messages that no ready message names as parent.
+        ready = {mid for mid in stored if store.is_ready(mid)}
+        named = {parent for mid in ready for parent in store.get_message(mid).parents}
+        assert set(store.leaves(GROUP)) == ready - named, "DAG leaves disagree with the messages"
 
     def settle(self, rounds: int = 400) -> None:
         """Heal the link and run until nothing is left to do."""

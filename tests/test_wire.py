@@ -37,9 +37,10 @@ def to_protobuf(payload: Payload) -> mvds_pb2.Payload:
     pb = mvds_pb2.Payload(acks=payload.acks, offers=payload.offers, requests=payload.requests)
     for m in payload.messages:
         pm = pb.messages.add(group_id=m.group_id, timestamp=m.timestamp, body=m.body)
-        if m.parents or m.ephemeral:
-            pm.metadata.parents.extend(m.parents)
-            pm.metadata.ephemeral = m.ephemeral
+        # As the reference Go implementation: metadata always set, even empty.
+        pm.metadata.SetInParent()
+        pm.metadata.parents.extend(m.parents)
+        pm.metadata.ephemeral = m.ephemeral
     return pb
 
 
@@ -64,6 +65,25 @@ def test_message_id_is_recomputed_not_taken_from_the_wire():
     decoded = decode_payload(pb.SerializeToString())
     assert decoded.messages[0].id != m.id
     assert decoded.messages[0].id == Message(bytes(32), 5, b"tampered").id
+
+
+def test_metadata_is_always_encoded_as_the_reference_does():
+    """A reference peer in interactive mode crashes on a message without it."""
+    for message in (Message(bytes(32), 1, b"x"), Message(bytes(32), 1, b"x", ephemeral=True)):
+        (pm,) = mvds_pb2.Payload.FromString(encode_payload(Payload(messages=[message]))).messages
+        assert pm.HasField("metadata")
+    assert encode_message(Message(bytes(32), 1, b"x")).endswith(b"\x22\x00")
+
+
+def test_reference_payloads_round_trip_byte_for_byte():
+    """What a Go peer sends (metadata always present) re-encodes identically."""
+    pb = mvds_pb2.Payload(acks=[b"\x01" * 32])
+    for i, parents in enumerate(([], [b"\x02" * 32] * 3, [b"\x03" * 32, b"\x04" * 32])):
+        pm = pb.messages.add(group_id=bytes(32), timestamp=1700000000 + i, body=b"m%d" % i)
+        pm.metadata.SetInParent()
+        pm.metadata.parents.extend(parents)
+    data = pb.SerializeToString()
+    assert encode_payload(decode_payload(data)) == data
 
 
 def test_go_style_empty_metadata_is_accepted():

@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "doctor": "doctor",
     "demo": "demo",
     "sim": "sim",
+    "testbed": "testbed",
     "completion": "completion",
 }
 """Command name -> module under mvds.cli that registers it, in help order."""

@@ -41,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--list", action="store_true", help="list scenarios, or a scenario's parameters")
     parser.add_argument("--no-plots", action="store_true", help="write JSON and Markdown only")
     parser.add_argument("--progress", action="store_true", help="progress bar even if stderr is not a terminal")
+    parser.add_argument("--seeds", type=int, metavar="N",
+                        help="run seeds SEED..SEED+N-1 and report each measure's mean and 95%% CI "
+                        "(per sweep point); writes seeds.json and seeds.md")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="with --seeds: spread the seeds over N local processes")
     return parser
 
 
@@ -162,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
     from mvds.sim.scenarios import ALL_RUNS, SCENARIOS
 
     config = _load_config(args.config) if args.config else {}
+    if args.scenario == "scenario":
+        return _run_file(args)
     if args.scenario is not None and "=" in args.scenario:
         # Parameters without a scenario name (it comes from --config).
         args.params.insert(0, args.scenario)
@@ -185,8 +192,96 @@ def run(args: argparse.Namespace) -> int:
             label = name if directory == name else f"{directory} ({name}, {_describe(params)})"
             _run_one(name, params, seed, base / directory, args, label)
         return 0
+    if scenario == "scenario":
+        return _run_file(args)
     if scenario not in SCENARIOS:
         known = ", ".join(SCENARIOS)
         raise CliError(f"unknown scenario {scenario!r} (scenarios: {known}, all)")
+    if args.seeds is not None:
+        return _run_seeds(scenario, given, seed, args)
     _run_one(scenario, given, seed, args.out or DEFAULT_OUT / scenario, args)
     return 0
+
+
+def _run_seeds(name: str, given: dict[str, Any], first: int, args: argparse.Namespace) -> int:
+    """``mvds sim NAME --seeds N``: every point over N seeds, mean and 95% CI."""
+    import json
+
+    from mvds.sim.seeds import aggregate, markdown, run_seeds
+
+    if not 2 <= args.seeds <= 100_000:
+        raise CliError("--seeds must be between 2 and 100000")
+    if not 1 <= args.workers <= 256:
+        raise CliError("--workers must be between 1 and 256")
+    seeds = list(range(first, first + args.seeds))
+    started = time.perf_counter()
+    try:
+        rows = aggregate(run_seeds(name, given, seeds, args.workers))
+    except ValueError as exc:
+        raise CliError(f"{name}: {exc}") from None
+    elapsed = time.perf_counter() - started
+    out = args.out or DEFAULT_OUT / name
+    text = markdown(name, seeds, rows)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "seeds.json").write_text(json.dumps({"scenario": name, "params": given, "seeds": seeds,
+                                                    "points": rows}, indent=2) + "\n")
+        (out / "seeds.md").write_text(text)
+    except OSError as exc:
+        raise CliError(f"cannot write results to {out}: {exc.strerror or exc}") from None
+    sys.stdout.write(text)
+    print(f"  {len(seeds)} seeds x {len(rows)} points in {elapsed:.2f} s ({args.workers} workers)")
+    print(f"  wrote {out / 'seeds.json'}")
+    print(f"  wrote {out / 'seeds.md'}")
+    return 0
+
+
+def _run_file(args: argparse.Namespace) -> int:
+    """``mvds sim scenario FILE``: a testbed scenario file (docs/TESTBED.md) in the simulator."""
+    import json
+
+    from mvds.testbed.scenario import ScenarioError, load_scenario
+    from mvds.testbed.simulate import run_seeds
+    from mvds.testbed.stats import summarize
+
+    if len(args.params) != 1:
+        raise CliError("mvds sim scenario FILE: name one scenario file (docs/TESTBED.md)")
+    try:
+        scenario = load_scenario(args.params[0])
+    except ScenarioError as exc:
+        raise CliError(str(exc)) from None
+    if args.seeds is not None and not 1 <= args.seeds <= 100_000:
+        raise CliError("--seeds must be between 1 and 100000")
+    if not 1 <= args.workers <= 256:
+        raise CliError("--workers must be between 1 and 256")
+    first = args.seed if args.seed is not None else scenario.seed
+    seeds = list(range(first, first + (args.seeds or 1)))
+    started = time.perf_counter()
+    runs = run_seeds(scenario, seeds, args.workers)
+    elapsed = time.perf_counter() - started
+    for run in runs:
+        run.pop("latencies_s", None)
+    stats = summarize(runs)
+    out = args.out or DEFAULT_OUT / scenario.name
+    report = {"scenario": scenario.name, "seeds": seeds, "summary": stats, "runs": runs}
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        lines = [f"# Simulated: {scenario.name} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
+                 f" from {first})", "", "| measure | mean | 95% CI +- |", "| --- | --- | --- |"]
+        for key, value in stats.items():
+            if isinstance(value, dict):
+                lines.append(f"| {key} | {value['mean']} | {value['ci95'] if value['ci95'] is not None else '-'} |")
+        lines.append(f"\n{stats['passed']} of {stats['runs']} runs delivered everything.")
+        (out / "summary.md").write_text("\n".join(lines) + "\n")
+    except OSError as exc:
+        raise CliError(f"cannot write results to {out}: {exc.strerror or exc}") from None
+    conv = stats["convergence_s"]
+    ci = "" if conv["ci95"] is None else f" +- {conv['ci95']:g}"
+    print(f"{scenario.name}: {stats['passed']}/{stats['runs']} runs delivered everything; "
+          f"convergence {conv['mean']}{ci} s after the last append; "
+          f"{stats['bytes_per_delivery']['mean']} bytes per delivery "
+          f"({len(seeds)} seeds, {args.workers} workers, {elapsed:.2f} s)")
+    print(f"  wrote {out / 'report.json'}")
+    print(f"  wrote {out / 'summary.md'}")
+    return 0 if stats["passed"] == stats["runs"] else 1

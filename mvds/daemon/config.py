@@ -89,7 +89,7 @@ class NodeConfig:
     max_inflight: int = 1024
     """Unacknowledged messages per peer and group before new ones wait."""
     max_parents: int = MAX_PARENTS_ON_WIRE
-    """Most parents put on an appended message and accepted on a received one (more: dropped, counted)."""
+    """Most parents put on an appended message and waited for on a received one (more: kept in part, counted)."""
     max_requests: int = 4096
     """Most REQUEST records kept towards one peer; beyond it OFFERs are not requested (counted)."""
     control_max_clients: int = 32
@@ -110,6 +110,8 @@ class NodeConfig:
     """Seed of the simulated loss (reproducible runs); random if unset."""
     schedule: str = ""
     """Simulated availability, e.g. "up 2s, down 6s" (radio off: nothing in or out)."""
+    links: str = ""
+    """Testbed only: a links file (per-peer latency, jitter, loss, duplication, reordering, rate, cuts) shaping what this node sends; see docs/TESTBED.md. Empty: off."""
     log_format: str = "console"
     """console (for people) or json (for machines)."""
     log_level: str = "info"

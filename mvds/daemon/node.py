@@ -62,7 +62,14 @@ from mvds.daemon.status import build_status
 from mvds.daemon.subscriptions import Subscriptions
 from mvds.daemon.transport import SMALL_BUFFER, UdpTransport
 from mvds.excgroups import leaves
-from mvds.engine import Engine, GaveUp, MessageAcknowledged, MessageReceived, PeerReachable
+from mvds.engine import (
+    Engine,
+    GaveUp,
+    MessageAcknowledged,
+    MessageReceived,
+    MessageRefused,
+    PeerReachable,
+)
 from mvds.ids import ID_SIZE, parse_group, short
 from mvds.secure import EnvelopeCodec, Identity, NonceCounter
 from mvds.store.base import Store
@@ -127,7 +134,6 @@ class Node:
         self._last_ack: dict[bytes, float] = {}
         self.mismatches = GroupMismatches()
         """Messages of groups not shared with their sender, per (peer, group)."""
-        self._mismatch_log = LogThrottle(interval=60.0)
         self._accepted_cache: tuple[NodeConfig, frozenset[tuple[bytes, bytes]]] | None = None
         self._closing = False
         self._running = False
@@ -215,6 +221,8 @@ class Node:
         except OSError as exc:  # the port is taken, the host is not ours, ...
             raise NodeError(exc.strerror or str(exc)) from None
         try:
+            if self.config.links:  # testbed link emulation (mvds/daemon/netem.py)
+                self.transport.use_links(self.config.links, self.config.seed, self._peer_name_at)
             await self._resolve_peers()
             async with trio.open_nursery() as nursery:
                 if self.config.metrics:
@@ -691,26 +699,18 @@ class Node:
         return cached[1]
 
     def _check_groups(self, peer_id: bytes, messages: list[Any], clock: float) -> None:
-        """Count (and log, rate-limited) messages of groups not shared with
-        their sender: the engine drops them; a group name typo on one side
-        looks like this (mvds doctor names it)."""
+        """Count messages of groups not shared with their sender per (peer,
+        group): the engine refuses them; a group name typo on one side looks
+        like this (mvds doctor names it)."""
         accepted = self._accepted()
         loose = self.engine_config.accept_unshared
         for message in messages:
             group_id = message.group_id
             if (group_id, peer_id) in accepted or (loose and group_id in self.group_names()):
                 continue
-            total = self.mismatches.count(peer_id, group_id)
-            key = f"{peer_id.hex()}/{group_id.hex()}"
-            if self._mismatch_log.count(key, clock) is not None:
-                name = self.group_names().get(group_id)
-                fields: dict[str, Any] = {"peer": self._peer_name(peer_id),
-                                          "group": name or group_id.hex(), "messages": total}
-                if name is None:
-                    guess = similar_name(group_id, self.group_names().values())
-                    if guess:
-                        fields["similar_to"] = guess
-                self.log.info("peer.group_mismatch", **fields)
+            # Logged by the engine's MessageRefused event (rate-limited),
+            # counted here per (peer, group) for status and mvds doctor.
+            self.mismatches.count(peer_id, group_id)
 
     def _swap_config(self, new: NodeConfig, now: float) -> None:
         """After the commit and the file: the new config in memory, and the
@@ -725,6 +725,12 @@ class Node:
             self.gate.unknown.forget(peer_id)
         for group_id, peer_id in self._accepted():
             self.mismatches.forget(peer_id, group_id)
+
+    def _peer_name_at(self, addr: Any) -> str | None:
+        for state in self.peers.values():
+            if state.address is not None and state.address[:2] == addr[:2]:
+                return state.config.name
+        return None
 
     def _on_store_error(self, exc: StoreError, queue: list[Command]) -> None:
         """The step's transaction was rolled back: nothing of it was sent,
@@ -796,6 +802,21 @@ class Node:
                     )
             elif isinstance(event, PeerReachable):
                 self.log.info("peer.reachable", peer=self._peer_name(event.peer))
+            elif isinstance(event, MessageRefused):  # rate-limited by the engine
+                names = self.group_names()
+                extra: dict[str, Any] = {}
+                name = names.get(event.group_id)
+                if name is None:  # a group we do not know: perhaps a typo of ours
+                    guess = similar_name(event.group_id, names.values())
+                    if guess:
+                        extra["similar_to"] = guess
+                else:
+                    extra["group_name"] = name
+                self.log.warning(
+                    "message.refused", message=short(event.message_id),
+                    peer=self._peer_name(event.peer), group=event.group_id.hex(),
+                    reason=event.reason, suppressed=event.suppressed, **extra,
+                )
         if delivered:
             self.subscriptions.notify()
 

@@ -13,8 +13,9 @@ import platform
 import random
 import socket
 import sys
+import time
 from collections import Counter, deque
-from typing import Any
+from typing import Any, Callable
 
 import trio
 
@@ -60,6 +61,9 @@ def size_buffers(sock: socket.socket, size: int = RECEIVE_BUFFER) -> None:
         except OSError:
             pass
 
+LINKS_CHECK_INTERVAL = 0.1
+"""How often a running node looks whether its links file changed (testbed)."""
+
 MAX_DRAIN = 4096
 """Most datagrams taken per wake-up, so one flood cannot starve timers."""
 
@@ -85,6 +89,19 @@ class UdpTransport:
         self.drops: Counter[str] = Counter()
         self._backlog: deque[tuple[bytes, Address]] = deque()
         self._writable = trio.Event()
+        self.netem: Any = None
+        """Testbed link emulation (mvds.daemon.netem), set by :meth:`use_links`."""
+
+    def use_links(self, path: str, seed: int | None, peer_of: Callable[[Address], str | None]) -> None:
+        """Shape what this node sends per peer as the links file says (testbed
+        only; ``peer_of`` names the peer at an address).  Raises LinksError."""
+        from mvds.daemon.netem import LinkEmulator, LinksFile
+
+        self._links_file = LinksFile(path)
+        self.netem = LinkEmulator(self._links_file.read_if_changed() or {}, seed, drops=self.drops)
+        self._peer_of = peer_of
+        self._netem_wake = trio.Event()
+        self._links_checked = time.monotonic()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -128,7 +145,14 @@ class UdpTransport:
         return out
 
     def send(self, datagrams: list[tuple[bytes, Address]]) -> None:
-        """Send now; what the kernel will not take yet waits for ``run_sender``."""
+        """Send now (or when the link emulation says); what the kernel will
+        not take yet waits for ``run_sender``."""
+        if self.netem is not None:
+            datagrams = self.netem.admit(datagrams, self._peer_of, time.monotonic())
+            self._netem_wake.set()
+        self._transmit(datagrams)
+
+    def _transmit(self, datagrams: list[tuple[bytes, Address]]) -> None:
         if self._backlog:
             self._backlog.extend(datagrams)
             return
@@ -158,7 +182,41 @@ class UdpTransport:
             stats["bytes_out"] += len(data)
 
     async def run_sender(self) -> None:
-        """Flush the backlog whenever the socket becomes writable again."""
+        """Flush the backlog whenever the socket becomes writable again (and
+        run the link emulation's delay queue, if any)."""
+        if self.netem is None:
+            await self._flush_backlog()
+            return
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._run_netem)
+            await self._flush_backlog()
+
+    async def _run_netem(self) -> None:
+        """Send delayed datagrams when due; re-read the links file now and then."""
+        from mvds.daemon.netem import LinksError
+
+        while True:
+            due = self.netem.next_timer()
+            wait = LINKS_CHECK_INTERVAL
+            if due is not None:
+                wait = min(wait, max(0.0, due - time.monotonic()))
+            with trio.move_on_after(wait):
+                await self._netem_wake.wait()
+            self._netem_wake = trio.Event()
+            now = time.monotonic()
+            if now - self._links_checked >= LINKS_CHECK_INTERVAL:
+                self._links_checked = now
+                try:
+                    links = self._links_file.read_if_changed()
+                except LinksError:  # unreadable or broken: keep the last conditions
+                    links = None
+                if links is not None:
+                    self.netem.configure(links)
+            ready = self.netem.due(now)
+            if ready:
+                self._transmit(ready)
+
+    async def _flush_backlog(self) -> None:
         while True:
             await self._writable.wait()
             self._writable = trio.Event()
@@ -166,7 +224,7 @@ class UdpTransport:
                 await trio.lowlevel.wait_writable(self.sock)
                 pending = list(self._backlog)
                 self._backlog.clear()
-                self.send(pending)
+                self._transmit(pending)
                 # send() re-queued what did not fit (and set the event).
                 if self._backlog:
                     self._writable = trio.Event()

@@ -7,6 +7,7 @@ from mvds.engine.events import (
     GaveUp,
     MessageAcknowledged,
     MessageReceived,
+    MessageRefused,
     PeerReachable,
 )
 from mvds.engine.policy import (
@@ -28,6 +29,7 @@ __all__ = [
     "LinearBackoff",
     "MessageAcknowledged",
     "MessageReceived",
+    "MessageRefused",
     "Mode",
     "PeerReachable",
     "QuadraticBackoff",

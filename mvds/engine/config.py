@@ -45,18 +45,24 @@ class EngineConfig:
     REQUESTs are never held back (they settle the peer's own window)."""
 
     reachability_backoff: int = 4
-    """When anything arrives from a peer, its records scheduled more than this
-    many epochs ahead become due at once: the peer is evidently online."""
+    """When a peer is heard after a silence (never heard, or silent for
+    ``offline_after``), its records scheduled more than this many epochs
+    ahead become due at once: the peer is evidently back.  Once per such
+    transition, never on every payload: a peer that talks without ACKing
+    must not defeat the backoff."""
 
     offline_after: float = 10.0
     """Silence (seconds) after which the next payload from a peer is reported
     as a ``PeerReachable`` event; a peer heard within it counts as online."""
 
     online_backoff: int = 8
-    """Most epochs a record waits between sends while its peer counts as
-    online.  Long backoff is for peers that are silent; a peer that is
-    talking to us but lost a datagram gets it again soon (on a 50%-loss link
-    this ends the tail of stragglers waiting out a 64-epoch backoff)."""
+    """Most epochs a record waits between sends while its peer answers
+    (it ACKed one of our records, or REQUESTed an OFFER, within
+    ``offline_after``).  Long backoff is for peers that are silent or do not
+    answer; a peer that is acknowledging our traffic but lost a datagram
+    gets it again soon (on a 50%-loss link this ends the tail of stragglers
+    waiting out a 64-epoch backoff).  Merely talking is not enough: a peer
+    that sends payloads but never ACKs gets the policy's full backoff."""
 
     max_rto: float = 10.0
     """Ceiling (seconds) of the retransmission timeout measured from a peer's
@@ -65,8 +71,11 @@ class EngineConfig:
     once does not hold back retransmissions longer than this."""
 
     max_parents: int = MAX_PARENTS_ON_WIRE
-    """Most parents put on an appended message, and most accepted on a
-    received one (a received message with more is dropped, unacknowledged)."""
+    """Most parents put on an appended message, and most waited for on a
+    received one.  A received message's repeated parent ids count once; one
+    with more distinct parents than this is still stored and ACKed, keeping
+    its first ``max_parents`` distinct parents (causal delivery waits for
+    those; the rest count as satisfied; counted as ``parents_beyond_limit``)."""
 
     max_body: int = MAX_BODY_SIZE
     """Largest body accepted on a received message (the protocol's limit,
@@ -90,7 +99,8 @@ class EngineConfig:
     accept_unshared: bool = False
     """Accept MESSAGEs for a group this node is in from a peer the group is not
     shared with.  Off for the daemon (a peer may only write into groups shared
-    with it); the simulator's research scenarios use one-way sharing."""
+    with it: others are ACKed so the sender stops, but neither stored nor
+    delivered); the simulator's research scenarios use one-way sharing."""
 
     ephemeral_memory: int = 4096
     """How many ephemeral message ids are remembered to drop duplicates

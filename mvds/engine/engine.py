@@ -33,6 +33,7 @@ from mvds.engine.events import (
     GaveUp,
     MessageAcknowledged,
     MessageReceived,
+    MessageRefused,
     PeerReachable,
 )
 from mvds.engine.records import UNKNOWN_GROUP, Delivery, Mode, Record, RecordType
@@ -45,6 +46,10 @@ if TYPE_CHECKING:  # the store imports engine.records: avoid the cycle at run ti
 
 _SENT_AT_LIMIT = 1 << 16
 _BUMPED_LIMIT = 4096
+_REFUSED_EVENT_INTERVAL = 60.0
+"""Seconds between two MessageRefused events for one peer: a peer that
+keeps writing into a group we do not share with it is reported, not logged
+once per message."""
 
 _OFFER = RecordType.OFFER
 _REQUEST = RecordType.REQUEST
@@ -66,7 +71,12 @@ class Engine:
         self._announce: set[bytes] = set()
         self._events: deque[Event] = deque()
         self._last_heard: dict[bytes, float] = {}
-        self._pulled_epoch: dict[bytes, int] = {}
+        self._last_answer: dict[bytes, float] = {}
+        """When each peer last answered one of our records (ACK, or REQUEST
+        for an OFFER): only a peer that answers gets the online cap."""
+        self._refused: dict[bytes, tuple[float, int]] = {}
+        """Per peer: when the last MessageRefused event went out, and how
+        many refusals were not reported since (rate-limited reporting)."""
         self._ephemeral_seen: OrderedDict[bytes, None] = OrderedDict()
         self._bumped: OrderedDict[tuple[bytes, bytes], int] = OrderedDict()
         """Last timestamp given to a repeated body, by (group, body digest),
@@ -265,9 +275,9 @@ class Engine:
     def announce(self, peer: bytes, now: float) -> None:
         """Send ``peer`` a payload even if it is empty: "I am online now".
 
-        Receiving anything makes the peer's records for us due at once (the
-        reachability rule), so a mostly-offline node calls this when it comes
-        back online.
+        Hearing from a peer after a silence makes its records for us due at
+        once (the reachability rule), so a mostly-offline node calls this
+        when it comes back online.
         """
         self._announce.add(peer)
         self._schedule_flush(peer, now)
@@ -291,14 +301,20 @@ class Engine:
             self._on_requests(peer, payload.requests, epoch, now)
 
     def _heard(self, peer: bytes, now: float, epoch: int) -> None:
-        """Reachability: a peer we hear from is online, so stop backing off."""
+        """Reachability: a peer heard after a silence is back, so stop backing off.
+
+        Only on the transition from unreachable (never heard, or silent for
+        ``offline_after``) to reachable.  A peer that keeps talking but does
+        not ACK (docs/PROTOCOL.md section 15: a reference peer answers every
+        payload with an empty one and never re-ACKs a duplicate) would
+        otherwise make its backed-off records due on every datagram: a
+        retransmission storm instead of a backoff.
+        """
         last = self._last_heard.get(peer)
         self._last_heard[peer] = now
-        if last is None or now - last >= self.config.offline_after:
-            self._events.append(PeerReachable(peer))
-        if self._pulled_epoch.get(peer) == epoch:
-            return  # at most once per epoch per peer: cost stays bounded
-        self._pulled_epoch[peer] = epoch
+        if last is not None and now - last < self.config.offline_after:
+            return  # still reachable: no transition, no pull
+        self._events.append(PeerReachable(peer))
         # Records waiting out the peer's round-trip time are not "in long
         # backoff": pulling them forward would resend what is still on its way.
         beyond = max(self.config.reachability_backoff, self._rto_epochs(peer) + 1)
@@ -321,6 +337,8 @@ class Engine:
             store.delete_record(message_id, peer)
             self._events.append(MessageAcknowledged(message_id, peer))
             settled = True
+        if settled:
+            self._last_answer[peer] = now
         if settled and store.has_new_records(peer):
             self._schedule_flush(peer, now)
 
@@ -340,10 +358,18 @@ class Engine:
             group_id = message.group_id
             if not self._accepts(group_id, peer):
                 stats["dropped_unshared_group"] += 1
+                if not message.ephemeral:
+                    # Not stored, not delivered, but ACKed: the ACK is the
+                    # only "stop" a reference peer understands, and without
+                    # it the sender retransmits forever.  It reveals nothing:
+                    # we ACK whether or not we are in the group.
+                    if acks is None:
+                        acks = self._acks[peer] = []
+                    acks.append(message.id)
+                    self._refuse(peer, message, "unshared_group", now)
                 continue
-            if len(message.parents) > config.max_parents:
-                stats["dropped_too_many_parents"] += 1
-                continue
+            if len(message.parents) > 1:
+                message = self._normalized_parents(message)
             if len(message.body) > config.max_body:
                 stats["dropped_oversized_body"] += 1
                 continue
@@ -375,6 +401,43 @@ class Engine:
             self._on_new_message(peer, message, epoch, now)
         if acks:
             self._schedule_flush(peer, now)
+
+    def _normalized_parents(self, message: Message) -> Message:
+        """``message`` with repeated parent ids counted once, and at most
+        ``max_parents`` of them (docs/PROTOCOL.md section 12.1).
+
+        Deployed reference peers repeat one parent dozens of times, and any
+        node may have more leaves than we track after out-of-order arrival.
+        Dropping such a message would leave it unacknowledged forever, so it
+        is kept with its first ``max_parents`` distinct parents: causal
+        delivery waits for those, the rest count as satisfied.  Metadata is
+        not part of the id, so the message is the same message; relays carry
+        the normalized list, which every mvds peer accepts.
+        """
+        parents = message.parents
+        distinct = tuple(dict.fromkeys(parents))
+        if len(distinct) == len(parents) and len(distinct) <= self.config.max_parents:
+            return message
+        if len(distinct) != len(parents):
+            self.stats["parents_repeated"] += 1
+        if len(distinct) > self.config.max_parents:
+            self.stats["parents_beyond_limit"] += 1
+            distinct = distinct[: self.config.max_parents]
+        return Message._from_wire(
+            message.group_id, message.timestamp, message.body, distinct,
+            message.ephemeral, None, message.id,
+        )
+
+    def _refuse(self, peer: bytes, message: Message, reason: str, now: float) -> None:
+        """Report a refused message as an event, at most once a minute per peer."""
+        last, suppressed = self._refused.get(peer, (None, 0))
+        if last is not None and now - last < _REFUSED_EVENT_INTERVAL:
+            self._refused[peer] = (last, suppressed + 1)
+            return
+        self._refused[peer] = (now, 0)
+        self._events.append(
+            MessageRefused(message.id, peer, message.group_id, reason, suppressed)
+        )
 
     def _on_new_message(self, peer: bytes, message: Message, epoch: int, now: float) -> None:
         store = self.store
@@ -538,6 +601,7 @@ class Engine:
                 # Spec: the OFFER is replaced by the MESSAGE, due now.  The
                 # send count carries over so limits still hold.
                 self._answered(record, now)
+                self._last_answer[peer] = now
                 record.kind = _MESSAGE
                 record.group_id = message.group_id
                 record.send_epoch = epoch
@@ -691,8 +755,11 @@ class Engine:
 
     def _next_send_epoch(self, record: Record, epoch: int, now: float) -> int:
         wait = max(1, self.config.policy.delay(record.send_count, self._rng))
-        heard = self._last_heard.get(record.peer)
-        if heard is not None and now - heard < self.config.offline_after:
+        # The online cap needs an answering peer, not just a talking one: a
+        # peer that talks but never ACKs this record (a reference peer never
+        # re-ACKs a duplicate) gets the policy's full backoff.
+        answered = self._last_answer.get(record.peer)
+        if answered is not None and now - answered < self.config.offline_after:
             wait = min(wait, self.config.online_backoff)
         # Never sooner than the peer usually takes to answer.
         wait = max(wait, self._rto_epochs(record.peer))

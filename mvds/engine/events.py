@@ -45,13 +45,32 @@ class GaveUp:
 
 
 @dataclass(frozen=True, slots=True)
+class MessageRefused:
+    """A MESSAGE from ``peer`` was ACKed but neither stored nor delivered.
+
+    ``reason`` is ``"unshared_group"``: the group is not shared with
+    ``peer``.  Rate-limited: at most one event a minute per peer;
+    ``suppressed`` counts the refusals since the previous event that had
+    none of their own (the engine's ``dropped_unshared_group`` counter has
+    them all).
+    """
+
+    message_id: bytes
+    peer: bytes
+    group_id: bytes
+    reason: str
+    suppressed: int
+
+
+@dataclass(frozen=True, slots=True)
 class PeerReachable:
     """Something arrived from ``peer`` after a silence (or for the first time).
 
-    Its records in long backoff were made due at once.
+    Its records in long backoff were made due at once (once per such
+    transition, not on every payload).
     """
 
     peer: bytes
 
 
-Event = MessageReceived | MessageAcknowledged | GaveUp | PeerReachable
+Event = MessageReceived | MessageAcknowledged | GaveUp | MessageRefused | PeerReachable

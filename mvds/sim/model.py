@@ -127,6 +127,11 @@ class LinkSpec:
     loss: float = 0.0
     duplicate: float = 0.0
     drop_acks: int = 0
+    down: tuple[tuple[float, float], ...] = ()
+    """Intervals ``[start, stop)`` (ticks) the link is cut: nothing passes."""
+    directed: bool = False
+    """Only the direction a -> b (the testbed's per-direction links); the
+    other direction, if any, is its own directed spec."""
 
     def __post_init__(self) -> None:
         if self.latency <= 0:
@@ -201,6 +206,7 @@ class Setup:
             resolve_rules(node.policy, node.rules)
         known = set(names)
         pairs = set()
+        directed: set[tuple[str, str]] = set()
         for link in self.links:
             for end in (link.a, link.b):
                 if end not in known:
@@ -208,9 +214,11 @@ class Setup:
             if link.a == link.b:
                 raise ValueError(f"link {link.a}-{link.b} connects a node to itself")
             pair = tuple(sorted((link.a, link.b)))
-            if pair in pairs:
+            directions = {(link.a, link.b)} if link.directed else {(link.a, link.b), (link.b, link.a)}
+            if pair in pairs and directions & directed:
                 raise ValueError(f"link {link.a}-{link.b} is listed twice")
             pairs.add(pair)
+            directed |= directions
         for share in self.shares:
             for end in (share.node, share.peer):
                 if end not in known:

@@ -62,11 +62,12 @@ class _Link:
     loss: float
     duplicate: float
     drop_acks: int
+    down: tuple[tuple[float, float], ...] = ()
 
     @property
     def exact(self) -> bool:
         """Every datagram arrives once, after exactly ``latency``: no draws."""
-        return not (self.loss or self.duplicate or self.jitter)
+        return not (self.loss or self.duplicate or self.jitter or self.down)
 
 
 @dataclass
@@ -192,8 +193,9 @@ class Simulation:
         self._links_from: list[dict[int, _Link]] = [{} for _ in self.names]
         for spec in self.setup.links:
             a, b = self.index[spec.a], self.index[spec.b]
-            for src, dst in ((a, b), (b, a)):
-                link = _Link(spec.latency, spec.jitter, spec.loss, spec.duplicate, spec.drop_acks)
+            for src, dst in ((a, b),) if spec.directed else ((a, b), (b, a)):
+                link = _Link(spec.latency, spec.jitter, spec.loss, spec.duplicate, spec.drop_acks,
+                             spec.down)
                 self.links[(src, dst)] = link
                 self._links_from[src][dst] = link
                 self.neighbours[src].append(dst)
@@ -463,6 +465,11 @@ class Simulation:
                 arrivals.append((dst, src, chunk, -1))
             return
         label = describe_records(payload) if tracing else ""
+        if link.down and any(start <= now < stop for start, stop in link.down):
+            recorder.wire["dropped_cut"] += len(chunks)
+            if tracing:
+                self.trace.append(TraceEntry(now, src, dst, label, None, "dropped: link cut"))
+            return
         rng = self.rng
         for chunk in chunks:
             copies = 1

@@ -380,31 +380,48 @@ class MessageLog:
         self._filter.add(mid)
         if self._filter.needs_rebuild():
             self._filter = self._build_filter()  # twice the room; this id included
+        if ready:
+            self._became_ready(message, gid)
+
+    def _became_ready(self, message: Message, gid: int) -> None:
+        """The leaves are those of the DAG of READY messages: a message held
+        for its parents neither is a leaf nor hides its parents until it is
+        ready, so a local append never names an undelivered message as a
+        parent (that would let a descendant be delivered before it)."""
+        mid = message.id
         leaves = self._leaves_of(gid)
         for parent in message.parents:
             if parent in leaves:
                 self._remove_leaf(gid, parent, leaves)
-            elif not self.has_message(parent):
+            elif not self.is_ready(parent):
+                # Named by a ready message, not ready itself (not stored, or
+                # held): once it is ready it is not a leaf.
                 self._add_dangling(parent)
         self._absent = None
         referenced = mid in message.parents or (self._dangling and self._take_dangling(mid))
-        if not referenced:
+        if not referenced and mid not in leaves:
             leaves[mid] = None
             self._leaves_added[(gid, mid)] = None
 
     def mark_ready(self, mid: bytes, deliver: bool) -> int | None:
         u = self._unwritten.get(mid)
         if u is not None:
-            u.ready = True
+            if not u.ready:
+                u.ready = True
+                self._became_ready(u.message, u.gid)
             if deliver and u.seq is None:
                 self.last_seq += 1
                 u.seq = self.last_seq
             return u.seq
         rid = self.rid_of(mid)
-        row = None if rid is None else self._db.one("SELECT seq FROM messages WHERE rid = ?", (rid,))
+        row = None if rid is None else self._db.one(
+            "SELECT seq, ready, gid, encoded FROM messages WHERE rid = ?", (rid,)
+        )
         if row is None:
             raise KeyError(f"message {mid.hex()} is not stored")
-        (seq,) = row
+        seq, ready, gid, encoded = row
+        if not ready:
+            self._became_ready(decode_stored(encoded), gid)
         if deliver and seq is None:
             self.last_seq += 1
             seq = self.last_seq

@@ -15,9 +15,13 @@ Contracts every implementation keeps (tests/test_store_contract.py runs the
 same checks on each store):
 
 * Messages are immutable and stored once; ephemeral messages are never stored.
-* DAG leaves per group are maintained incrementally on ``add_message``: the
-  new message's parents stop being leaves, and the new message becomes a leaf
-  unless a stored message already names it as a parent.
+* DAG leaves per group are those of the READY messages, maintained
+  incrementally when a message becomes ready (``add_message(ready=True)`` or
+  ``mark_ready``): its parents stop being leaves, and it becomes a leaf
+  unless a ready message already names it as a parent.  A message held for
+  its parents is no leaf and hides none, so the engine never names an
+  undelivered message as the parent of a local append (a descendant of it
+  could otherwise be delivered before it).
 * ``seq`` numbers are assigned by ``mark_ready(..., deliver=True)`` (received
   messages) and by ``add_message`` of an own message (``ready=True``,
   ``received_from=None``): ONE sequence for both, strictly increasing, never
@@ -126,7 +130,7 @@ class Store(Protocol):
     def is_ready(self, message_id: bytes) -> bool: ...
 
     def leaves(self, group_id: bytes) -> list[bytes]:
-        """Ids of the group's messages that no stored message names as parent."""
+        """Ids of the group's ready messages that no ready message names as parent."""
         ...
 
     def group_message_ids(self, group_id: bytes) -> Iterable[bytes]:

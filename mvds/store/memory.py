@@ -112,16 +112,24 @@ class MemoryStore:
             stored.seq = self._seq
             self._delivered[self._seq] = mid
         self._group_messages[message.group_id].append(mid)
+        if ready:
+            self._became_ready(message)
+
+    def _became_ready(self, message: Message) -> None:
+        """Leaves of the DAG of ready messages (see the SQLite store's
+        ``_became_ready``: a held message is no leaf and hides no parent)."""
         leaves = self._leaves[message.group_id]
         for parent in message.parents:
             leaves.pop(parent, None)
             self._referenced.add(parent)
-        if mid not in self._referenced:
-            leaves[mid] = None
+        if message.id not in self._referenced:
+            leaves[message.id] = None
 
     def mark_ready(self, message_id: bytes, *, deliver: bool) -> int | None:
         stored = self._messages[message_id]
-        stored.ready = True
+        if not stored.ready:
+            stored.ready = True
+            self._became_ready(stored.message)
         if deliver and stored.seq is None:
             self._seq += 1
             stored.seq = self._seq

@@ -211,7 +211,8 @@ class Network:
             hint = (
                 "" if self.base_image != "python:3.12-slim" else
                 " (no registry? scripts/docker-base-image.sh && scripts/docker-wheels.sh build a"
-                " local base image and its wheels; MVDS_BASE_IMAGE=mvds-base:bookworm)"
+                " local base image and its wheels; then set MVDS_BASE_IMAGE=mvds-base:bookworm"
+                " or put that line in .env)"
             )
             tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
             raise ComposeError(f"building the image on {self.base_image} failed{hint}:\n{tail}")

@@ -41,8 +41,8 @@ def test_doctor_names_a_group_typo_on_the_receiving_side(tmp_path):
         assert "group_mismatch" not in cli("status", str(paths["b"]), check=True).stdout
         assert "not share" in cli("status", str(paths["b"]), check=True).stdout
         events = [json.loads(line) for line in (paths["b"] / "daemon.log").read_text().splitlines()]
-        (logged,) = [e for e in events if e["event"] == "peer.group_mismatch"]  # rate-limited
-        assert logged["level"] == "info" and logged["similar_to"] == "Chat" and logged["peer"] == "a"
+        (logged,) = [e for e in events if e["event"] == "message.refused"]  # rate-limited
+        assert logged["similar_to"] == "Chat" and logged["peer"] == "a"
     finally:
         stop_all(daemons)
 
@@ -100,6 +100,12 @@ def test_doctor_names_an_unresolvable_host_and_a_stopped_peer(tmp_path):
         b = Daemon(paths["b"]).start()
         try:
             wait_until(lambda: not problems(paths["a"], "unreachable"), 20, what="b to be reachable")
+
+            def b_synced():
+                (entry,) = [p for p in a.status()["peers"] if p["name"] == "b"]
+                return not sum(entry["pending"].values())
+
+            wait_until(b_synced, 20, what="b to hold everything")
         finally:
             stop_all([b])
         # b stops again: a logs it once b has been silent for offline_after

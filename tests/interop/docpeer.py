@@ -181,6 +181,8 @@ class DocMessage:
     body: bytes
     parents: list[bytes] = field(default_factory=list)
     ephemeral: bool = False
+    has_metadata: bool = field(default=True, compare=False)
+    """Whether the ``metadata`` field was on the wire (decoding sets it)."""
 
     @property
     def id(self) -> bytes:
@@ -212,13 +214,15 @@ def _bytes_field(key: int, data: bytes) -> bytes:
     return bytes([key]) + varint(len(data)) + data
 
 
-def encode_message(message: DocMessage) -> bytes:
+def encode_message(message: DocMessage, *, always_metadata: bool = True) -> bytes:
+    """Section 10.2: metadata is always written (``always_metadata=False``
+    omits it when it holds only defaults, which is valid proto3 too)."""
     out = _bytes_field(0x0A, message.group_id)
     if message.timestamp:
         out += b"\x10" + varint(message.timestamp)
     if message.body:
         out += _bytes_field(0x1A, message.body)
-    if message.parents or message.ephemeral:
+    if always_metadata or message.parents or message.ephemeral:
         meta = b"".join(_bytes_field(0x0A, p) for p in message.parents)
         if message.ephemeral:
             meta += b"\x10\x01"
@@ -226,13 +230,13 @@ def encode_message(message: DocMessage) -> bytes:
     return out
 
 
-def encode_payload(payload: DocPayload) -> bytes:
+def encode_payload(payload: DocPayload, *, always_metadata: bool = True) -> bytes:
     out = bytearray()
     for key, ids in ((0x0A, payload.acks), (0x12, payload.offers), (0x1A, payload.requests)):
         for identifier in ids:
             out += _bytes_field(key, identifier)
     for message in payload.messages:
-        out += _bytes_field(0x22, encode_message(message))
+        out += _bytes_field(0x22, encode_message(message, always_metadata=always_metadata))
     return bytes(out)
 
 
@@ -295,6 +299,7 @@ def decode_message(data: bytes) -> DocMessage:
     body = b""
     parents: list[bytes] = []
     ephemeral = False
+    has_metadata = False
     for number, wire, value in _fields(data):
         if number == 1 and wire == 2:
             group = bytes(value)
@@ -303,6 +308,7 @@ def decode_message(data: bytes) -> DocMessage:
         elif number == 3 and wire == 2:
             body = bytes(value)
         elif number == 4 and wire == 2:  # repeated occurrences merge
+            has_metadata = True
             for n, w, v in _fields(value):
                 if n == 1 and w == 2:
                     parents.append(_id(v))
@@ -310,7 +316,7 @@ def decode_message(data: bytes) -> DocMessage:
                     ephemeral = bool(v)
     if group is None or len(group) != 32:
         raise MalformedPayload("a group id is 32 bytes")
-    return DocMessage(group, timestamp, body, parents, ephemeral)
+    return DocMessage(group, timestamp, body, parents, ephemeral, has_metadata)
 
 
 def decode_payload(data: bytes) -> DocPayload:
@@ -378,3 +384,235 @@ class DocPeer:
 
     def close(self) -> None:
         self.sock.close()
+
+
+# --- a reference-behaviour peer (docs/PROTOCOL.md 12 and 15) ------------------------
+
+
+@dataclass
+class Quirks:
+    """Behaviours of deployed reference peers (docs/PROTOCOL.md section 15),
+    each a switch; all off is a peer that follows section 12 to the letter."""
+
+    repeated_parents: int = 0
+    """Name one DAG leaf this many times as the parents of each own message."""
+    distinct_parents: int = 0
+    """Name this many distinct held messages (the latest) as parents instead."""
+    never_ack_duplicate: bool = False
+    """ACK a MESSAGE only when first stored; never ACK a held one again
+    (nor an OFFER of one)."""
+    accept_any_group: bool = False
+    """Store, ACK and deliver MESSAGEs of any group."""
+    empty_replies: bool = False
+    """Answer every payload with a payload, empty if nothing else is due."""
+    always_metadata: bool = True
+    """Write ``metadata`` on every message (section 10.2)."""
+    needs_metadata: bool = False
+    """Treat a MESSAGE without ``metadata`` as fatal (the reference's
+    interactive mode crashes on it): counted in ``RefPeer.crashes``."""
+    linear_backoff: bool = False
+    """Resend after 2·n epochs (n = sends so far) instead of 1, 2, 4, … 16."""
+
+
+class RefPeer:
+    """A whole MVDS node on a DocPeer socket, talking to one daemon.
+
+    Sections 12.1-12.2 with :class:`Quirks`: it appends, OFFERs or sends,
+    retransmits until ACKed, ACKs, REQUESTs and answers REQUESTs.  It runs
+    in the caller's thread (:meth:`step`), with its own seeded loss on both
+    directions.
+    """
+
+    def __init__(
+        self,
+        me: DocIdentity,
+        peer_id: bytes,
+        address: tuple[str, int],
+        groups: list[bytes],
+        *,
+        quirks: Quirks | None = None,
+        interactive: bool = False,
+        plaintext: bool = True,
+        epoch: float = 0.05,
+        loss: float = 0.0,
+        seed: int = 0,
+        max_datagram: int = 1100,
+    ) -> None:
+        import random
+
+        self.peer = DocPeer(me)
+        self.link = DocLink(me, peer_id, plaintext=plaintext)
+        self.peer_id = peer_id
+        self.address = address
+        self.groups = set(groups)
+        self.quirks = quirks or Quirks()
+        self.interactive = interactive
+        self.epoch = epoch
+        self.loss = loss
+        self.rng = random.Random(seed)
+        self.max_datagram = max_datagram
+        self.messages: dict[bytes, DocMessage] = {}
+        self.order: list[bytes] = []
+        self.leaves: dict[bytes, list[bytes]] = {}
+        self.received: list[bytes] = []
+        """Ids of messages received from the daemon, in first-arrival order."""
+        self.records: dict[bytes, list] = {}
+        """id -> [kind ("offer" | "message" | "request"), sends, due time]."""
+        self.acks: list[bytes] = []
+        self.crashes = 0
+        self.dropped_foreign = 0
+        self.sends = {"offer": 0, "message": 0, "request": 0}
+        self.resends = 0
+        self.lose_acks = False
+        """Test hook: the network loses every ACK this peer sends."""
+        self._reply = False
+
+    # appending
+    def append(self, group: bytes, body: bytes, timestamp: int) -> DocMessage:
+        leaves = self.leaves.get(group, [])
+        if self.quirks.distinct_parents:
+            held = [i for i in self.order if self.messages[i].group_id == group]
+            parents = held[-self.quirks.distinct_parents :]
+        elif self.quirks.repeated_parents and leaves:
+            parents = [leaves[-1]] * self.quirks.repeated_parents
+        else:
+            parents = list(leaves)
+        message = DocMessage(group, timestamp, body, parents)
+        self._store(message)
+        self.records[message.id] = ["offer" if self.interactive else "message", 0, 0.0]
+        return message
+
+    def _store(self, message: DocMessage) -> None:
+        self.messages[message.id] = message
+        self.order.append(message.id)
+        leaves = [p for p in self.leaves.get(message.group_id, []) if p not in message.parents]
+        self.leaves[message.group_id] = leaves + [message.id]
+
+    # receiving (12.1, in its order: acks, messages, offers, requests)
+    def _handle(self, payload: DocPayload, now: float) -> None:
+        quirks = self.quirks
+        for identifier in payload.acks:
+            record = self.records.get(identifier)
+            if record is not None and record[0] != "request":
+                del self.records[identifier]
+        for message in payload.messages:
+            if quirks.needs_metadata and not message.has_metadata:
+                self.crashes += 1
+                continue
+            if message.group_id not in self.groups and not quirks.accept_any_group:
+                self.dropped_foreign += 1
+                continue
+            identifier = message.id
+            held = identifier in self.messages
+            if not held:
+                self._store(message)
+                self.received.append(identifier)
+            if not held or not quirks.never_ack_duplicate:
+                self.acks.append(identifier)
+            record = self.records.get(identifier)
+            if record is not None:
+                del self.records[identifier]
+        for identifier in payload.offers:
+            if identifier in self.messages:
+                if not quirks.never_ack_duplicate:
+                    self.acks.append(identifier)
+            elif identifier not in self.records:
+                self.records[identifier] = ["request", 0, now]
+        for identifier in payload.requests:
+            if identifier in self.messages:
+                record = self.records.get(identifier)
+                sends = record[1] if record else 0
+                self.records[identifier] = ["message", sends, now]
+        if quirks.empty_replies:
+            self._reply = True
+
+    # sending (12.2)
+    def _delay(self, sends: int) -> float:
+        if self.quirks.linear_backoff:
+            return 2 * sends * self.epoch
+        return min(2 ** (sends - 1), 16) * self.epoch
+
+    def _flush(self, now: float) -> None:
+        payload = DocPayload(acks=[] if self.lose_acks else self.acks)
+        self.acks = []
+        for identifier, record in self.records.items():
+            kind, sends, due = record
+            if due > now:
+                continue
+            if kind == "offer":
+                payload.offers.append(identifier)
+            elif kind == "request":
+                payload.requests.append(identifier)
+            else:
+                payload.messages.append(self.messages[identifier])
+            self.sends[kind] += 1
+            if sends:
+                self.resends += 1
+            record[1] = sends + 1
+            record[2] = now + self._delay(sends + 1)
+        reply, self._reply = self._reply, False
+        chunks = self._chunks(payload)
+        if not chunks and reply:
+            chunks = [b""]
+        for chunk in chunks:
+            if self.rng.random() >= self.loss:
+                self.peer.sock.sendto(self.link.seal(chunk), self.address)
+
+    def _chunks(self, payload: DocPayload) -> list[bytes]:
+        fields = [_bytes_field(0x0A, i) for i in payload.acks]
+        fields += [_bytes_field(0x12, i) for i in payload.offers]
+        fields += [_bytes_field(0x1A, i) for i in payload.requests]
+        fields += [
+            _bytes_field(0x22, encode_message(m, always_metadata=self.quirks.always_metadata))
+            for m in payload.messages
+        ]
+        chunks: list[bytes] = []
+        current = b""
+        for encoded in fields:
+            if current and len(current) + len(encoded) > self.max_datagram:
+                chunks.append(current)
+                current = b""
+            current += encoded
+        if current:
+            chunks.append(current)
+        return chunks
+
+    def hello(self) -> None:
+        self.peer.sock.sendto(self.link.seal(b""), self.address)
+
+    def step(self, duration: float) -> None:
+        """Run for ``duration`` seconds: receive, and send at every epoch."""
+        end = time.monotonic() + duration
+        next_flush = time.monotonic()
+        sock = self.peer.sock
+        while True:
+            now = time.monotonic()
+            if now >= next_flush:
+                self._flush(now)
+                next_flush = now + self.epoch
+            if now >= end:
+                return
+            sock.settimeout(max(0.0005, min(next_flush, end) - now))
+            try:
+                datagram, _ = sock.recvfrom(65535)
+            except (socket.timeout, BlockingIOError):
+                continue
+            if self.rng.random() < self.loss:
+                continue
+            try:
+                _, data = self.link.open(datagram)
+                payload = decode_payload(data)
+            except DocPeerError:
+                continue
+            self._handle(payload, time.monotonic())
+            if self._reply or self.acks:
+                self._flush(time.monotonic())
+
+    def pending(self) -> int:
+        """Own records not settled (REQUESTs for what arrived are settled)."""
+        return sum(
+            1 for i, r in self.records.items() if not (r[0] == "request" and i in self.messages)
+        )
+
+    def close(self) -> None:
+        self.peer.close()

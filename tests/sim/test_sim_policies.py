@@ -1,6 +1,6 @@
 """Retransmission policies: "as specified" means the policy's schedule alone.
 
-The engine shapes every policy by default (a cap while the peer is online,
+The engine shapes every policy by default (a cap while the peer answers,
 a floor at the peer's round-trip timeout, the reachability rule); the
 simulator runs the reference implementation's and the research sketch's
 policies without those rules, through the engine's own settings.
@@ -21,13 +21,16 @@ from mvds.store.memory import MemoryStore
 from mvds.wire import Payload
 
 
-def _send_times(policy: str, rules: str, *, talkative_peer: bool, until: int = 60) -> list[float]:
+def _send_times(
+    policy: str, rules: str, *, talkative_peer: bool, answering: bool = False, until: int = 60
+) -> list[float]:
     """When node A sends B one message that B never acknowledges.
 
     With ``talkative_peer``, B sends A an (empty) payload in the middle of
     every tick, so A counts B as online, and B acknowledges a second message
     after its first send, which gives A a round-trip sample (1.5 ticks: a
-    retransmission timeout of 4.5 ticks).
+    retransmission timeout of 4.5 ticks).  With ``answering`` as well, A
+    appends a new message every tick and B ACKs it half a tick later.
     """
     config = NodeSpec("A", policy=policy, rules=rules).engine_config(seed=0)
     engine = Engine(MemoryStore(), config, now=0.0)
@@ -38,10 +41,12 @@ def _send_times(policy: str, rules: str, *, talkative_peer: bool, until: int = 6
     sent = []
     for tick in range(until):
         for now in (float(tick), tick + 0.5):
+            if answering and tick >= 2 and now == tick:
+                probe = engine.append(group, b"probe %d" % tick, now)
             if talkative_peer and now == 1.5:
                 engine.receive(peer, Payload(acks=[probe.id]), now)
             elif talkative_peer and now == tick + 0.5:
-                engine.receive(peer, Payload(), now)
+                engine.receive(peer, Payload(acks=[probe.id] if answering else []), now)
             timer = engine.next_timer()
             if timer is None or timer > now:
                 continue
@@ -61,16 +66,26 @@ def test_spec_rules_send_exactly_on_the_policy_schedule(talkative_peer):
     assert _send_times("quadratic", "spec", talkative_peer=talkative_peer) == QUADRATIC
 
 
-def test_engine_rules_reshape_the_schedule_for_a_peer_that_is_heard():
+def _gaps(times: list[float]) -> list[float]:
+    return [b - a for a, b in zip(times, times[1:])]
+
+
+def test_engine_rules_reshape_the_schedule_only_for_a_peer_that_answers():
     # A silent peer with no round-trip sample: the engine's rules do not apply.
     assert _send_times("linear", "engine", talkative_peer=False) == LINEAR
-    # A peer heard every tick, with a measured round trip: the engine waits
-    # at least the retransmission timeout (5 ticks, not the policy's 4
-    # after the second send), then caps the wait and pulls records forward.
-    shaped = _send_times("linear", "engine", talkative_peer=True)
-    assert shaped[:3] == [0.0, 2.0, 7.0]
-    assert len(shaped) > len(LINEAR)
-    assert max(b - a for a, b in zip(shaped, shaped[1:])) <= EngineConfig().online_backoff + 1
+    # A peer heard every tick that answered once (a round trip measured):
+    # the engine waits at least the retransmission timeout (5 ticks, not
+    # the policy's 4 after the second send); talking alone neither caps the
+    # waits nor pulls the record forward (issue 18: a reference peer replies
+    # to every payload and never re-ACKs a duplicate), so the policy's
+    # schedule goes on.
+    talking = _send_times("linear", "engine", talkative_peer=True)
+    assert talking[:3] == [0.0, 2.0, 7.0]
+    assert _gaps(talking)[2:] == _gaps(LINEAR)[2:]
+    # A peer that keeps ACKing other messages: the waits are capped.
+    answering = _send_times("linear", "engine", talkative_peer=True, answering=True)
+    assert len(answering) > len(LINEAR)
+    assert max(_gaps(answering)) <= EngineConfig().online_backoff + 1
 
 
 def test_auto_rules_keep_ours_on_the_engine_and_the_others_as_specified():

@@ -19,6 +19,10 @@ printf 'one\ntwo\n' | mvds send alice chat --lines
 echo "any bytes" > note.bin && mvds send alice chat --file note.bin
 
 until [ "$(mvds tail bob --json | wc -l)" -ge 4 ]; do sleep 0.2; done
-mvds tail bob                                   # seq, time, group, sender, text
+mvds tail bob                                   # seq, time (UTC), group, via (the neighbour), text
 mvds tail bob --json --since 2                  # resume after seq 2, as JSON lines
-mvds status alice                               # peers, reachability, pending records, traffic
+mvds send bob chat "got them" --wait-ack alice  # returns once alice holds it
+mvds tail alice --all                           # alice's own messages and bob's, in one sequence
+mvds groups alice                               # groups, their ids, the peers sharing them
+mvds status alice                               # peers, reachability, sync progress, traffic
+mvds doctor alice                               # why nothing flows, if it does not

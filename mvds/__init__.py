@@ -2,7 +2,8 @@
 
 The stable public names: :func:`message_id`, :mod:`mvds.wire`
 (``encode_payload`` / ``decode_payload``), the sans-IO :class:`Engine`, the
-stores in :mod:`mvds.store`, and the trio embedding API :func:`open_node`.
+stores in :mod:`mvds.store`, and the trio embedding API :func:`open_node`
+(:func:`init_node` creates a node directory).
 
 Names are imported on first use (PEP 562), so ``import mvds`` and the
 command line start fast; ``from mvds import Engine`` works as usual.
@@ -31,6 +32,7 @@ _LAZY = {
     "DeliveredMessage": "mvds.daemon.delivered",
     "ReceivedMessage": "mvds.daemon.delivered",
     "open_node": "mvds.daemon.node",
+    "init_node": "mvds.daemon.node",
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]

@@ -111,7 +111,7 @@ def test_each_byte_is_searched_once():
 def test_parse_request_gives_checked_arguments():
     request = parse_request(b'{"op":"append","group":"chat","body_b64":"aGk=","id":[1]}')
     assert request == Request("append", {"group": "chat", "body": b"hi", "ephemeral": False}, [1])
-    assert parse_request(b'{"op":"subscribe"}').args == {"since": 0, "group": None, "follow": False}
+    assert parse_request(b'{"op":"subscribe"}').args == {"since": 0, "group": None, "follow": False, "own": False}
     assert parse_request(b'{"op":"ping"}') == Request("ping", {}, None)
 
 

@@ -53,3 +53,5 @@ def test_two_nodes_walkthrough_runs(tmp_path):
         assert text in out
     assert '"seq":3' in out and '"seq":1' not in out.split("any bytes", 1)[1]
     assert "reachable" in out
+    assert "got them" in out and "(own)" in out, "tail --all shows alice's own messages"
+    assert "no problems found" in out, "mvds doctor on a healthy pair"

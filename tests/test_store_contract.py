@@ -178,9 +178,9 @@ def test_group_message_ids_oldest_first(store):
 
 
 def test_delivery_numbers(store):
-    a = add(store, msg(b"a"), ready=False)
-    b = add(store, msg(b"b"), ready=False)
-    c = add(store, msg(b"c", group=G2), ready=False)
+    a = add(store, msg(b"a"), ready=False, src=P)
+    b = add(store, msg(b"b"), ready=False, src=P)
+    c = add(store, msg(b"c", group=G2), ready=False, src=P)
     assert store.last_seq() == 0 and not store.is_ready(a.id)
     assert store.mark_ready(b.id, deliver=True) == 1
     assert store.mark_ready(b.id, deliver=True) == 1, "a seq is never reassigned"
@@ -202,6 +202,29 @@ def test_delivery_numbers(store):
     assert seqs(3) == [] and seqs(0, group=b"9" * 32) == []
     stored = store.delivered_since(0, 1)[0]
     assert stored.ready and stored.message == b
+
+
+def test_own_messages_share_the_one_delivery_sequence(store):
+    """Own appends get a seq when stored, in the same sequence as received
+    messages: a reader with own=True reads a group's whole history in one
+    pass; the default reader (received only) never sees them."""
+    r1 = add(store, msg(b"r1"), ready=False, src=P)
+    assert store.mark_ready(r1.id, deliver=True) == 1
+    o1 = add(store, msg(b"o1"))  # own: ready, no sender
+    assert store.get_stored(o1.id).seq == 2 and store.last_seq() == 2
+    r2 = add(store, msg(b"r2", group=G2), ready=False, src=P)
+    assert store.mark_ready(r2.id, deliver=True) == 3
+    o2 = add(store, msg(b"o2", group=G2))
+    assert store.mark_ready(o2.id, deliver=True) == 4, "an own message keeps its seq"
+
+    def seqs(after, own, group=None, limit=10):
+        return [(s.seq, s.message.id) for s in store.delivered_since(after, limit, group, own=own)]
+
+    assert seqs(0, own=False) == [(1, r1.id), (3, r2.id)]
+    assert seqs(0, own=True) == [(1, r1.id), (2, o1.id), (3, r2.id), (4, o2.id)]
+    assert seqs(2, own=True, group=G2) == [(3, r2.id), (4, o2.id)]
+    assert seqs(1, own=False, limit=1) == [(3, r2.id)], "own messages skipped, not counted"
+    assert store.delivered_since(0, 10, own=True)[1].received_from is None
 
 
 def test_waiting_for_parents(store):

@@ -26,7 +26,8 @@ settles) the invariants of docs/STORAGE.md must hold:
 
 * every confirmed append is stored exactly once; a failed round is applied
   entirely or not at all (its appends and the new messages it received);
-* seqs run 1..n without gaps or repeats; everything the reader was handed
+* seqs (own appends and received messages) run 1..n without gaps or
+  repeats; the reader of received messages skips none; everything it was handed
   is still there under the same seq, and it never got a message twice;
 * the DAG leaves are exactly the stored messages no stored message names as
   parent; nothing is left waiting once every message arrived;
@@ -247,7 +248,8 @@ class World:
         store = self.store
         stored = self.stored_ids()
         assert self.confirmed <= stored, "a confirmed append was lost"
-        delivered = store.delivered_since(0, 1_000_000)
+        # Own appends and received messages share the one sequence.
+        delivered = store.delivered_since(0, 1_000_000, own=True)
         seqs = [s.seq for s in delivered]
         assert seqs == list(range(1, store.last_seq() + 1)), "seqs with a gap or a repeat"
         by_seq = {s.seq: s.message.id for s in delivered}
@@ -255,7 +257,10 @@ class World:
             assert by_seq.get(seq) == mid, "a handed-over message changed or vanished"
         handed_ids = [mid for _, mid in self.handed]
         assert len(handed_ids) == len(set(handed_ids)), "a message was handed over twice"
-        assert [seq for seq, _ in self.handed] == list(range(1, len(self.handed) + 1))
+        handed_seqs = [seq for seq, _ in self.handed]
+        assert handed_seqs == sorted(set(handed_seqs)), "the reader's seqs went back or repeated"
+        received = [s.seq for s in delivered if s.received_from is not None]
+        assert handed_seqs == received[: len(handed_seqs)], "the reader skipped a received message"
         # Leaves: ready messages that no ready message names as parent.
         ready = {mid for mid in stored if store.is_ready(mid)}
         named = {parent for mid in ready for parent in store.get_message(mid).parents}

@@ -25,13 +25,17 @@ COMMANDS: dict[str, str] = {
     "share": "groups",
     "unshare": "groups",
     "join": "groups",
+    "leave": "groups",
+    "groups": "groups",
     "run": "run",
     "send": "send",
     "tail": "tail",
     "status": "status",
+    "doctor": "doctor",
     "demo": "demo",
     "sim": "sim",
     "testbed": "testbed",
+    "completion": "completion",
 }
 """Command name -> module under mvds.cli that registers it, in help order."""
 
@@ -125,6 +129,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # `mvds tail | head` closes the pipe: not an error worth a traceback.
         return 0
+    except OSError as exc:
+        # Permissions, a read-only file system, a full disk: the user's to
+        # fix, so one plain line naming the file, not a bug report.
+        if os.environ.get("MVDS_DEBUG"):
+            raise
+        print(f"mvds: {describe_os_error(exc)}", file=sys.stderr)
+        return 1
     except Exception as exc:  # a store failure, a bug, or an error we did not foresee
         from mvds.store.errors import StoreError  # here: most commands never touch the store
 
@@ -139,6 +150,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``file: reason`` for an OSError (``reason`` alone without a file)."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return f"{exc.filename}: {reason}" if exc.filename else reason
 
 
 if __name__ == "__main__":  # pragma: no cover

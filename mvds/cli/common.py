@@ -125,12 +125,16 @@ def peer_names(config: NodeConfig) -> dict[str, str]:
 
 
 def print_json(obj: Any) -> None:
-    print(json.dumps(obj, separators=(",", ":")), flush=True)
+    print(json.dumps(obj, separators=(",", ":"), allow_nan=False), flush=True)  # standard JSON only
 
 
 def format_time(timestamp: int) -> str:
+    """A message timestamp (Unix seconds) in UTC, marked so (``Z``): the
+    same line reads the same on every machine, whatever its time zone."""
     try:
-        return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+        return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).strftime(
+            "%Y-%m-%d %H:%M:%SZ"
+        )
     except (OverflowError, OSError, ValueError):
         return str(timestamp)
 

@@ -123,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         keep = False
     nodes = {name: DemoNode(name, base / name) for name in ROLES}
     progress = Progress()
+    failed = False
     import trio  # not at the top: the other commands start faster without it
 
     try:
@@ -134,16 +135,25 @@ def run(args: argparse.Namespace) -> int:
             progress.signal = signal.SIGINT
         except BaseExceptionGroup as group:
             (inner, *more) = leaves(group)
-            if not more and isinstance(inner, (CliError, KeyboardInterrupt)):
-                if isinstance(inner, KeyboardInterrupt):
-                    progress.signal = signal.SIGINT
-                else:
-                    raise inner from None
+            if not more and isinstance(inner, KeyboardInterrupt):
+                progress.signal = signal.SIGINT
             else:
+                failed = True
+                if not more and isinstance(inner, CliError):
+                    raise inner from None
                 raise
+        except BaseException:
+            failed = True
+            raise
     finally:
         if not keep:
             shutil.rmtree(base, ignore_errors=True)
+        elif failed:
+            # A demo that failed (a node did not start, a bug) leaves nothing
+            # behind in --dir: a rerun with the same --dir must work.  One
+            # stopped by a signal or a timeout reports and keeps its nodes.
+            for node in nodes.values():
+                shutil.rmtree(node.path, ignore_errors=True)
     return report(nodes, args, progress, base if keep else None)
 
 
@@ -256,7 +266,10 @@ async def start(nodes: dict[str, DemoNode]) -> None:
     for node in nodes.values():
         node.log = open(node.path / "daemon.log", "ab")
         node.process = subprocess.Popen(
-            [sys.executable, "-m", "mvds", "run", str(node.path)],
+            # -P: the current directory does not go first on sys.path, so a
+            # folder named "mvds" there (the parent of a clone, a node made
+            # with `mvds init mvds`) cannot shadow the installed package.
+            [sys.executable, "-P", "-m", "mvds", "run", str(node.path)],
             stdout=node.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             process_group=0, preexec_fn=preexec,
         )

@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Create a node directory with a new X25519 identity (DIR/identity.key, "
         "mode 0600) and a config file (DIR/mvds.toml). Prints the node's peer id.",
     )
-    parser.add_argument("dir", metavar="DIR")
+    parser.add_argument("dir", metavar="DIR", help="the new node's data directory (new or empty)")
     parser.add_argument(
         "--listen", metavar="HOST:PORT",
         help="UDP address the daemon listens on (default: 127.0.0.1 and a free port)",

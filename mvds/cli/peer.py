@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     remove = commands.add_parser("remove", help="stop trusting a peer")
     add_dir_argument(remove)
-    remove.add_argument("name", metavar="NAME")
+    remove.add_argument("name", metavar="NAME", help="the peer's local name (see: mvds peer list DIR)")
     remove.set_defaults(func=run_remove)
 
     listing = commands.add_parser("list", help="list the configured peers")

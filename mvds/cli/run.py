@@ -31,11 +31,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, metavar="N", help="seed of the simulated loss")
     parser.add_argument("--schedule", metavar="SPEC",
                         help="simulate a bursty device, e.g. 'up 2s, down 6s'")
-    parser.add_argument("--mode", choices=["batch", "interactive"])
-    parser.add_argument("--delivery", choices=["causal", "eventual"])
+    parser.add_argument("--mode", choices=["batch", "interactive"],
+                        help="batch: send each message at once; interactive: offer ids first and "
+                        "send what the peer requests (saves bytes when peers often hold a message)")
+    parser.add_argument("--delivery", choices=["causal", "eventual"],
+                        help="causal: hand a message to readers only after its parents; "
+                        "eventual: as soon as it arrives")
     parser.add_argument("--epoch-ms", type=int, metavar="N", help="epoch length in milliseconds")
-    parser.add_argument("--log-format", choices=["console", "json"])
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-format", choices=["console", "json"],
+                        help="console (the default): for people; json: one object "
+                        "a line, for machines")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                        help="the least important log level written (default info)")
     parser.add_argument("--metrics", metavar="HOST:PORT",
                         help="serve Prometheus metrics over HTTP on this address")
     parser.set_defaults(func=run)

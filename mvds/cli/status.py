@@ -10,6 +10,7 @@ from typing import Any
 
 from mvds.cli.common import add_dir_argument, call, connect, daemon_running, load, node_dir, print_json
 from mvds.cli.errors import CliError
+from mvds.daemon.diagnose import human_bytes, human_duration, plural
 from mvds.daemon.status import build_status
 from mvds.secure import Identity
 
@@ -68,20 +69,22 @@ def render(status: dict[str, Any]) -> str:
     lines = [
         f"node     {status['peer_id']}",
         f"listen   {status['listen']}  ({state}, {status['mode']} mode)",
-        f"store    {status['messages_stored']} messages, last seq {status['last_seq']}",
+        f"store    {plural(status['messages_stored'], 'message')}, last seq {status['last_seq']}"
+        " (own and received)",
         f"groups   {', '.join(status['groups']) or '-'}",
     ]
     if status.get("running"):
         lines.append(
-            f"traffic  in {status['datagrams_in']} datagrams / {status['bytes_in']} B,"
-            f" out {status['datagrams_out']} datagrams / {status['bytes_out']} B"
+            f"traffic  in {plural(status['datagrams_in'], 'datagram')} / {human_bytes(status['bytes_in'])},"
+            f" out {plural(status['datagrams_out'], 'datagram')} / {human_bytes(status['bytes_out'])}"
         )
         drops = status.get("drops") or {}
         if drops:
             lines.append("drops    " + ", ".join(f"{k}={v}" for k, v in drops.items()))
     lines.append("")
     header = (
-        "peer", "reachable", "last heard", "rtt", "offer", "request", "message", "retrans", "in", "out"
+        "peer", "reachable", "last heard", "rtt", "sync", "offer", "request", "message", "retrans",
+        "in", "out",
     )
     rows = [header]
     for peer in status["peers"]:
@@ -90,8 +93,9 @@ def render(status: dict[str, Any]) -> str:
         rows.append((
             peer["name"],
             "yes" if peer.get("reachable") else "no",
-            "-" if heard is None else f"{heard:.1f}s ago",
+            "-" if heard is None else f"{human_duration(heard)} ago",
             "-" if rtt is None else f"{rtt:.1f}ms",
+            progress(peer),
             str(peer["pending"]["offer"]),
             str(peer["pending"]["request"]),
             str(peer["pending"]["message"]),
@@ -105,4 +109,27 @@ def render(status: dict[str, Any]) -> str:
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         for row in rows:
             lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    findings = [f for f in status.get("findings", []) if f["problem"] != "not_running"]
+    if findings:
+        lines.append("")
+        lines.append("problems (mvds doctor DIR explains them):")
+        for finding in findings:
+            lines.append(f"  {finding['peer'] or 'node'}: {finding['detail']}")
     return "\n".join(lines)
+
+
+def progress(peer: dict[str, Any]) -> str:
+    """Sync progress towards a peer this run: ``12 of 40 pending, last ack
+    3 m ago`` (40: the 12 waiting plus the 28 it acknowledged since the
+    daemon started); ``in sync`` when nothing waits."""
+    waiting = peer["pending"]["offer"] + peer["pending"]["message"]
+    acked = peer.get("acknowledged")
+    if acked is None:  # stopped: only the store's records
+        return f"{waiting} pending" if waiting else "in sync"
+    if not waiting:
+        return "in sync"
+    text = f"{waiting} of {waiting + acked} pending"
+    last = peer.get("last_ack_s")
+    if last is not None:
+        text += f", last ack {human_duration(last)} ago"
+    return text

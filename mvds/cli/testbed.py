@@ -71,29 +71,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      "calibration.md / .json (/ .png) side by side")
     run.set_defaults(func=run_command, _parser=run)
     check = sub.add_parser("check", help="validate a scenario file")
-    check.add_argument("scenario", metavar="SCENARIO")
+    check.add_argument("scenario", metavar="SCENARIO", help="a scenario file (TOML)")
     check.set_defaults(func=check_command, _parser=check)
     from mvds.testbed.generate import KINDS, Params
 
     gen = sub.add_parser("generate", help="print a scenario (TOML) for a topology")
-    gen.add_argument("kind", choices=KINDS)
+    gen.add_argument("kind", choices=KINDS, help="the topology")
     defaults = Params()
-    gen.add_argument("--nodes", type=int, default=defaults.nodes)
+    gen.add_argument("--nodes", type=int, default=defaults.nodes, help="how many nodes")
     gen.add_argument("--degree", type=int, default=defaults.degree, help="k of random k-regular")
     for name in ("latency", "jitter"):
         gen.add_argument(f"--{name}", type=float, default=0.0, metavar="S", help=f"{name} in seconds")
     for name in ("loss", "duplicate", "reorder"):
-        gen.add_argument(f"--{name}", type=float, default=0.0, metavar="P")
-    gen.add_argument("--rate", type=float, default=0.0, metavar="BYTES_PER_S")
-    gen.add_argument("--duration", type=float, default=defaults.duration, metavar="S")
+        gen.add_argument(f"--{name}", type=float, default=0.0, metavar="P",
+                         help=f"{name} probability per datagram on every link (0 to 1)")
+    gen.add_argument("--rate", type=float, default=0.0, metavar="BYTES_PER_S",
+                     help="link rate limit in bytes a second (0: none)")
+    gen.add_argument("--duration", type=float, default=defaults.duration, metavar="S",
+                     help="how long the scenario runs, in seconds")
     gen.add_argument("--appends", type=float, default=defaults.appends, metavar="PER_S",
                      help="appends per node per second")
-    gen.add_argument("--size", type=int, default=defaults.size, metavar="BYTES")
-    gen.add_argument("--start", type=float, default=defaults.start, metavar="S")
-    gen.add_argument("--stop", type=float, default=defaults.stop, metavar="S")
-    gen.add_argument("--epoch-ms", type=int, default=defaults.epoch_ms)
-    gen.add_argument("--seed", type=int, default=defaults.seed)
-    gen.add_argument("--mode", choices=["batch", "interactive"], default="batch")
+    gen.add_argument("--size", type=int, default=defaults.size, metavar="BYTES",
+                     help="message body size")
+    gen.add_argument("--start", type=float, default=defaults.start, metavar="S",
+                     help="when the appends start, in seconds")
+    gen.add_argument("--stop", type=float, default=defaults.stop, metavar="S",
+                     help="when the appends stop, in seconds")
+    gen.add_argument("--epoch-ms", type=int, default=defaults.epoch_ms,
+                     help="the nodes' epoch in milliseconds")
+    gen.add_argument("--seed", type=int, default=defaults.seed,
+                     help="the seed written into the scenario")
+    gen.add_argument("--mode", choices=["batch", "interactive"], default="batch",
+                     help="the nodes' sync mode")
     gen.set_defaults(func=generate_command, _parser=gen)
 
 

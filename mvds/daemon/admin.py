@@ -153,6 +153,36 @@ def join(config: NodeConfig, group: str) -> NodeConfig:
     return _validated(new)
 
 
+def leave(config: NodeConfig, group: str) -> NodeConfig:
+    """Leave ``group`` (named or by hex id): it leaves the node's own list
+    and every peer's, so nothing of it syncs any more (the messages already
+    stored stay readable)."""
+    group_id = _group(group)
+    if all(parse_group(g) != group_id for g in config.all_groups()):
+        raise AdminError(f"not a member of group {group!r}")
+    new = copy.deepcopy(config)
+    new.groups = [g for g in new.groups if parse_group(g) != group_id]
+    for entry in new.peers:
+        entry.groups = [g for g in entry.groups if parse_group(g) != group_id]
+    return _validated(new)
+
+
+def group_list(config: NodeConfig) -> list[dict[str, object]]:
+    """The node's groups as ``mvds groups`` lists them: name (as configured),
+    id, and the peers it is shared with (compared by id: a peer may name the
+    group by its hex id)."""
+    out = []
+    for name in config.all_groups():
+        group_id = parse_group(name)
+        out.append({
+            "group": name,
+            "group_id": group_id.hex(),
+            "peers": [p.name for p in config.peers
+                      if any(parse_group(g) == group_id for g in p.groups)],
+        })
+    return out
+
+
 def sharing(config: NodeConfig) -> set[tuple[bytes, bytes]]:
     """Every (group id, peer id) pair the config shares."""
     return {(parse_group(g), p.peer_id) for p in config.peers for g in p.groups}

@@ -351,7 +351,7 @@ def load_config(path: Path) -> NodeConfig:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(
-            f"{path} does not exist: is {path.parent} a node directory? (create one with: mvds init DIR)"
+            f"{path.parent} is not a node directory (it has no {path.name})"
         ) from None
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None

@@ -57,6 +57,8 @@ class ControlServer:
             "unshare": self._unshare,
             "join": self._join,
             "groups": self._groups,
+            "leave": self._leave,
+            "wait_ack": self._wait_ack,
         }
         assert set(self._ops) | {"subscribe"} == protocol.OPS
 
@@ -158,7 +160,7 @@ class ControlServer:
         return {"version": __version__, "peer_id": self.node.identity.peer_id_hex}
 
     async def _status(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"status": self.node.status()}
+        return {"status": self.node.status_now()}
 
     async def _append(self, args: dict[str, Any]) -> dict[str, Any]:
         message_id = await self.node.append(args["group"], args["body"], ephemeral=args["ephemeral"])
@@ -169,7 +171,7 @@ class ControlServer:
         return {"message_ids": [i.hex() for i in ids]}
 
     async def _peers(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"peers": self.node.status()["peers"]}
+        return {"peers": self.node.status_now()["peers"]}
 
     async def _add_peer(self, args: dict[str, Any]) -> dict[str, Any]:
         await self.node.add_peer(
@@ -195,37 +197,33 @@ class ControlServer:
         return {"group_id": group_id.hex()}
 
     async def _groups(self, args: dict[str, Any]) -> dict[str, Any]:
-        from mvds.ids import parse_group
+        from mvds.daemon.admin import group_list
 
-        out = []
-        config = self.node.config
-        for name in config.all_groups():
-            group_id = parse_group(name)
-            out.append(
-                {
-                    "group": name,
-                    "group_id": group_id.hex(),
-                    # By id: a peer may name the group by its hex id.
-                    "peers": [p.name for p in config.peers
-                              if any(parse_group(g) == group_id for g in p.groups)],
-                }
-            )
-        return {"groups": out}
+        return {"groups": group_list(self.node.config)}
+
+    async def _leave(self, args: dict[str, Any]) -> dict[str, Any]:
+        await self.node.leave(args["group"])
+        return {}
+
+    async def _wait_ack(self, args: dict[str, Any]) -> dict[str, Any]:
+        peers: Any = args["peers"] if args["peers"] is not None else args["count"]
+        acked = await self.node.wait_acked(bytes.fromhex(args["id"]), peers, timeout=args["timeout"])
+        return {"acked": acked}
 
     async def _subscribe(self, stream: trio.SocketStream, request: Request) -> None:
-        since, group, follow = (request.args[k] for k in ("since", "group", "follow"))
+        since, group, follow, own = (request.args[k] for k in ("since", "group", "follow", "own"))
         node = self.node
         if group is not None:
             node.group_id(group)  # unknown group: an error before the stream starts
         await stream.send_all(protocol.encode_subscribed(request.id))
         cursor = since
-        async for batch in node.message_batches(since, group=group, follow=False):
+        async for batch in node.message_batches(since, group=group, follow=False, own=own):
             cursor = max([cursor, *(m.seq for m in batch if m.seq is not None)])
             await self._send_messages(stream, batch)
         await stream.send_all(protocol.encode_caught_up(cursor))
         if not follow:
             return
-        async for batch in node.message_batches(cursor, group=group, follow=True):
+        async for batch in node.message_batches(cursor, group=group, follow=True, own=own):
             await self._send_messages(stream, batch)
 
     async def _send_messages(self, stream: trio.SocketStream, batch: list[Any]) -> None:

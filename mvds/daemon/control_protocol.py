@@ -246,6 +246,7 @@ def _subscribe(request: dict[str, Any]) -> dict[str, Any]:
         "since": since,
         "group": _field(request, "group", str, None),
         "follow": _field(request, "follow", bool, False),
+        "own": _field(request, "own", bool, False),
     }
 
 
@@ -274,6 +275,22 @@ def _group(request: dict[str, Any]) -> dict[str, Any]:
     return {"group": _field(request, "group", str)}
 
 
+def _wait_ack(request: dict[str, Any]) -> dict[str, Any]:
+    message_id = _field(request, "id", str)
+    if len(message_id) != 64 or any(c not in "0123456789abcdefABCDEF" for c in message_id):
+        raise RequestError("'id' must be a message id (64 hex characters)")
+    count = _field(request, "count", int, None)
+    peers = _field(request, "peers", list, None)
+    if count is not None and peers is not None:
+        raise RequestError("give 'count' or 'peers', not both")
+    if peers is not None and not (peers and all(isinstance(p, str) and p for p in peers)):
+        raise RequestError("'peers' must be a list of peer names")
+    timeout = _field(request, "timeout", (int, float), 30.0)
+    if not 0 < timeout <= 86400:
+        raise RequestError("'timeout' must be between 0 and 86400 seconds")
+    return {"id": message_id, "count": count, "peers": peers, "timeout": float(timeout)}
+
+
 _OPS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "ping": _no_args,
     "status": _no_args,
@@ -287,6 +304,8 @@ _OPS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "unshare": _group_peer,
     "join": _group,
     "groups": _no_args,
+    "leave": _group,
+    "wait_ack": _wait_ack,
 }
 
 OPS = frozenset(_OPS)

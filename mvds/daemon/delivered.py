@@ -26,7 +26,14 @@ class DeliveredMessage:
 
     ``seq`` is the node's local delivery number (None for ephemeral
     messages, which are never stored); resume reading after it with
-    ``Node.messages(since=seq)``.
+    ``Node.messages(since=seq)``.  Received messages and (with
+    ``own=True``) the node's own appends share this one sequence.
+
+    ``sender`` (``via`` in JSON) is the neighbour the message arrived from,
+    the last hop, NOT its author: MVDS messages carry no author.  An
+    application that needs one puts it in the body (a name prefix, or a
+    signature over the body with the author's key).  None for own messages.
+    ``group`` is the group's name where the node knows it (else None).
     """
 
     seq: int | None
@@ -36,6 +43,26 @@ class DeliveredMessage:
     body: bytes
     sender: bytes | None
     ephemeral: bool = False
+    group: str | None = None
+
+    @property
+    def via(self) -> bytes | None:
+        """The neighbour it arrived from (the last hop; None for own messages)."""
+        return self.sender
+
+    @property
+    def own(self) -> bool:
+        """Appended by this node (not received)."""
+        return self.sender is None and not self.ephemeral
+
+    def __repr__(self) -> str:
+        text = self.text
+        body = repr(text[:40] + ("..." if len(text) > 40 else "")) if text is not None else (
+            f"<{len(self.body)} bytes>")
+        group = self.group if self.group is not None else self.group_id.hex()[:8]
+        origin = "own" if self.own else f"via={self.sender.hex()[:8] if self.sender else '-'}"
+        return (f"<DeliveredMessage seq={self.seq} group={group!r} id={self.id.hex()[:8]} "
+                f"{origin}{' ephemeral' if self.ephemeral else ''} body={body}>")
 
     @property
     def text(self) -> str | None:
@@ -58,7 +85,9 @@ class DeliveredMessage:
         if text is not None:
             out["text"] = text
         if self.sender is not None:
-            out["from"] = self.sender.hex()
+            out["via"] = out["from"] = self.sender.hex()  # "from": deprecated, same value
+        elif not self.ephemeral:
+            out["own"] = True
         if self.ephemeral:
             out["ephemeral"] = True
         return out
@@ -79,16 +108,23 @@ class DeliveredMessage:
         if text is not None:
             parts += (',"text":', _json_string(text))
         if self.sender is not None:
-            parts += (',"from":"', self.sender.hex(), '"')
+            via = self.sender.hex()
+            parts += (',"via":"', via, '","from":"', via, '"')
+        elif not self.ephemeral:
+            parts.append(',"own":true')
         if self.ephemeral:
             parts.append(',"ephemeral":true')
         parts.append("}}")
         return "".join(parts)
 
     @classmethod
-    def from_stored(cls, stored: StoredMessage) -> "DeliveredMessage":
+    def from_stored(
+        cls, stored: StoredMessage, names: dict[bytes, str] | None = None
+    ) -> "DeliveredMessage":
         m = stored.message
-        return cls(stored.seq, m.group_id, m.id, m.timestamp, m.body, stored.received_from)
+        group = names.get(m.group_id) if names else None
+        return cls(stored.seq, m.group_id, m.id, m.timestamp, m.body, stored.received_from,
+                   False, group)
 
 
 ReceivedMessage = DeliveredMessage

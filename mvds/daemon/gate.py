@@ -28,9 +28,11 @@ commit sends nothing and uses up nothing.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Protocol
 
 from mvds.daemon.config import format_address
+from mvds.daemon.diagnose import UnknownSenders
 from mvds.daemon.logthrottle import LogThrottle
 from mvds.daemon.peers import PeerRegistry
 from mvds.secure import EnvelopeError
@@ -70,6 +72,8 @@ class DatagramGate:
         self.drops = LogThrottle(interval=drop_log_interval)
         """Datagrams dropped before the engine, by reason (rate-limited logging)."""
         self._session_drops: dict[str, int] = {}
+        self.unknown = UnknownSenders()
+        """Who the ``unknown_peer`` drops claimed to be (mvds doctor)."""
 
     def open(self, data: bytes, addr: Any, clock: float) -> tuple[bytes, Payload] | None:
         """The sender and payload of an incoming datagram, or None (dropped and
@@ -89,11 +93,14 @@ class DatagramGate:
             try:
                 peer_id, plain = self.envelope.open(data)
             except EnvelopeError as exc:
-                self.drop(exc.reason, addr, clock)
+                claimed = exc.claimed
+                if claimed is not None:
+                    self.unknown.seen(claimed, format_address(*addr[:2]), time.time())
+                self.drop(exc.reason, addr, clock, claimed=claimed)
                 return None
             state = self.peers.get(peer_id)
             if state is None:  # removed while its datagram was queued
-                self.drop("unknown_peer", addr, clock)
+                self.drop("unknown_peer", addr, clock, claimed=peer_id)
                 return None
             if state.address is None or state.address[:2] != addr[:2]:
                 if state.address is not None:
@@ -142,11 +149,17 @@ class DatagramGate:
                 for _ in range(now_count - before):
                     self.drop(reason, addr, clock)
 
-    def drop(self, reason: str, addr: Any, clock: float, detail: str | None = None) -> None:
-        """Count a dropped datagram; log it unless this reason was logged lately."""
+    def drop(
+        self, reason: str, addr: Any, clock: float, detail: str | None = None,
+        claimed: bytes | None = None,
+    ) -> None:
+        """Count a dropped datagram; log it unless this reason was logged lately
+        (with the sender id it claimed, for ``unknown_peer``)."""
         count = self.drops.count(reason, clock)
         if count is not None:
             fields: dict[str, Any] = {"reason": reason, "source": format_address(*addr[:2]), "count": count}
+            if claimed is not None:
+                fields["claimed_peer"] = claimed.hex()
             if detail:
                 fields["detail"] = detail
             self.log.warning("datagram.dropped", **fields)

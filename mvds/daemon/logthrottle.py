@@ -43,3 +43,35 @@ class LogThrottle:
         self._last_logged[reason] = now
         return self._pending.pop(reason)
 
+
+
+class BurstLimit:
+    """At most ``burst`` lines per key in each ``window`` seconds (sans-IO).
+
+    For debug events that are per message (appends, deliveries, ACKs): a
+    person following one message sees every line of a trickle, and a flood
+    of thousands a second costs a few lines a second, the first line of
+    each window saying how many were left out.
+    """
+
+    __slots__ = ("burst", "window", "_start", "_used", "_skipped")
+
+    def __init__(self, burst: int = 20, window: float = 1.0) -> None:
+        self.burst = burst
+        self.window = window
+        self._start: dict[str, float] = {}
+        self._used: Counter[str] = Counter()
+        self._skipped: Counter[str] = Counter()
+
+    def allow(self, key: str, now: float) -> int | None:
+        """None: leave this line out.  Otherwise log it; the number is how
+        many lines of this key were left out before it (0 usually)."""
+        start = self._start.get(key)
+        if start is None or now - start >= self.window:
+            self._start[key] = now
+            self._used[key] = 0
+        if self._used[key] >= self.burst:
+            self._skipped[key] += 1
+            return None
+        self._used[key] += 1
+        return self._skipped.pop(key, 0)

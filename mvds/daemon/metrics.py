@@ -16,6 +16,22 @@ if TYPE_CHECKING:
     from mvds.daemon.node import Node
 
 MAX_REQUEST = 16 * 1024
+PATH = "/metrics"
+REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+
+
+def route(request: bytes) -> int:
+    """The status code for an HTTP request head: 200 only for ``GET /metrics``
+    (a query string is ignored), 404 for any other path, 405 for any other
+    method, 400 for what is not an HTTP request line."""
+    line = request.split(b"\r\n", 1)[0].split(b"\n", 1)[0]
+    parts = line.split(b" ")
+    if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
+        return 400
+    method, target = parts[0], parts[1].split(b"?", 1)[0]
+    if target != PATH.encode():
+        return 404
+    return 200 if method == b"GET" else 405
 
 
 def _escape(value: str) -> str:
@@ -72,15 +88,18 @@ async def serve_metrics(node: "Node", address: str, task_status: Any = trio.TASK
                     if not chunk:
                         break
                     request += chunk
-            if request.startswith(b"GET /metrics") or request.startswith(b"GET / "):
-                body = render_metrics(node.status()).encode()
-                head = (
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
-                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-                )
+            code = route(request)
+            if code == 200:
+                body = render_metrics(node.status_now()).encode()
+                content_type = "text/plain; version=0.0.4"
             else:
-                body = b"not found\n"
-                head = f"HTTP/1.1 404 Not Found\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                body = f"{REASONS[code].lower()}: this server answers only GET {PATH}\n".encode()
+                content_type = "text/plain"
+            head = (
+                f"HTTP/1.1 {code} {REASONS[code]}\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n"
+                + ("Allow: GET\r\n" if code == 405 else "") + "\r\n"
+            )
             await stream.send_all(head.encode() + body)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
@@ -91,4 +110,8 @@ async def serve_metrics(node: "Node", address: str, task_status: Any = trio.TASK
         listeners = await trio.open_tcp_listeners(port, host=host)
     except OSError as exc:
         raise NodeError(f"cannot serve metrics on {address}: {exc.strerror or exc}") from None
+    for listener in listeners:
+        bound = listener.socket.getsockname()
+        shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        node.log.info("metrics.serving", url=f"http://{shown}:{bound[1]}{PATH}")
     await trio.serve_listeners(handle, listeners, task_status=task_status)

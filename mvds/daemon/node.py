@@ -55,9 +55,10 @@ from mvds.daemon.commands import Command, NodeError, group_arg
 from mvds.daemon.config import ConfigError, NodeConfig, format_address, parse_address
 from mvds.daemon.configpush import apply_edits, apply_sharing, engine_config, push_config
 from mvds.daemon.delivered import DeliveredMessage, ReceivedMessage  # noqa: F401 (the earlier name)
+from mvds.daemon.diagnose import GroupMismatches, similar_name
 from mvds.daemon.gate import DatagramGate
 from mvds.daemon.logs import get_logger
-from mvds.daemon.logthrottle import LogThrottle
+from mvds.daemon.logthrottle import BurstLimit, LogThrottle
 from mvds.daemon.nodedir import NodeDir
 from mvds.daemon.peers import PeerRegistry, PeerState, route_resolved
 from mvds.daemon.radio import RadioSchedule, run_radio
@@ -103,6 +104,9 @@ def wall_clock() -> float:
     """
     return time.time()
 
+REACHABILITY_CHECK = 1.0
+"""Seconds between checks for peers that went silent (the peer.unreachable log line)."""
+
 
 class Node:
     """One MVDS peer.  Open it with :meth:`Node.open` (an async context manager)."""
@@ -144,6 +148,16 @@ class Node:
         self._wake = trio.Event()
         self.subscriptions = Subscriptions(self.counters)
         self._started = time.monotonic()
+        self._names_cache: tuple[NodeConfig, dict[bytes, str]] | None = None
+        self._ack_waiters: dict[bytes, list[_AckWaiter]] = {}
+        self._debug = debug_enabled(self.log)
+        """Debug lines wanted: per message events are built only then."""
+        self._debug_limit = BurstLimit(burst=20, window=1.0)
+        self._acked: Counter[bytes] = Counter()  # ACKs per peer, this run
+        self._last_ack: dict[bytes, float] = {}
+        self.mismatches = GroupMismatches()
+        """Messages of groups not shared with their sender, per (peer, group)."""
+        self._accepted_cache: tuple[NodeConfig, frozenset[tuple[bytes, bytes]]] | None = None
         self._closing = False
         self._running = False
         self._fatal: str | None = None
@@ -264,6 +278,7 @@ class Node:
                 nursery.start_soon(self._pump_loop)
                 nursery.start_soon(self.transport.run_sender)
                 nursery.start_soon(self._resolve_loop)
+                nursery.start_soon(self._reachability_loop)
                 if self._radio is not None:
                     nursery.start_soon(run_radio, self._radio, self.transport, self._radio_up, self.log)
                 task_status.started()
@@ -316,10 +331,7 @@ class Node:
             raise NodeError(f"a group id is {ID_SIZE} bytes")
         if not self.store.is_member(group_id):
             label = group if isinstance(group, str) else group_id.hex()
-            raise NodeError(
-                f"unknown group {label!r}: add it with `mvds peer add ... --group {label}` "
-                "or join it first"
-            )
+            raise NodeError(f"unknown group {label!r}: join it or share it with a peer first")
         return group_id
 
     async def _submit(
@@ -358,7 +370,13 @@ class Node:
         def apply(now: float) -> bytes:
             return self.engine.append(group_id, body, now, ephemeral=ephemeral).id
 
-        return await self._submit(apply)
+        message_id = await self._submit(apply)
+        if self._debug:
+            self._trace("message.appended", message=short(message_id),
+                        group=self.group_names().get(group_id, short(group_id)),
+                        ephemeral=ephemeral, bytes=len(body),
+                        peers=[self._peer_name(p) for p in self.store.shared_peers(group_id)])
+        return message_id
 
     async def append_many(self, group: str | bytes, bodies: list[bytes]) -> list[bytes]:
         """Append several messages in one transaction; returns their ids in order."""
@@ -368,7 +386,78 @@ class Node:
         def apply(now: float) -> list[bytes]:
             return [message.id for message in self.engine.append_many(group_id, checked, now)]
 
-        return await self._submit(apply)
+        ids = await self._submit(apply)
+        if self._debug and ids:
+            self._trace("messages.appended", count=len(ids), first=short(ids[0]),
+                        last=short(ids[-1]), group=self.group_names().get(group_id, short(group_id)))
+        return ids
+
+    async def wait_acked(
+        self,
+        message_id: bytes,
+        peers: int | list[str] | tuple[str, ...] | None = None,
+        *,
+        timeout: float | None = 30.0,
+    ) -> list[str]:
+        """Wait until peers acknowledged a stored message (they hold it):
+        ``peers`` None means every peer its group is shared with, an int
+        that many of them, a list those peers by name.  Returns the names
+        of the peers that acknowledged; raises :class:`NodeError` on
+        ``timeout`` (seconds; None: no limit), naming who is missing.
+
+        A peer whose sync record for the message is gone already holds it
+        (records end with an ACK), so waiting after the ACK came returns
+        at once."""
+        stored = self.store.get_message(message_id)
+        if stored is None:
+            raise NodeError(f"message {message_id.hex()} is not stored here")
+        shared = set(self.store.shared_peers(stored.group_id))
+        if isinstance(peers, int) and not isinstance(peers, bool):
+            if peers < 1:
+                raise NodeError("wait for at least 1 peer")
+            if peers > len(shared):
+                raise NodeError(
+                    f"the group is shared with {len(shared)} peer{'s' if len(shared) != 1 else ''}; "
+                    f"{peers} cannot acknowledge")
+            wanted, need = shared, peers
+        elif peers is None:
+            if not shared:
+                raise NodeError("the group is shared with no peer")
+            wanted, need = shared, len(shared)
+        else:
+            wanted = set()
+            for name in peers:
+                entry = self.config.peer_named(name)
+                if entry is None:
+                    raise NodeError(f"unknown peer {name!r}")
+                if entry.peer_id not in shared:
+                    raise NodeError(f"the message's group is not shared with {name!r}")
+                wanted.add(entry.peer_id)
+            need = len(wanted)
+        waiter = _AckWaiter(wanted, need)
+        # Settled already: the record ended with an ACK before we asked.
+        for peer_id in wanted:
+            if self.store.get_record(message_id, peer_id) is None:
+                waiter.acked.add(peer_id)
+        if not waiter.satisfied():
+            self._ack_waiters.setdefault(message_id, []).append(waiter)
+            try:
+                with trio.move_on_after(math.inf if timeout is None else timeout):
+                    await waiter.done.wait()
+            finally:
+                waiters = self._ack_waiters.get(message_id, [])
+                if waiter in waiters:
+                    waiters.remove(waiter)
+                if not waiters:
+                    self._ack_waiters.pop(message_id, None)
+        names = sorted(self._peer_name(p) for p in waiter.acked)
+        if not waiter.satisfied():
+            missing = sorted(self._peer_name(p) for p in wanted - waiter.acked)
+            raise NodeError(
+                f"message {short(message_id)}: {len(waiter.acked)} of {need} "
+                f"acknowledgement{'s' if need != 1 else ''} within {timeout:g} s "
+                f"(waiting for {', '.join(missing)})")
+        return names
 
     def _edit(self, edit: Callable[[NodeConfig], NodeConfig]) -> Callable[[NodeConfig], NodeConfig]:
         """Check an edit against the current config now (a refused edit is
@@ -385,16 +474,31 @@ class Node:
         await self._submit(edit=self._edit(lambda config: admin.join(config, group)))
         return parse_group(group)
 
+    async def leave(self, group: str) -> None:
+        """Leave a group: it is unshared from every peer and dropped from the
+        config, so nothing of it syncs any more.  Its stored messages stay
+        readable (and the store still knows the group: sharing it again
+        syncs its history)."""
+        await self._submit(edit=self._edit(lambda config: admin.leave(config, group)))
+
+    def groups(self) -> list[dict[str, Any]]:
+        """The node's groups: name, id (hex) and the peers each is shared with."""
+        return admin.group_list(self.config)
+
     async def add_peer(
         self,
         name: str,
         peer_id: str | bytes,
-        address: str,
+        address: str | tuple[str, int],
         groups: list[str] | tuple[str, ...] = (),
         *,
         plaintext: bool = False,
     ) -> None:
-        """Trust a peer and share these groups with it (replaces an entry of that name)."""
+        """Trust a peer and share these groups with it (replaces an entry of that name).
+
+        ``address`` is ``"HOST:PORT"`` (``"[::1]:7000"`` for IPv6) or a
+        ``(host, port)`` tuple such as another node's :attr:`address`."""
+        address = address_arg(address)
         edit = self._edit(lambda config: admin.add_peer(
             config, name, peer_id, address, groups, plaintext=plaintext, own_id=self.peer_id))
         await self._submit(edit=edit)
@@ -416,23 +520,50 @@ class Node:
         await self._submit(edit=self._edit(lambda config: admin.unshare(config, group, peer_name)))
 
     async def messages(
-        self, since: int = 0, *, group: str | bytes | None = None, follow: bool = True
+        self,
+        since: int = 0,
+        *,
+        group: str | bytes | None = None,
+        follow: bool = True,
+        own: bool = False,
     ) -> AsyncIterator[DeliveredMessage]:
         """Received messages with ``seq > since`` in order, then (with ``follow``)
-        new ones as they arrive, ephemeral ones included.  Resume after a restart
-        with ``since=<last seq you processed>``: nothing is skipped or repeated."""
-        async for batch in self.message_batches(since, group=group, follow=follow):
+        new ones as they arrive, ephemeral ones included.  With ``own`` the
+        node's own appends come too, in the same sequence (own and received
+        messages share one seq counter), so a group's whole history reads in
+        one pass.  Resume after a restart with ``since=<last seq you
+        processed>``: nothing is skipped or repeated."""
+        async for batch in self.message_batches(since, group=group, follow=follow, own=own):
             for message in batch:
                 yield message
 
     async def message_batches(
-        self, since: int = 0, *, group: str | bytes | None = None, follow: bool = True
+        self,
+        since: int = 0,
+        *,
+        group: str | bytes | None = None,
+        follow: bool = True,
+        own: bool = False,
     ) -> AsyncIterator[list[DeliveredMessage]]:
         """Like :meth:`messages`, a list at a time (up to 512): what is ready
         comes in one piece, which is what a busy reader wants."""
+        if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+            raise NodeError(f"since is a seq, 0 or more (got {since!r})")
         group_id = None if group is None else self.group_id(group)
-        async for batch in self.subscriptions.batches(self.store, since, group_id, follow):
+        names = self.group_names()
+        async for batch in self.subscriptions.batches(
+            self.store, since, group_id, follow, own=own, names=names
+        ):
             yield batch
+
+    def group_names(self) -> dict[bytes, str]:
+        """Group id -> the name this node's config gives it (hex ids map to themselves)."""
+        config = self.config
+        cached = self._names_cache
+        if cached is None or cached[0] is not config:
+            cached = self._names_cache = (
+                config, {parse_group(name): name for name in config.all_groups()})
+        return cached[1]
 
     # -- the loops -------------------------------------------------------------
     async def _receive_loop(self) -> None:
@@ -491,6 +622,25 @@ class Node:
             self.engine.announce(peer_id, now)
         self._wake.set()
 
+    async def _reachability_loop(self) -> None:
+        """Log (info) each plaintext peer that stops being reachable: nothing heard
+        from it for ``offline_after`` seconds (the engine's PeerReachable
+        event logs the way back)."""
+        was: dict[bytes, bool] = {}
+        offline_after = self.engine_config.offline_after
+        while True:
+            await trio.sleep(REACHABILITY_CHECK)
+            now = self.now()
+            for peer_id, state in list(self.peers.items()):
+                if not state.config.plaintext:
+                    continue  # the session layer reports these (keepalives)
+                heard = self.engine.last_heard(peer_id)
+                up = heard is not None and now - heard < offline_after
+                if was.get(peer_id) and not up and heard is not None:
+                    self.log.info("peer.unreachable", peer=self._peer_name(peer_id),
+                                  last_heard_s=round(now - heard, 1))
+                was[peer_id] = up
+
     async def _resolve_loop(self) -> None:
         while True:
             await trio.sleep(self.config.resolve_interval_s)
@@ -508,12 +658,16 @@ class Node:
                 host, port, family=self.transport.family, type=trio.socket.SOCK_DGRAM
             )
         except OSError as exc:
+            state.resolve_error = exc.strerror or str(exc)
+            if state.resolve_failed_since is None:
+                state.resolve_failed_since = self.now()
             if self._warnings.count(f"resolve/{state.config.name}", time.monotonic()) is not None:
                 self.log.warning(
                     "peer.unresolved", peer=state.config.name, address=state.config.address,
                     error=str(exc),
                 )
             return
+        state.resolve_error = state.resolve_failed_since = None
         if infos and self.peers.get(state.peer_id) is state:
             route_resolved(state, infos[0][4], self.sessions, time.monotonic())
             self._send_session_output()
@@ -531,6 +685,7 @@ class Node:
         now = self.time_base + clock
         inbox, self._inbox = self._inbox, []
         queue, self._queue = self._queue, []
+        retrans: dict[bytes, int] = {}
         engine = self.engine
         gate = self.gate
         # The session layer first, outside the transaction: it keeps its
@@ -559,12 +714,16 @@ class Node:
                 if self._resume_engine:
                     engine.resume(now)
                 for peer_id, payload in opened_all:
+                    if payload.messages:
+                        self._check_groups(peer_id, payload.messages, clock)
                     engine.receive(peer_id, payload, now)
                 for pending in queue:
                     if pending.apply is not None:
                         pending.result = pending.apply(now)
                 if config is not old_config:
                     apply_sharing(engine, old_config, config, now)
+                if self._debug:
+                    retrans = {p: c["retransmissions"] for p, c in engine.peer_stats.items()}
                 payloads = engine.payloads_to_send(now)
         except StoreError as exc:
             if staged is not None:
@@ -588,11 +747,15 @@ class Node:
         if self._store_failures:
             self.log.info("store.recovered", failed_steps=self._store_failures)
             self._store_failures = 0
+        if self._debug:
+            self._trace_retransmissions(retrans)
         if outgoing and self.transport is not None:
             self.transport.send(outgoing)
         for pending in queue:
             pending.done.set()
         self._session_events(session_events)
+        if any(pending.apply is not None for pending in queue):
+            self.subscriptions.notify()  # own appends: readers with own=True
         self._dispatch(engine.events())
 
     def _session_step(self) -> None:
@@ -630,12 +793,40 @@ class Node:
                     address=format_address(*event.addr[:2]),
                 )
             elif isinstance(event, sessions_mod.HandshakeRefused):
+                if event.reason == "unknown_peer" and event.peer_id is not None:
+                    # A handshake from a node we do not trust names its key:
+                    # mvds doctor shows it (a one-sided peer add).
+                    self.gate.unknown.seen(
+                        event.peer_id, format_address(*event.addr[:2]), time.time()
+                    )
                 if self._warnings.count(f"handshake/{event.reason}", time.monotonic()) is not None:
                     log.warning(
                         "handshake.refused", reason=event.reason,
                         source=format_address(*event.addr[:2]),
                         peer=None if event.peer_id is None else self._peer_name(event.peer_id),
                     )
+
+    def _accepted(self) -> frozenset[tuple[bytes, bytes]]:
+        """(group id, peer id) pairs whose messages the engine takes."""
+        config = self.config
+        cached = self._accepted_cache
+        if cached is None or cached[0] is not config:
+            cached = self._accepted_cache = (config, frozenset(admin.sharing(config)))
+        return cached[1]
+
+    def _check_groups(self, peer_id: bytes, messages: list[Any], clock: float) -> None:
+        """Count messages of groups not shared with their sender per (peer,
+        group): the engine refuses them; a group name typo on one side looks
+        like this (mvds doctor names it)."""
+        accepted = self._accepted()
+        loose = self.engine_config.accept_unshared
+        for message in messages:
+            group_id = message.group_id
+            if (group_id, peer_id) in accepted or (loose and group_id in self.group_names()):
+                continue
+            # Logged by the engine's MessageRefused event (rate-limited),
+            # counted here per (peer, group) for status and mvds doctor.
+            self.mismatches.count(peer_id, group_id)
 
     def _swap_config(self, new: NodeConfig, now: float) -> None:
         """After the commit and the file: the new config in memory, and the
@@ -650,6 +841,9 @@ class Node:
             self.sessions.remove_peer(peer_id)
             self._add_peer(peer_id)
             self.engine.announce(peer_id, now)
+            self.gate.unknown.forget(peer_id)
+        for group_id, peer_id in self._accepted():
+            self.mismatches.forget(peer_id, group_id)
         for entry in new.peers:  # sharing changed: keepalives follow it
             if not entry.plaintext and entry.peer_id not in changed:
                 self.sessions.set_keepalive(entry.peer_id, bool(entry.groups))
@@ -690,43 +884,107 @@ class Node:
     def _dispatch(self, events: list[Any]) -> None:
         delivered = False
         counters = self.counters
+        debug = self._debug
         for event in events:
             if isinstance(event, MessageReceived):
                 counters["delivered"] += 1
                 delivered = True
+                if debug:
+                    m = event.message
+                    self._trace("message.delivered", message=short(m.id), seq=event.seq,
+                                via=self._peer_name(event.peer),
+                                group=self.group_names().get(m.group_id, short(m.group_id)))
                 if event.seq is None:
                     m = event.message
                     received = DeliveredMessage(
-                        None, m.group_id, m.id, m.timestamp, m.body, event.peer, True
+                        None, m.group_id, m.id, m.timestamp, m.body, event.peer, True,
+                        self.group_names().get(m.group_id),
                     )
                     self.subscriptions.publish(received)
             elif isinstance(event, MessageAcknowledged):
                 counters["acknowledged"] += 1
+                self._acked[event.peer] += 1
+                self._last_ack[event.peer] = self.now()
+                if debug:
+                    self._trace("message.acked", message=short(event.message_id),
+                                peer=self._peer_name(event.peer))
+                waiters = self._ack_waiters.get(event.message_id)
+                if waiters:
+                    for waiter in waiters:
+                        waiter.ack(event.peer)
             elif isinstance(event, GaveUp):
                 counters["gave_up"] += 1
-                self.log.warning(
-                    "message.gave_up", message=short(event.message_id),
-                    peer=self._peer_name(event.peer), reason=event.reason,
-                )
+                left_out = self._debug_limit.allow("message.gave_up", time.monotonic())
+                if left_out is not None:  # a flood of expiries: a few lines a second
+                    fields: dict[str, Any] = {}
+                    if left_out:
+                        fields["left_out"] = left_out
+                    self.log.warning(
+                        "message.gave_up", message=short(event.message_id),
+                        peer=self._peer_name(event.peer), reason=event.reason, **fields,
+                    )
             elif isinstance(event, PeerReachable):
                 state = self.peers.get(event.peer)
                 if state is not None and state.config.plaintext:  # sessions report the others
                     self.log.info("peer.reachable", peer=self._peer_name(event.peer))
             elif isinstance(event, MessageRefused):  # rate-limited by the engine
+                names = self.group_names()
+                extra: dict[str, Any] = {}
+                name = names.get(event.group_id)
+                if name is None:  # a group we do not know: perhaps a typo of ours
+                    guess = similar_name(event.group_id, names.values())
+                    if guess:
+                        extra["similar_to"] = guess
+                else:
+                    extra["group_name"] = name
                 self.log.warning(
                     "message.refused", message=short(event.message_id),
                     peer=self._peer_name(event.peer), group=event.group_id.hex(),
-                    reason=event.reason, suppressed=event.suppressed,
+                    reason=event.reason, suppressed=event.suppressed, **extra,
                 )
         if delivered:
             self.subscriptions.notify()
+
+    def _trace(self, event: str, **fields: Any) -> None:
+        """One debug line, at most 20 a second per event (a flood of
+        appends or deliveries says how many lines it left out)."""
+        left_out = self._debug_limit.allow(event, time.monotonic())
+        if left_out is None:
+            return
+        if left_out:
+            fields["left_out"] = left_out
+        self.log.debug(event, **fields)
+
+    def _trace_retransmissions(self, before: dict[bytes, int]) -> None:
+        """Debug: the retransmissions this step sent, per peer."""
+        for peer_id, stats in self.engine.peer_stats.items():
+            sent = stats["retransmissions"] - before.get(peer_id, 0)
+            if sent > 0:
+                self._trace("records.retransmitted", peer=self._peer_name(peer_id), count=sent,
+                            total=stats["retransmissions"])
+
+    def _mismatch_json(self, peer_id: bytes) -> list[dict[str, Any]]:
+        names = self.group_names()
+        out = self.mismatches.for_peer(peer_id, names)
+        for entry in out:
+            if entry["group"] is None:
+                entry["similar"] = similar_name(bytes.fromhex(entry["group_id"]), names.values())
+        return out
 
     def _peer_name(self, peer_id: bytes) -> str:
         return self.peers.name(peer_id, short(peer_id))
 
     # -- status -------------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
-        """Everything `mvds status --json` shows (mvds/daemon/status.py)."""
+    async def status(self) -> dict[str, Any]:
+        """Everything `mvds status --json` shows (mvds/daemon/status.py).
+
+        Async like the rest of the API (``await node.status()``); the same
+        snapshot without ``await`` is :meth:`status_now`."""
+        return self.status_now()
+
+    def status_now(self) -> dict[str, Any]:
+        """:meth:`status` for synchronous callers (a metrics handler, a
+        callback): the same dict, taken at once."""
         clock = time.monotonic()
         now = self.time_base + clock
         engine = self.engine
@@ -776,6 +1034,13 @@ class Node:
                 "payloads_out": engine_counts["payloads_out"],
                 "requests_capped": engine_counts["requests_capped"],
                 "rate_limited": counters["rate_limited"],
+                "unresolved": state.resolve_error,
+                "unresolved_for_s": None if state.resolve_failed_since is None
+                else round(now - state.resolve_failed_since, 1),
+                "group_mismatches": self._mismatch_json(peer_id),
+                "acknowledged": self._acked[peer_id],
+                "last_ack_s": None if peer_id not in self._last_ack
+                else round(now - self._last_ack[peer_id], 1),
             }
         transport = self.transport
         drops = Counter(self.gate.drops.counts)
@@ -804,6 +1069,12 @@ class Node:
                 "drops": dict(sorted(drops.items())),
                 "engine": dict(sorted(engine.stats.items())),
                 "node": dict(sorted(self.counters.items())),
+                "receive_buffer": transport.receive_buffer if transport else None,
+                "receive_buffer_small": bool(transport and transport.receive_buffer < SMALL_BUFFER),
+                "unknown_senders": [
+                    sender for sender in self.gate.unknown.to_json(now)
+                    if bytes.fromhex(sender["claimed_id"]) not in self.peers
+                ],
             },
         )
 
@@ -825,6 +1096,65 @@ def _rounded(value: float | None) -> float | None:
 
 def _address(addr: Any) -> str | None:
     return None if addr is None else format_address(*addr[:2])
+
+
+@dataclasses.dataclass(eq=False)  # compared by identity: two waits for one message differ
+class _AckWaiter:
+    """One :meth:`Node.wait_acked` call: whose ACK it wants, how many."""
+
+    wanted: set[bytes]
+    need: int
+    acked: set[bytes] = dataclasses.field(default_factory=set)
+    done: trio.Event = dataclasses.field(default_factory=trio.Event)
+
+    def satisfied(self) -> bool:
+        return len(self.acked) >= self.need
+
+    def ack(self, peer: bytes) -> None:
+        if peer in self.wanted:
+            self.acked.add(peer)
+            if self.satisfied():
+                self.done.set()
+
+
+def debug_enabled(log: Any) -> bool:
+    """Whether ``log`` passes debug lines (structlog's filtering loggers
+    and stdlib-backed ones both answer; unknown loggers: assume yes)."""
+    import logging
+
+    for name in ("is_enabled_for", "isEnabledFor"):
+        check = getattr(log, name, None)
+        if check is not None:
+            try:
+                return bool(check(logging.DEBUG))
+            except Exception:  # a logger that cannot tell
+                return True
+    return True
+
+
+def address_arg(address: str | tuple[str, int] | Any) -> str:
+    """``"HOST:PORT"`` from a string or a ``(host, port[, ...])`` tuple (IPv6
+    hosts bracketed: ``"[::1]:7000"``); anything else is a NodeError."""
+    if isinstance(address, str):
+        return address
+    if isinstance(address, (tuple, list)) and len(address) >= 2 \
+            and isinstance(address[0], str) and isinstance(address[1], int):
+        return format_address(address[0], address[1])
+    raise NodeError(f"an address is 'HOST:PORT' or a (host, port) tuple, not {address!r}")
+
+
+def init_node(path: str | os.PathLike[str], listen: str | None = None) -> bytes:
+    """Create a node directory (identity, config) like ``mvds init``; returns
+    the new node's peer id.  ``listen`` is ``"HOST:PORT"`` (default: a free
+    port on 127.0.0.1).  Raises :class:`NodeError` for a directory that is
+    already a node, is not empty, or cannot be written."""
+    from mvds.daemon.setup import SetupError, init_node_dir
+
+    try:
+        _, identity = init_node_dir(path, listen)
+    except SetupError as exc:
+        raise NodeError(str(exc)) from None
+    return identity.peer_id
 
 
 open_node = Node.open

@@ -45,6 +45,10 @@ class PeerState:
     counters: Counter[str] = field(default_factory=Counter)
     budget: TokenBucket | None = None
     """Bytes this peer may still send (``peer_max_bytes_per_s``); None: no limit."""
+    resolve_error: str | None = None
+    """Why the configured host did not resolve last time (None: it did)."""
+    resolve_failed_since: float | None = None
+    """time.time() of the first failure in the current run of failures."""
 
 
 class PeerRegistry(dict[bytes, PeerState]):

@@ -60,8 +60,17 @@ def init_node_dir(path: str | os.PathLike[str], listen: str | None = None) -> tu
         config.validate("--listen")
     except ConfigError as exc:
         raise SetupError(str(exc)) from None
+    if nodedir.path.is_dir() and any(nodedir.path.iterdir()):
+        # Not ours: a node's files next to someone else's would be shared
+        # with whatever else lives there, and `rm -r` of the node takes both.
+        raise SetupError(
+            f"{nodedir.path} is not empty and not a node directory (give a new or empty directory)"
+        )
     try:
         nodedir.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # mkdir's mode applies only to a directory it creates (and the umask
+        # narrows it); an existing empty directory is made owner-only too.
+        os.chmod(nodedir.path, 0o700)
     except OSError as exc:
         raise SetupError(f"cannot create {nodedir.path}: {exc.strerror}") from None
     if not os.access(nodedir.path, os.W_OK):
@@ -110,7 +119,7 @@ def open_parts(
     nodedir = NodeDir.at(directory)
     if not nodedir.exists():
         raise SetupError(
-            f"{nodedir.path} is not a node directory (create one with: mvds init {directory})"
+            f"{nodedir.path} is not a node directory"
         )
     lock = InstanceLock(nodedir.lock)
     try:

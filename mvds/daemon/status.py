@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from mvds.daemon.config import NodeConfig
+from mvds.daemon.diagnose import diagnose
 from mvds.engine import RecordType
 
 
@@ -30,7 +31,11 @@ def build_status(
 
     ``pending`` is the store's ``record_stats()``; ``peers_live`` maps a
     peer id to what a running node adds for it; ``live`` is what a running
-    node adds at the top level (None: the node is stopped).
+    node adds at the top level (None: the node is stopped).  ``findings``
+    is :func:`mvds.daemon.diagnose.diagnose` of the rest: why nothing flows.
+
+    ``last_seq`` is the head of the node's one delivery sequence: received
+    messages and (since 0.2) the node's own appends each take a seq.
     """
     peers = []
     for entry in sorted(config.peers, key=lambda p: p.name):
@@ -61,4 +66,5 @@ def build_status(
     }
     if live is not None:
         status.update(live)
+    status["findings"] = diagnose(status)
     return status

@@ -54,17 +54,26 @@ class Subscriptions:
         self._delivered = trio.Event()
 
     async def batches(
-        self, store: Store, since: int, group_id: bytes | None, follow: bool
+        self,
+        store: Store,
+        since: int,
+        group_id: bytes | None,
+        follow: bool,
+        *,
+        own: bool = False,
+        names: dict[bytes, str] | None = None,
     ) -> AsyncIterator[list[DeliveredMessage]]:
-        """Stored messages with ``seq > since`` a batch at a time, then the
-        ephemeral ones waiting, then (``follow``) new ones as they come."""
+        """Stored messages with ``seq > since`` a batch at a time (received
+        ones; with ``own`` the node's own appends too, in the same sequence),
+        then the ephemeral ones waiting, then (``follow``) new ones as they
+        come.  ``names`` maps group ids to the names put on the messages."""
         cursor = since
         sender, receiver = trio.open_memory_channel[DeliveredMessage](self.buffer)
         self._senders[sender] = group_id
         try:
             while True:
                 high = store.last_seq()
-                stored = store.delivered_since(cursor, BATCH, group_id)
+                stored = store.delivered_since(cursor, BATCH, group_id, own=own)
                 if len(stored) < BATCH:
                     # Every message up to ``high`` was read (those of other
                     # groups are skipped): without this a reader of a quiet
@@ -72,7 +81,7 @@ class Subscriptions:
                     cursor = max(cursor, high)
                 if stored:
                     cursor = max(cursor, stored[-1].seq or cursor)
-                    yield [DeliveredMessage.from_stored(m) for m in stored]
+                    yield [DeliveredMessage.from_stored(m, names) for m in stored]
                     if len(stored) == BATCH:
                         continue
                 live = []

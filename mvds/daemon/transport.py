@@ -19,6 +19,8 @@ from typing import Any, Callable
 
 import trio
 
+from mvds.daemon.config import format_address
+
 RECEIVE_BUFFER = 4 * 1024 * 1024
 """Socket buffer we ask the kernel for; bursts of datagrams queue here while
 the node is busy committing.  An ordinary user gets at most
@@ -79,7 +81,7 @@ class UdpTransport:
             self.sock.bind((host, port))
         except OSError as exc:
             self.sock.close()
-            raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+            raise OSError(exc.errno, f"cannot listen on {format_address(host, port)}: {exc.strerror}") from None
         self.loss = loss
         self.rng = rng or random.Random()
         self.online = True

@@ -55,9 +55,12 @@ class EnvelopeError(ValueError):
     was never added as a plaintext peer (or was removed).
     """
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, claimed: bytes | None = None) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
+        self.claimed = claimed
+        """For ``unknown_peer`` on open: the sender id the datagram claims
+        (unauthenticated: for diagnostics, never for trust)."""
 
 
 class EnvelopeCodec:
@@ -142,7 +145,9 @@ class EnvelopeCodec:
         sender = datagram[1:_ID_END]
         known = self._plaintext.get(sender)
         if known is None:
-            raise EnvelopeError(UNKNOWN_PEER, f"from unknown sender {sender[:8].hex()}...")
+            raise EnvelopeError(
+                UNKNOWN_PEER, f"from unknown sender {sender[:8].hex()}...", claimed=sender
+            )
         if not known:
             raise EnvelopeError(
                 PLAINTEXT_REFUSED, f"peer {sender[:8].hex()}... is not configured for plaintext"

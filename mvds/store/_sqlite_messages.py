@@ -100,7 +100,7 @@ class _Unwritten(StoredMessage):
         self.message = message
         self.gid = gid
         self.ready = ready
-        self.seq = None
+        self.seq: int | None = None
         self.received_from = src
 
 
@@ -149,7 +149,7 @@ class RecentCache:
         self.by_seq.clear()
 
     def delivered_since(
-        self, after_seq: int, limit: int, group_id: bytes | None, last_seq: int
+        self, after_seq: int, limit: int, group_id: bytes | None, last_seq: int, own: bool
     ) -> list[StoredMessage] | None:
         """Answer from memory if the range runs from ``after_seq + 1`` (or
         lower) up to ``last_seq``; None when SQL must answer."""
@@ -160,6 +160,8 @@ class RecentCache:
         out: list[StoredMessage] = []
         for seq in range(after_seq + 1, high):
             stored = by_seq[seq]
+            if not own and stored.received_from is None:
+                continue
             if group_id is None or stored.message.group_id == group_id:
                 out.append(stored)
                 if len(out) >= limit:
@@ -372,7 +374,10 @@ class MessageLog:
         self._absent = None
         gid = self._names.gid_for(message.group_id)
         self.count += 1
-        self._unwritten[mid] = _Unwritten(self.count, message, gid, ready, received_from)
+        u = self._unwritten[mid] = _Unwritten(self.count, message, gid, ready, received_from)
+        if ready and received_from is None:  # own: a place in the one delivery sequence
+            self.last_seq += 1
+            u.seq = self.last_seq
         self._filter.add(mid)
         if self._filter.needs_rebuild():
             self._filter = self._build_filter()  # twice the room; this id included
@@ -477,14 +482,16 @@ class MessageLog:
             after = rows[-1][0]
 
     def delivered_since(
-        self, after_seq: int, limit: int, group_id: bytes | None
+        self, after_seq: int, limit: int, group_id: bytes | None, own: bool = False
     ) -> list[StoredMessage]:
         if not self._unwritten and limit > 0 and after_seq >= 0:
-            cached = self.recent.delivered_since(after_seq, limit, group_id, self.last_seq)
+            cached = self.recent.delivered_since(after_seq, limit, group_id, self.last_seq, own)
             if cached is not None:
                 return cached
         self.flush()
-        return select_delivered(self._db, self._names, after_seq, limit, group_id, self._stored)
+        return select_delivered(
+            self._db, self._names, after_seq, limit, group_id, self._stored, own=own
+        )
 
     # -- leaves -----------------------------------------------------------------
     def _leaves_of(self, gid: int) -> dict[bytes, None]:
@@ -550,18 +557,25 @@ def select_delivered(
     limit: int,
     group_id: bytes | None,
     stored,
+    *,
+    own: bool = False,
 ) -> list[StoredMessage]:
-    """Messages with ``seq > after_seq`` in seq order (shared with the reader)."""
+    """Messages with ``seq > after_seq`` in seq order (shared with the reader);
+    received ones only unless ``own``."""
     if limit <= 0:
         return []
     columns = "SELECT encoded, ready, seq, src FROM messages"
+    received = "" if own else " AND src IS NOT NULL"
     if group_id is None:
-        rows = db.all(f"{columns} WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit))
+        rows = db.all(
+            f"{columns} WHERE seq > ?{received} ORDER BY seq LIMIT ?", (after_seq, limit)
+        )
     else:
         gid = names.gid.get(group_id)
         if gid is None:
             return []
         rows = db.all(
-            f"{columns} WHERE seq > ? AND gid = ? ORDER BY seq LIMIT ?", (after_seq, gid, limit)
+            f"{columns} WHERE seq > ? AND gid = ?{received} ORDER BY seq LIMIT ?",
+            (after_seq, gid, limit),
         )
     return [stored(row) for row in rows]

@@ -22,8 +22,11 @@ same checks on each store):
   its parents is no leaf and hides none, so the engine never names an
   undelivered message as the parent of a local append (a descendant of it
   could otherwise be delivered before it).
-* ``seq`` numbers are assigned by ``mark_ready(..., deliver=True)``, strictly
-  increasing, never reused, committed with the transaction that assigned them.
+* ``seq`` numbers are assigned by ``mark_ready(..., deliver=True)`` (received
+  messages) and by ``add_message`` of an own message (``ready=True``,
+  ``received_from=None``): ONE sequence for both, strictly increasing, never
+  reused, committed with the transaction that assigned them.
+  ``delivered_since`` gives received messages only unless ``own=True``.
 * A record returned by ``due_records`` or ``new_records`` must afterwards be
   passed to ``update_record`` or ``delete_record`` by the caller.
 * OFFER and MESSAGE records name stored messages (the engine stores a
@@ -55,7 +58,9 @@ class StoredMessage:
     ready: bool
     """Own message, or received and handed over (all parents ready in causal mode)."""
     seq: int | None
-    """Delivery sequence number if handed to the application (received messages)."""
+    """Place in the node's one delivery sequence: received messages when handed
+    to the application, own messages when appended (None: not yet handed over,
+    or an own message stored before own messages got a seq)."""
     received_from: bytes | None
     """The peer it first arrived from; None for own messages."""
 
@@ -152,9 +157,10 @@ class Store(Protocol):
         ...
 
     def delivered_since(
-        self, after_seq: int, limit: int, group_id: bytes | None = None
+        self, after_seq: int, limit: int, group_id: bytes | None = None, *, own: bool = False
     ) -> list[StoredMessage]:
-        """Messages handed over with ``seq > after_seq``, in seq order."""
+        """Messages handed over with ``seq > after_seq``, in seq order: the
+        received ones, and with ``own`` this node's own appends too."""
         ...
 
     def last_seq(self) -> int:

@@ -108,7 +108,11 @@ class MemoryStore:
             raise ValueError(f"message {mid.hex()} is already stored")
         if message.ephemeral:
             raise ValueError("ephemeral messages are never stored")
-        self._messages[mid] = StoredMessage(message, ready, None, received_from)
+        stored = self._messages[mid] = StoredMessage(message, ready, None, received_from)
+        if ready and received_from is None:  # own: a place in the one delivery sequence
+            self._seq += 1
+            stored.seq = self._seq
+            self._delivered[self._seq] = mid
         self._group_messages[message.group_id].append(mid)
         self._ranges.added(message.group_id, message.timestamp, mid)
         if ready:
@@ -176,11 +180,17 @@ class MemoryStore:
         return released
 
     def delivered_since(
-        self, after_seq: int, limit: int, group_id: bytes | None = None
+        self, after_seq: int, limit: int, group_id: bytes | None = None, *, own: bool = False
     ) -> list[StoredMessage]:
         out = []
-        for seq in range(after_seq + 1, self._seq + 1):
-            stored = self._messages[self._delivered[seq]]
+        delivered = self._delivered
+        for seq in range(max(after_seq, 0) + 1, self._seq + 1):
+            mid = delivered.get(seq)
+            if mid is None:  # an own message from before own messages had a seq
+                continue
+            stored = self._messages[mid]
+            if not own and stored.received_from is None:
+                continue
             if group_id is None or stored.message.group_id == group_id:
                 out.append(stored)
                 if len(out) >= limit:

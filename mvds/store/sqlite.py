@@ -312,9 +312,9 @@ class SQLiteStore:
         return self._messages.release_waiting(parent)
 
     def delivered_since(
-        self, after_seq: int, limit: int, group_id: bytes | None = None
+        self, after_seq: int, limit: int, group_id: bytes | None = None, *, own: bool = False
     ) -> list[StoredMessage]:
-        return self._messages.delivered_since(after_seq, limit, group_id)
+        return self._messages.delivered_since(after_seq, limit, group_id, own)
 
     def last_seq(self) -> int:
         return self._messages.last_seq
@@ -463,11 +463,13 @@ class SQLiteReader:
                 self._db.conn.execute("COMMIT")
 
     def delivered_since(
-        self, after_seq: int, limit: int, group_id: bytes | None = None
+        self, after_seq: int, limit: int, group_id: bytes | None = None, *, own: bool = False
     ) -> list[StoredMessage]:
         if group_id is not None and group_id not in self._names.gid:
             self._names.load()
-        return select_delivered(self._db, self._names, after_seq, limit, group_id, self._stored)
+        return select_delivered(
+            self._db, self._names, after_seq, limit, group_id, self._stored, own=own
+        )
 
     def last_seq(self) -> int:
         return self._db.one("SELECT max(seq) FROM messages")[0] or 0

@@ -66,6 +66,8 @@ class Daemon:
     def status(self) -> dict:
         return self.request("status")["status"]
 
+    status_now = status  # the name an in-process Node uses for the same snapshot
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         assert self.process is not None
         if self.process.poll() is None:

@@ -57,7 +57,7 @@ async def test_a_low_order_key_leaves_no_trace_and_the_node_still_starts(tmp_pat
             await a.add_peer("evil", LOW_ORDER.hex(), "127.0.0.1:9", ["chat"])
         assert a.config.peer_named("evil") is None
         assert LOW_ORDER not in a.peers
-        assert [p["name"] for p in a.status()["peers"]] == []
+        assert [p["name"] for p in a.status_now()["peers"]] == []
         await a.join("other")  # an unrelated save must not write it out either
     assert "evil" not in toml(d)
     async with mvds.open_node(d) as a:
@@ -73,7 +73,7 @@ async def test_disk_full_peer_add_changes_nothing(tmp_path, monkeypatch):
             await a.add_peer("b", peer_id(), "127.0.0.1:9", ["chat"])
         FaultyConnection.fault = None
         assert a.config.peer_named("b") is None
-        assert a.status()["peers"] == []
+        assert a.status_now()["peers"] == []
         await a.join("other")  # a later unrelated save
         assert a.config.peer_named("b") is None
     assert "[[peers]]" not in toml(d)
@@ -106,7 +106,7 @@ async def test_a_config_write_that_fails_changes_nothing(tmp_path, monkeypatch):
         with pytest.raises(NodeError, match="No space left on device"):
             await a.join("secret")
         monkeypatch.undo()
-        assert a.config.peer_named("b") is None and a.status()["peers"] == []
+        assert a.config.peer_named("b") is None and a.status_now()["peers"] == []
         assert "secret" not in a.config.all_groups()
         assert not a.store.is_member(group_id_for_name("secret"))
         assert a.store.sharing() == {}
@@ -122,7 +122,7 @@ async def test_a_broken_config_file_is_a_clear_error_and_nothing_changes(tmp_pat
         with pytest.raises(NodeError, match=r"mvds\.toml.*invalid TOML"):
             await a.add_peer("b", peer_id(), "127.0.0.1:9", ["chat"])
         assert a.config.peer_named("b") is None
-        assert a.status()["peers"] == []
+        assert a.status_now()["peers"] == []
 
 
 @pytest.mark.parametrize("bad", ["cr\rname", "nul\x00name", "esc\x1bname", "del\x7fname",
@@ -218,10 +218,10 @@ def test_peer_add_and_join_on_a_full_file_system_change_nothing(small_fs, tmp_pa
         assert "No space left on device" in result.stderr or "disk full" in result.stderr
         result = cli("join", str(d), "secret")
         assert result.returncode != 0 and result.stderr.count("\n") == 1, result.stderr
-        assert daemon.status()["peers"] == [] and "secret" not in daemon.status()["groups"]
+        assert daemon.status_now()["peers"] == [] and "secret" not in daemon.status_now()["groups"]
         filler.unlink()
         cli("join", str(d), "other", check=True)
-        status = daemon.status()
+        status = daemon.status_now()
         assert status["peers"] == [] and status["groups"] == ["other"]
         assert daemon.stop() == 0
     finally:

@@ -262,7 +262,7 @@ def mixed_run(tmp_path, mode: str, count: int, spacing: float) -> dict:
             peer = peer_status(daemon)
             return (
                 len(ref.received) == count and ref.pending() == 0
-                and daemon.status()["last_seq"] == count
+                and daemon.status()["last_seq"] == 2 * count  # its own and the peer's
                 and sum(peer["pending"].values()) == 0
             )
 
@@ -318,7 +318,7 @@ def test_mixed_run_with_a_reference_sqlite_node_neither_stalls_nor_storms(tmp_pa
                 ref.step(0.01)
         ref.loss = 0.0
         run_until(ref, lambda: len(ref.received) == count and ref.pending() == 0
-                  and daemon.status()["last_seq"] == count, 30, "every message delivered")
+                  and daemon.status()["last_seq"] == 2 * count, 30, "every message delivered")
         ref.step(11)  # the last ACK is older than offline_after: no online cap
         stuck = peer_status(daemon)["pending"]["message"]
         assert 0 < stuck < count  # the lost first ACKs (20% loss)

@@ -26,9 +26,9 @@ async def test_two_nodes_sync_over_encrypted_udp():
         assert got.id == mid and got.body == b"hello" and got.text == "hello"
         assert got.seq == 1 and got.sender == a.peer_id
         with trio.fail_after(5):
-            while a.status()["peers"][0]["pending"]["message"]:
+            while a.status_now()["peers"][0]["pending"]["message"]:
                 await trio.sleep(0.01)  # until b's ACK settles a's sync state
-        status = a.status()
+        status = a.status_now()
         assert status["peers"][0]["reachable"] is True
         assert status["datagrams_out"] > 0 and status["bytes_out"] > 0
 
@@ -42,7 +42,7 @@ async def test_append_returns_after_commit_and_large_batches_split_into_datagram
         assert len(ids) == 300 and a.store.message_count() == 300
         got = await collect(b, 300)
         assert [m.body for m in got] == bodies
-        assert a.status()["datagrams_out"] >= 300 * 200 // 600
+        assert a.status_now()["datagrams_out"] >= 300 * 200 // 600
 
 
 async def test_readers_resume_from_a_sequence_cursor():
@@ -107,7 +107,7 @@ async def test_unsharing_stops_sync_and_removing_a_peer_forgets_it():
         await a.append("chat", b"after removal")
         await trio.sleep(0.3)
         assert b.store.message_count() == 1
-        drops = b.status()["drops"]
+        drops = b.status_now()["drops"]
         # Its session was erased with it: its datagrams name an unknown
         # session index, and a new handshake from it an unknown peer.
         assert drops.get("unknown_index", 0) + drops.get("unknown_peer", 0) >= 1
@@ -150,7 +150,7 @@ async def test_hostile_datagrams_are_dropped_counted_and_honest_sync_goes_on(tmp
         got = await collect(b, 2)
         assert got[-1].body == b"still works"
         await trio.sleep(0.1)
-        drops = b.status()["drops"]
+        drops = b.status_now()["drops"]
         assert drops.get("unknown_peer", 0) >= 1
         assert drops.get("auth_failed", 0) >= 1
         assert sum(drops.values()) >= 4
@@ -172,7 +172,7 @@ async def test_replayed_datagrams_are_rejected():
         await collect(b, 1)
         await trio.sleep(0.05)
         def replays() -> int:
-            drops = b.status()["drops"]
+            drops = b.status_now()["drops"]
             # A replayed handshake response names a finished handshake: unknown index.
             return sum(drops.get(k, 0) for k in ("replay", "handshake_replay", "unknown_index"))
 
@@ -197,7 +197,7 @@ async def test_simulated_loss_still_delivers_everything():
         # way, so the first handshake takes several tries (1 s apart) too.
         got = await collect(b, 200, timeout=60)
         assert {m.id for m in got} == set(ids)
-        assert a.status()["drops"].get("simulated_loss_out", 0) > 0
+        assert a.status_now()["drops"].get("simulated_loss_out", 0) > 0
 
 
 async def test_offline_schedule_means_nothing_in_or_out():
@@ -219,7 +219,7 @@ async def test_metrics_are_served_in_prometheus_format():
         await pair(a, b)
         await a.append("chat", b"x")
         await collect(b, 1)
-        text = render_metrics(a.status())
+        text = render_metrics(a.status_now())
         assert "# TYPE mvds_datagrams_out_total counter" in text
         assert 'mvds_peer_pending_records{type="message",peer="b"}' in text
 
@@ -274,7 +274,7 @@ async def test_a_node_directory_keeps_its_identity_messages_and_peers(tmp_path):
         ids = await a.append_many("chat", [b"one", b"two"])
         await b.append("chat", b"three")
         (got,) = await collect(a, 1)
-        assert got.body == b"three" and got.seq == 1
+        assert got.body == b"three" and got.seq == 3, "after a's own two, in one sequence"
         assert [m.id for m in await collect(b, 2)] == ids
     assert (tmp_path / "a" / "mvds.db").exists()
     assert [p.name for p in load_config(tmp_path / "a" / "mvds.toml").peers] == ["b"]
@@ -282,5 +282,107 @@ async def test_a_node_directory_keeps_its_identity_messages_and_peers(tmp_path):
         assert again.peer_id == identity.peer_id
         assert again.store.message_count() == 3
         history = [m async for m in again.messages(0, follow=False)]
-        assert [(m.seq, m.body) for m in history] == [(1, b"three")]
+        assert [(m.seq, m.body) for m in history] == [(3, b"three")]
+        everything = [m async for m in again.messages(0, follow=False, own=True)]
+        assert [(m.seq, m.body, m.own) for m in everything] == [
+            (1, b"one", True), (2, b"two", True), (3, b"three", False)]
         await again.append("chat", b"after a restart")  # still a member of "chat"
+
+
+async def test_own_messages_in_the_one_sequence_live_and_resumable():
+    """messages(own=True): own appends and received messages in one order,
+    live too; a reader resuming after any seq neither skips nor repeats."""
+    async with mvds.open_node() as a, mvds.open_node() as b:
+        await pair(a, b)
+        got = []
+
+        async def read():
+            async for m in a.messages(0, own=True):
+                got.append(m)
+                if len(got) == 3:
+                    return
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            await a.append("chat", b"mine 1")
+            await collect(b, 1)
+            await b.append("chat", b"theirs")
+            await collect(a, 1)
+            await a.append("chat", b"mine 2")
+        assert [(m.seq, m.body, m.own) for m in got] == [
+            (1, b"mine 1", True), (2, b"theirs", False), (3, b"mine 2", True)]
+        assert got[0].to_json()["own"] is True and "via" not in got[0].to_json()
+        resumed = [m async for m in a.messages(1, own=True, follow=False)]
+        assert [m.seq for m in resumed] == [2, 3]
+        received = [m async for m in a.messages(0, follow=False)]
+        assert [m.body for m in received] == [b"theirs"], "received only by default"
+        assert (await a.status())["last_seq"] == 3
+
+
+async def test_messages_name_their_group_and_their_neighbour_as_via():
+    async with mvds.open_node() as a, mvds.open_node() as b:
+        await pair(a, b)
+        await a.append("chat", b"hi")
+        (got,) = await collect(b, 1)
+        assert got.group == "chat" and got.via == a.peer_id
+        line = got.to_json()
+        assert line["via"] == a.peer_id.hex() and line["from"] == line["via"]
+        text = repr(got)
+        assert "group='chat'" in text and "body='hi'" in text and f"via={a.peer_id.hex()[:8]}" in text
+
+
+async def test_negative_since_is_refused_on_memory_and_directory_nodes(tmp_path):
+    mvds.init_node(tmp_path / "d")
+    async with mvds.open_node() as memory, mvds.open_node(tmp_path / "d", listen="127.0.0.1:0") as disk:
+        for node in (memory, disk):
+            with pytest.raises(mvds.NodeError, match="since"):
+                async for _ in node.messages(since=-5, follow=False):
+                    pass
+
+
+async def test_add_peer_takes_address_tuples_and_brackets_ipv6(tmp_path):
+    async with mvds.open_node() as a, mvds.open_node() as b:
+        await a.add_peer("b", b.peer_id, b.address, ["chat"])  # the tuple as it is
+        await b.add_peer("a", a.peer_id, a.address, ["chat"])
+        await a.append("chat", b"via a tuple")
+        (got,) = await collect(b, 1)
+        assert got.body == b"via a tuple"
+        await a.add_peer("v6", Identity.generate().peer_id, ("::1", 7000, 0, 0), ["chat"])
+        assert a.config.peer_named("v6").address == "[::1]:7000"
+        with pytest.raises(mvds.NodeError, match="address"):
+            await a.add_peer("bad", Identity.generate().peer_id, 7000, ["chat"])
+
+
+async def test_init_node_is_exported_and_library_errors_name_no_cli_commands(tmp_path):
+    peer_id = mvds.init_node(tmp_path / "n", listen="127.0.0.1:0")
+    assert len(peer_id) == 32
+    with pytest.raises(mvds.NodeError, match="already a node directory"):
+        mvds.init_node(tmp_path / "n")
+    async with mvds.open_node(tmp_path / "n") as node:
+        assert node.peer_id == peer_id and isinstance(await node.status(), dict)
+        assert node.status_now()["peer_id"] == peer_id.hex()
+        with pytest.raises(mvds.NodeError) as unknown:
+            await node.append("nope", b"x")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(mvds.NodeError) as not_a_node:
+        async with mvds.open_node(tmp_path / "empty"):
+            pass
+    for exc in (unknown.value, not_a_node.value):
+        assert "mvds " not in str(exc) and "mvds.toml" not in str(exc), str(exc)
+
+
+async def test_two_ipv6_nodes_pair_by_their_address_tuples():
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    async with mvds.open_node(listen="[::1]:0") as a, mvds.open_node(listen="[::1]:0") as b:
+        await a.add_peer("b", b.peer_id, b.address, ["chat"])
+        await b.add_peer("a", a.peer_id, a.address, ["chat"])
+        assert a.config.peer_named("b").address == "[::1]:%d" % b.address[1]
+        await a.append("chat", b"over v6")
+        (got,) = await collect(b, 1)
+        assert got.body == b"over v6"

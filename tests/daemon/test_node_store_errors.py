@@ -70,7 +70,7 @@ async def test_disk_full_fails_appends_clearly_and_the_node_carries_on(tmp_path,
         for i in range(5):
             with pytest.raises(NodeError, match=r"^not stored: store .*: disk full"):
                 await a.append_many("chat", [b"full %d-%d" % (i, j) * 100 for j in range(20)])
-        assert a.status()["running"] and a.status()["node"]["store_errors"] >= 5
+        assert a.status_now()["running"] and a.status_now()["node"]["store_errors"] >= 5
         a.store._db.one("PRAGMA max_page_count = 1073741823")  # space again
         after = await a.append("chat", b"after")
         with trio.fail_after(10):
@@ -101,7 +101,7 @@ async def test_a_lasting_fault_is_retried_at_a_pace_and_logged_once(tmp_path, mo
         # Pauses of 0.05 s doubling to 0.5 s: about six attempts, not thousands.
         assert 2 <= attempts <= 12, attempts
         assert len(events(logs, "store.error")) == 1, "the same error is logged once per interval"
-        assert a.status()["node"]["store_errors"] == attempts
+        assert a.status_now()["node"]["store_errors"] == attempts
         with trio.fail_after(5):  # answered (with an error), never left hanging
             with pytest.raises(NodeError, match="not stored"):
                 await a.append("chat", b"during the fault")
@@ -125,7 +125,7 @@ async def test_a_database_locked_past_the_busy_timeout(tmp_path, monkeypatch, lo
             with trio.fail_after(5):
                 with pytest.raises(NodeError, match=r"locked by another process \(gave up after waiting 0.2 s\)"):
                     await a.append("chat", b"not stored")
-            assert a.status()["running"]
+            assert a.status_now()["running"]
         finally:
             other.execute("ROLLBACK")
             other.close()

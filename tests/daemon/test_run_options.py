@@ -89,9 +89,16 @@ def test_tail_follow_ephemeral_send_interactive_mode_and_metrics(tmp_path):
         assert "mvds_messages_stored 2" in text
         assert 'mvds_peer_reachable{peer="b"} 1' in text
         assert "# TYPE mvds_datagrams_out_total counter" in text
-        with pytest.raises(urllib.error.HTTPError) as missing:
-            urllib.request.urlopen(f"http://{metrics}/other", timeout=10)
-        assert missing.value.code == 404
+        # Only GET /metrics: no other path, not a prefix, not another method.
+        for path, method, code in [("/other", "GET", 404), ("/", "GET", 404),
+                                   ("/metricsx", "GET", 404), ("/metrics", "POST", 405)]:
+            request = urllib.request.Request(f"http://{metrics}{path}", method=method)
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=10)
+            assert refused.value.code == code, (path, method)
+        # The daemon said where it serves.
+        log = (paths["a"] / "daemon.log").read_text()
+        assert f'"url": "http://{metrics}/metrics"' in log and '"event": "metrics.serving"' in log
     finally:
         if tail is not None and tail.process.poll() is None:
             tail.process.kill()
@@ -162,12 +169,12 @@ def test_radio_down_means_nothing_in_and_nothing_out(tmp_path):
             return status if status["drops"].get("offline", 0) > 0 else None
 
         while_down = wait_until(discarding, 3, interval=0.05, what="b to discard a datagram")
-        assert while_down["last_seq"] == 0, "b received a message with its radio down"
+        assert while_down["last_seq"] == 1, "b received a message with its radio down (1: its own)"
         assert while_down["messages_stored"] == 1  # its own append is stored
-        assert a.status()["last_seq"] == 0, "b sent a message with its radio down"
+        assert a.status()["last_seq"] == 1, "b sent a message with its radio down (1: a's own)"
 
         wait_until(lambda: b.status()["online"], 10, what="b's radio to come up")
-        wait_until(lambda: a.status()["last_seq"] == 1 and b.status()["last_seq"] == 1, 20,
+        wait_until(lambda: a.status()["last_seq"] == 2 and b.status()["last_seq"] == 2, 20,
                    what="both messages to cross once the radio is up")
         assert stored_ids(b) == {from_a} and stored_ids(a) == {from_b}
         log = (paths["b"] / "daemon.log").read_text()

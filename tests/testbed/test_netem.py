@@ -173,7 +173,7 @@ async def test_a_node_delays_cuts_and_heals_per_peer(tmp_path):
         with trio.move_on_after(1.5):
             async for message in b.messages(1):
                 pytest.fail(f"arrived through a cut link: {message.body!r}")
-        assert a.status()["drops"].get("netem_cut", 0) > 0
+        assert a.status_now()["drops"].get("netem_cut", 0) > 0
         links.write_text(render_links({"b": LinkConditions()}))  # heal
         with trio.fail_after(10):
             async for message in b.messages(1):

@@ -306,7 +306,10 @@ class Node:
         if entry.plaintext:
             self.sessions.remove_peer(peer_id)
         else:
-            self.sessions.add_peer(peer_id, _literal(entry.address), keepalive=bool(entry.groups))
+            v6 = ":" in parse_address(self.config.listen)[0]  # the socket's family
+            self.sessions.add_peer(
+                peer_id, _literal(entry.address, v6), keepalive=bool(entry.groups)
+            )
 
     # -- properties ------------------------------------------------------------
     @property
@@ -1079,13 +1082,16 @@ class Node:
         )
 
 
-def _literal(address: str) -> Any:
-    """``HOST:PORT`` as a socket address if HOST is an IP literal (usable
-    before the first resolution), else None."""
+def _literal(address: str, v6: bool) -> Any:
+    """``HOST:PORT`` as a socket address if HOST is an IP literal of the
+    socket's family (usable before the first resolution), else None (the
+    resolver then decides, and reports an address of the other family)."""
     host, port = parse_address(address)
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
+        return None
+    if (ip.version == 6) != v6:
         return None
     return (host, port) if ip.version == 4 else (host, port, 0, 0)
 

@@ -1,7 +1,7 @@
 """What the testbed found: a node can deliver a message before its causal past.
 
 The shipped ring and the research sketch (docs/TESTBED.md, "What the
-failing verdicts found") show deliveries out of causal order under loss.
+failing verdicts found") showed deliveries out of causal order under loss.
 Reduced to three engine calls: X holds Y's ``p`` (its parent ``q`` was
 lost), then appends ``m``, whose parents are X's DAG leaves, held ``p``
 included; Y appends ``z`` on top of ``m``; when ``z`` reaches X its only

@@ -25,7 +25,6 @@ well ahead of it.  docs/STORAGE.md reports and explains the numbers.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import statistics

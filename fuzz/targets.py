@@ -27,7 +27,6 @@ get past the first check.
 from __future__ import annotations
 
 import base64
-import itertools
 import json
 import os
 import shutil

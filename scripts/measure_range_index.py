@@ -9,7 +9,7 @@ benchmarks/bench_store.py's builder.  docs/STORAGE.md quotes the numbers.
 """
 import time, resource, sys
 from benchmarks.bench_store import big_store, GROUP
-from mvds.store import SQLiteStore, MemoryStore
+from mvds.store import SQLiteStore
 n = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
 path = big_store(n)
 t = time.perf_counter(); s = SQLiteStore(path); t_open = time.perf_counter() - t

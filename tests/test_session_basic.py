@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
 
 from mvds.secure import sessionwire as sw
 from mvds.secure.session import (
     KEEP_PREVIOUS_S,
     REJECT_AFTER_S,
     REKEY_AFTER_S,
-    REKEY_TIMEOUT_S,
     Received,
     SessionEstablished,
 )
@@ -162,7 +160,6 @@ def test_each_session_has_fresh_ephemeral_keys():
 
 
 def test_unknown_peer_initiation_is_refused():
-    from mvds.secure import Identity
     net, a, b, a_addr, b_addr = pair()
     stranger = net.add(("127.0.0.1", 1003), seed=3)
     stranger.add_peer(b.public, b_addr)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from mvds.secure import sessionwire as sw
 from mvds.secure.paths import CONFIGURED, VALIDATED, resolved_address_wins
 from mvds.secure.session import PathValidated, PeerReachable, PeerUnreachable
 from sessionnet import pair

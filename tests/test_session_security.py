@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import itertools
 
-import pytest
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from mvds.secure import noise
 from mvds.secure import sessionwire as sw
 from mvds.secure.cookie import PER_SOURCE_BURST, PER_SOURCE_HPS, UNDER_LOAD_HPS, HandshakeLimiter
 from mvds.secure.keys import direction_key
-from mvds.secure.session import REKEY_TIMEOUT_S, SessionManager
-from sessionnet import Net, pair
+from mvds.secure.session import SessionManager
+from sessionnet import pair
 
 
 # -- forward secrecy -------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from mvds.engine import Delivery, Engine, EngineConfig, Mode
+from mvds.engine import Engine, EngineConfig, Mode
 from mvds.store import MemoryStore, SQLiteStore
 from mvds.wire import Payload, decode_payload, encode_payload
 

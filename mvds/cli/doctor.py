@@ -14,7 +14,7 @@ import argparse
 import socket
 from typing import Any
 
-from mvds.cli.common import add_dir_argument, call, connect, daemon_running, node_dir, print_json
+from mvds.cli.common import add_dir_argument, node_dir, print_json
 from mvds.daemon.config import parse_address
 
 
@@ -28,14 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    nodedir = node_dir(args.dir)
-    if daemon_running(nodedir):
-        with connect(nodedir) as client:
-            status = call(client, "status")["status"]
-    else:
-        from mvds.cli.status import offline_status
+    from mvds.cli.status import node_status
 
-        status = offline_status(nodedir)
+    nodedir = node_dir(args.dir)
+    status = node_status(nodedir)
     findings = list(status.get("findings", []))
     if not status.get("running"):
         findings += offline_findings(status)

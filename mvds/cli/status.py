@@ -22,13 +22,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    nodedir = node_dir(args.dir)
+def node_status(nodedir) -> dict:
+    """The node's status: from the running daemon, else read from its
+    directory (the same builder, so `status` and `doctor` agree either way)."""
     if daemon_running(nodedir):
         with connect(nodedir) as client:
-            status = call(client, "status")["status"]
-    else:
-        status = offline_status(nodedir)
+            return call(client, "status")["status"]
+    return offline_status(nodedir)
+
+
+def run(args: argparse.Namespace) -> int:
+    status = node_status(node_dir(args.dir))
     if args.json:
         print_json(status)
     else:

@@ -783,7 +783,9 @@ class Node:
             if isinstance(event, sessions_mod.PeerReachable):
                 log.info("peer.reachable", peer=self._peer_name(event.peer_id))
             elif isinstance(event, sessions_mod.PeerUnreachable):
-                log.info("peer.unreachable", peer=self._peer_name(event.peer_id))
+                heard = self.sessions.status(event.peer_id, time.monotonic())["last_heard_s"]
+                log.info("peer.unreachable", peer=self._peer_name(event.peer_id),
+                         last_heard_s=None if heard is None else round(heard, 1))
             elif isinstance(event, sessions_mod.SessionEstablished):
                 self.counters["sessions_established"] += 1
                 log.debug(
@@ -796,17 +798,18 @@ class Node:
                     address=format_address(*event.addr[:2]),
                 )
             elif isinstance(event, sessions_mod.HandshakeRefused):
-                if event.reason == "unknown_peer" and event.peer_id is not None:
+                if event.reason == "unknown_peer" and event.claimed is not None:
                     # A handshake from a node we do not trust names its key:
                     # mvds doctor shows it (a one-sided peer add).
                     self.gate.unknown.seen(
-                        event.peer_id, format_address(*event.addr[:2]), time.time()
+                        event.claimed, format_address(*event.addr[:2]), time.time()
                     )
                 if self._warnings.count(f"handshake/{event.reason}", time.monotonic()) is not None:
                     log.warning(
                         "handshake.refused", reason=event.reason,
                         source=format_address(*event.addr[:2]),
                         peer=None if event.peer_id is None else self._peer_name(event.peer_id),
+                        claimed_peer=None if event.claimed is None else event.claimed.hex(),
                     )
 
     def _accepted(self) -> frozenset[tuple[bytes, bytes]]:

@@ -48,7 +48,7 @@ from mvds.secure import sessionwire as sw
 from mvds.secure.cookie import CookieJar, HandshakeLimiter
 from mvds.secure.identity import Identity
 from mvds.secure.noise import HandshakeState, KeyPair, NoiseError
-from mvds.secure.paths import CONFIGURED, VALIDATED, PeerPaths, resolved_address_wins, same_address
+from mvds.secure.paths import CONFIGURED, PeerPaths, resolved_address_wins, same_address
 from mvds.secure.replay import ReplayWindow
 
 __all__ = [
@@ -134,6 +134,9 @@ class HandshakeRefused:
     reason: str
     addr: Any
     peer_id: bytes | None = None
+    claimed: bytes | None = None
+    """For ``unknown_peer``: the static key the initiation named (decrypted,
+    not proven: for diagnostics such as `mvds doctor`, never for trust)."""
 
 
 # -- state -----------------------------------------------------------------------------
@@ -334,9 +337,13 @@ class SessionManager:
         out, self._events = self._events, []
         return out
 
-    def _refuse(self, reason: str, addr: Any, peer: _Peer | None = None) -> None:
+    def _refuse(
+        self, reason: str, addr: Any, peer: _Peer | None = None, claimed: bytes | None = None
+    ) -> None:
         self.counters[reason] += 1
-        self._events.append(HandshakeRefused(reason, addr, peer.peer_id if peer else None))
+        self._events.append(
+            HandshakeRefused(reason, addr, peer.peer_id if peer else None, claimed)
+        )
 
     def _drop(self, reason: str) -> None:
         self.counters[reason] += 1
@@ -393,10 +400,12 @@ class SessionManager:
             sw.PROTOCOL_PATTERN, False, sw.PROLOGUE, self._static, psk=sw.NO_PSK
         )
         found: list[_Peer] = []
+        unknown: list[bytes] = []
 
         def check_static(rs: bytes) -> None:
             peer = self._peers.get(rs)
             if peer is None:
+                unknown.append(bytes(rs))
                 raise LookupError
             handshake.psk = peer.psk
             found.append(peer)
@@ -404,7 +413,7 @@ class SessionManager:
         try:
             payload = handshake.read_message(message, check_static=check_static)
         except LookupError:
-            return self._refuse("unknown_peer", addr)
+            return self._refuse("unknown_peer", addr, claimed=unknown[0] if unknown else None)
         except NoiseError:
             return self._refuse("handshake_failed", addr, found[0] if found else None)
         peer = found[0]

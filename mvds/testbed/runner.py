@@ -197,6 +197,13 @@ class Testbed:
         except OSError:
             return "no log"
 
+    async def start_nodes(self) -> None:
+        """Every node's daemon, started and answering its control socket."""
+        for node in self.nodes.values():
+            self.spawn(node)
+        for node in self.nodes.values():
+            await self.wait_ready(node)
+
     def stop_all(self) -> None:
         running = [n for n in self.nodes.values() if n.process is not None and n.process.poll() is None]
         for node in running:
@@ -225,10 +232,7 @@ class Testbed:
         self.prepare()
         started = time.monotonic()
         try:
-            for node in self.nodes.values():
-                self.spawn(node)
-            for node in self.nodes.values():
-                await self.wait_ready(node)
+            await self.start_nodes()
             startup = time.monotonic() - started
             self.t0 = trio.current_time()
             async with trio.open_nursery() as nursery:
@@ -456,9 +460,7 @@ class Testbed:
         for node in self.nodes.values():
             history: list[tuple[str, str | None]] = []
             if node.state == "paused":
-                assert node.process is not None
-                node.process.send_signal(signal.SIGCONT)
-                node.state = "running"
+                await self.apply(Fault(at=self.now(), action="resume", node=node.name))
             try:
                 with trio.fail_after(60):
                     async with await AsyncControlClient.connect(node.socket) as client:
@@ -550,7 +552,14 @@ class Testbed:
         plt.close(fig)
 
 
-async def run_testbed(scenario: Scenario, out: Path, progress: Callable[[str], None] | None = None
-                      ) -> dict[str, Any]:
-    testbed = Testbed(scenario, out, progress=progress)
+async def run_testbed(scenario: Scenario, out: Path, progress: Callable[[str], None] | None = None,
+                      *, compose: bool = False, image: str | None = None) -> dict[str, Any]:
+    """Run ``scenario`` as local processes, or (``compose``) as a docker
+    compose project (:mod:`mvds.testbed.compose`; ``image``: a prebuilt one)."""
+    if compose:
+        from mvds.testbed.compose import ComposeTestbed
+
+        testbed: Testbed = ComposeTestbed(scenario, out, progress=progress, image=image)
+    else:
+        testbed = Testbed(scenario, out, progress=progress)
     return await testbed.run()

@@ -104,6 +104,8 @@ class Testbed:
         self.appends_done = 0
         self.nursery: trio.Nursery | None = None
         self.latencies: list[float] = []
+        self.fault_log: list[dict[str, Any]] = []
+        """Each fault as applied: when it started and when it was done (s)."""
 
     # -- setup -----------------------------------------------------------------
     def prepare(self) -> None:
@@ -338,8 +340,12 @@ class Testbed:
             delay = fault.at - self.now()
             if delay > 0:
                 await trio.sleep(delay)
+            started = self.now()
             await self.apply(fault)
             self.faults_done += 1
+            self.fault_log.append({"at": fault.at, "action": fault.action, "node": fault.node,
+                                   "links": [list(pair) for pair in fault.links],
+                                   "started": round(started, 3), "done": round(self.now(), 3)})
 
     async def apply(self, fault: Fault) -> None:
         if fault.action in ("partition", "heal"):
@@ -503,6 +509,9 @@ class Testbed:
             "per_node": counters,
             "delivery_curve": self.delivery_curve(),
             "latencies_s": [round(t, 4) for t in self.latencies],
+            "faults": self.fault_log,
+            "arrivals": {n.name: {mid: round(at, 3) for mid, at in n.seen_at.items()}
+                         for n in self.nodes.values()},
         }
         (self.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         (self.out / "summary.md").write_text(markdown(self.scenario.name, verdict))

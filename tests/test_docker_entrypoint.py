@@ -120,3 +120,24 @@ def test_readme_jq_line_skips_compose_1_29_attach_line():
         assert [json.loads(l) for l in result.stdout.splitlines()] == [
             {"event": "peer.reachable", "peer": "a"}
         ]
+
+
+def test_links_at_addresses_and_a_links_file_for_the_testbed(tmp_path):
+    """`mvds testbed run --compose` names each neighbour's address per link
+    (NEIGHBOUR@HOST) and points the daemon at its links file."""
+    from mvds.daemon.config import load_config
+    from mvds.daemon.setup import init_node_dir
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    python3 = bindir / "python3"  # the image's python3 has mvds; the host's may not
+    python3.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python3.chmod(0o755)
+    _, other = init_node_dir(tmp_path / "other")
+    (tmp_path / "peers").mkdir()
+    (tmp_path / "peers" / "b").write_text(other.peer_id_hex + "\n")
+    entrypoint(tmp_path, {"MVDS_LINKS": "b@10.210.0.3", "MVDS_LINKS_FILE": "/data/links.toml"})
+    config = load_config(tmp_path / "data" / "mvds.toml")
+    assert config.links == "/data/links.toml"
+    assert [(p.name, p.id, p.address, p.groups) for p in config.peers] == [
+        ("b", other.peer_id_hex, "10.210.0.3:7400", ["chat"])]

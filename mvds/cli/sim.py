@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(per sweep point); writes seeds.json and seeds.md")
     parser.add_argument("--workers", type=int, default=1, metavar="N",
                         help="with --seeds: spread the seeds over N local processes")
+    parser.add_argument("--dask", metavar="SCHEDULER_ADDRESS",
+                        help="with --seeds: run the seeds on an existing Dask cluster "
+                        "(e.g. tcp://10.0.0.5:8786; pip install 'mvds[dask]'; its workers need mvds)")
     return parser
 
 
@@ -166,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
     from mvds.sim.params import parse_assignments
     from mvds.sim.scenarios import ALL_RUNS, SCENARIOS
 
+    _check_dask(args)
     config = _load_config(args.config) if args.config else {}
     if args.scenario == "scenario":
         return _run_file(args)
@@ -203,10 +207,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _where(args: argparse.Namespace) -> str:
+    return f"Dask at {args.dask}" if args.dask else f"{args.workers} workers"
+
+
+def _check_dask(args: argparse.Namespace) -> None:
+    if args.dask and args.seeds is None:
+        raise CliError("--dask goes with --seeds N")
+    if args.dask and args.workers != 1:
+        raise CliError("--workers and --dask: pick one (the Dask cluster has its own workers)")
+
+
 def _run_seeds(name: str, given: dict[str, Any], first: int, args: argparse.Namespace) -> int:
     """``mvds sim NAME --seeds N``: every point over N seeds, mean and 95% CI."""
     import json
 
+    from mvds.sim.distribute import DistributeError
     from mvds.sim.seeds import aggregate, markdown, run_seeds
 
     if not 2 <= args.seeds <= 100_000:
@@ -216,9 +232,11 @@ def _run_seeds(name: str, given: dict[str, Any], first: int, args: argparse.Name
     seeds = list(range(first, first + args.seeds))
     started = time.perf_counter()
     try:
-        rows = aggregate(run_seeds(name, given, seeds, args.workers))
+        rows = aggregate(run_seeds(name, given, seeds, args.workers, args.dask))
     except ValueError as exc:
         raise CliError(f"{name}: {exc}") from None
+    except DistributeError as exc:
+        raise CliError(str(exc)) from None
     elapsed = time.perf_counter() - started
     out = args.out or DEFAULT_OUT / name
     text = markdown(name, seeds, rows)
@@ -230,7 +248,7 @@ def _run_seeds(name: str, given: dict[str, Any], first: int, args: argparse.Name
     except OSError as exc:
         raise CliError(f"cannot write results to {out}: {exc.strerror or exc}") from None
     sys.stdout.write(text)
-    print(f"  {len(seeds)} seeds x {len(rows)} points in {elapsed:.2f} s ({args.workers} workers)")
+    print(f"  {len(seeds)} seeds x {len(rows)} points in {elapsed:.2f} s ({_where(args)})")
     print(f"  wrote {out / 'seeds.json'}")
     print(f"  wrote {out / 'seeds.md'}")
     return 0
@@ -241,6 +259,7 @@ def _run_file(args: argparse.Namespace) -> int:
     import json
 
     from mvds.testbed.scenario import ScenarioError, load_scenario
+    from mvds.sim.distribute import DistributeError
     from mvds.testbed.simulate import run_seeds
     from mvds.testbed.stats import summarize
 
@@ -257,7 +276,10 @@ def _run_file(args: argparse.Namespace) -> int:
     first = args.seed if args.seed is not None else scenario.seed
     seeds = list(range(first, first + (args.seeds or 1)))
     started = time.perf_counter()
-    runs = run_seeds(scenario, seeds, args.workers)
+    try:
+        runs = run_seeds(scenario, seeds, args.workers, args.dask)
+    except DistributeError as exc:
+        raise CliError(str(exc)) from None
     elapsed = time.perf_counter() - started
     for run in runs:
         run.pop("latencies_s", None)
@@ -281,7 +303,7 @@ def _run_file(args: argparse.Namespace) -> int:
     print(f"{scenario.name}: {stats['passed']}/{stats['runs']} runs delivered everything; "
           f"convergence {conv['mean']}{ci} s after the last append; "
           f"{stats['bytes_per_delivery']['mean']} bytes per delivery "
-          f"({len(seeds)} seeds, {args.workers} workers, {elapsed:.2f} s)")
+          f"({len(seeds)} seeds, {_where(args)}, {elapsed:.2f} s)")
     print(f"  wrote {out / 'report.json'}")
     print(f"  wrote {out / 'summary.md'}")
     return 0 if stats["passed"] == stats["runs"] else 1

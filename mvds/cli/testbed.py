@@ -1,6 +1,7 @@
 """``mvds testbed``: scenarios with real daemons (docs/TESTBED.md).
 
-    mvds testbed run SCENARIO [--out DIR] [--no-live]   run it, print the verdict, exit 0/1
+    mvds testbed run SCENARIO [--out DIR] [--no-live] [--compose [--image IMAGE]]
+                                                        run it, print the verdict, exit 0/1
     mvds testbed check SCENARIO                         validate a scenario file
     mvds testbed generate KIND --nodes N [...]          print a scenario for a topology
 """
@@ -20,7 +21,8 @@ class Terminated(Exception):
     """SIGTERM ended the run (after the daemons were stopped)."""
 
 
-async def _run_until_signal(scenario, out: Path, progress):
+async def _run_until_signal(scenario, out: Path, progress, compose: bool = False,
+                            image: str | None = None):
     """The run, cancelled cleanly (daemons stopped) by SIGTERM; Ctrl-C is
     trio's KeyboardInterrupt, with the same clean-up."""
     import trio
@@ -35,7 +37,7 @@ async def _run_until_signal(scenario, out: Path, progress):
             async with trio.open_nursery() as nursery:
                 async def run() -> None:
                     nonlocal result
-                    result = await run_testbed(scenario, out, progress)
+                    result = await run_testbed(scenario, out, progress, compose=compose, image=image)
                     nursery.cancel_scope.cancel()
 
                 nursery.start_soon(run)
@@ -69,6 +71,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--calibrate", action="store_true",
                      help="also run the scenario in the simulator with the same seed and write "
                      "calibration.md / .json (/ .png) side by side")
+    run.add_argument("--compose", action="store_true",
+                     help="run every node in its own container of a generated docker compose project "
+                     "(one network per link; docs/TESTBED.md)")
+    run.add_argument("--image", metavar="IMAGE",
+                     help="with --compose: use this prebuilt image instead of building one from the "
+                     "checkout (default: build $MVDS_IMAGE or mvds-node:testbed on $MVDS_BASE_IMAGE)")
     run.set_defaults(func=run_command, _parser=run)
     check = sub.add_parser("check", help="validate a scenario file")
     check.add_argument("scenario", metavar="SCENARIO", help="a scenario file (TOML)")
@@ -147,6 +155,8 @@ def run_command(args: argparse.Namespace) -> int:
 
     out = Path(args.out) if args.out else Path("testbed-results") / (
         f"{scenario.name}-{time.strftime('%Y%m%dT%H%M%S')}")
+    if args.image and not args.compose:
+        raise CliError("--image goes with --compose")
     live = not args.no_live
     tty = sys.stderr.isatty()
 
@@ -158,13 +168,15 @@ def run_command(args: argparse.Namespace) -> int:
         sys.stderr.flush()
 
     try:
-        verdict = trio.run(_run_until_signal, scenario, out, progress if live else None)
+        verdict = trio.run(_run_until_signal, scenario, out, progress if live else None,
+                           args.compose, args.image)
     except TestbedError as exc:
         raise CliError(str(exc)) from None
     except (Terminated, KeyboardInterrupt, BaseExceptionGroup) as exc:
         if isinstance(exc, BaseExceptionGroup) and exc.split(KeyboardInterrupt)[0] is None:
             raise
-        sys.stderr.write("\nmvds testbed: interrupted; the daemons were stopped\n")
+        sys.stderr.write("\nmvds testbed: interrupted; the daemons were stopped"
+                         f"{' and the compose project taken down' if args.compose else ''}\n")
         return 143 if isinstance(exc, Terminated) else 130
     if live and tty:
         sys.stderr.write("\n")

@@ -2,8 +2,9 @@
 
 One seed is one draw: the sweeps' single-seed curves show noise (a point
 converging much later than its neighbours).  ``mvds sim NAME --seeds N``
-runs seeds SEED..SEED+N-1 (spread over ``--workers`` local processes; the
-numbers do not depend on how many) and reports each headline measure of
+runs seeds SEED..SEED+N-1 (spread over ``--workers`` local processes or
+an existing Dask cluster with ``--dask ADDRESS``; the numbers do not
+depend on where they ran) and reports each headline measure of
 each sweep point as a mean with a Student-t 95% interval
 (:func:`mvds.testbed.stats.mean_ci`).  Runs that never converged are left
 out of the convergence mean and counted.
@@ -12,9 +13,9 @@ out of the convergence mean and counted.
 from __future__ import annotations
 
 import json
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Mapping
 
+from mvds.sim.distribute import map_runs
 from mvds.sim.runner import RunOutcome, run_scenario
 from mvds.testbed.stats import mean_ci
 
@@ -40,14 +41,13 @@ def _one_seed(job: tuple[str, dict[str, Any], int]) -> list[tuple[dict[str, Any]
     return [(point, {key: _get(result.summary(), key) for key in MEASURES}) for point, result in points]
 
 
-def run_seeds(name: str, given: Mapping[str, Any], seeds: list[int], workers: int = 1
-              ) -> list[list[tuple[dict[str, Any], dict[str, Any]]]]:
-    """Per seed (in ``seeds`` order), per point, the headline measures."""
+def run_seeds(name: str, given: Mapping[str, Any], seeds: list[int], workers: int = 1,
+              dask: str | None = None) -> list[list[tuple[dict[str, Any], dict[str, Any]]]]:
+    """Per seed (in ``seeds`` order), per point, the headline measures; the
+    runs go to ``workers`` local processes or the Dask scheduler at ``dask``
+    (:mod:`mvds.sim.distribute`)."""
     jobs = [(name, dict(given), seed) for seed in seeds]
-    if workers <= 1 or len(jobs) <= 1:
-        return [_one_seed(job) for job in jobs]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(_one_seed, jobs))
+    return map_runs(_one_seed, jobs, workers, dask)
 
 
 def aggregate(per_seed: list[list[tuple[dict[str, Any], dict[str, Any]]]]) -> list[dict[str, Any]]:

@@ -104,6 +104,8 @@ class Testbed:
         self.appends_done = 0
         self.nursery: trio.Nursery | None = None
         self.latencies: list[float] = []
+        self.fault_log: list[dict[str, Any]] = []
+        """Each fault as applied: when it started and when it was done (s)."""
 
     # -- setup -----------------------------------------------------------------
     def prepare(self) -> None:
@@ -197,6 +199,13 @@ class Testbed:
         except OSError:
             return "no log"
 
+    async def start_nodes(self) -> None:
+        """Every node's daemon, started and answering its control socket."""
+        for node in self.nodes.values():
+            self.spawn(node)
+        for node in self.nodes.values():
+            await self.wait_ready(node)
+
     def stop_all(self) -> None:
         running = [n for n in self.nodes.values() if n.process is not None and n.process.poll() is None]
         for node in running:
@@ -225,10 +234,7 @@ class Testbed:
         self.prepare()
         started = time.monotonic()
         try:
-            for node in self.nodes.values():
-                self.spawn(node)
-            for node in self.nodes.values():
-                await self.wait_ready(node)
+            await self.start_nodes()
             startup = time.monotonic() - started
             self.t0 = trio.current_time()
             async with trio.open_nursery() as nursery:
@@ -334,8 +340,12 @@ class Testbed:
             delay = fault.at - self.now()
             if delay > 0:
                 await trio.sleep(delay)
+            started = self.now()
             await self.apply(fault)
             self.faults_done += 1
+            self.fault_log.append({"at": fault.at, "action": fault.action, "node": fault.node,
+                                   "links": [list(pair) for pair in fault.links],
+                                   "started": round(started, 3), "done": round(self.now(), 3)})
 
     async def apply(self, fault: Fault) -> None:
         if fault.action in ("partition", "heal"):
@@ -456,9 +466,7 @@ class Testbed:
         for node in self.nodes.values():
             history: list[tuple[str, str | None]] = []
             if node.state == "paused":
-                assert node.process is not None
-                node.process.send_signal(signal.SIGCONT)
-                node.state = "running"
+                await self.apply(Fault(at=self.now(), action="resume", node=node.name))
             try:
                 with trio.fail_after(60):
                     async with await AsyncControlClient.connect(node.socket) as client:
@@ -501,6 +509,9 @@ class Testbed:
             "per_node": counters,
             "delivery_curve": self.delivery_curve(),
             "latencies_s": [round(t, 4) for t in self.latencies],
+            "faults": self.fault_log,
+            "arrivals": {n.name: {mid: round(at, 3) for mid, at in n.seen_at.items()}
+                         for n in self.nodes.values()},
         }
         (self.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         (self.out / "summary.md").write_text(markdown(self.scenario.name, verdict))
@@ -550,7 +561,14 @@ class Testbed:
         plt.close(fig)
 
 
-async def run_testbed(scenario: Scenario, out: Path, progress: Callable[[str], None] | None = None
-                      ) -> dict[str, Any]:
-    testbed = Testbed(scenario, out, progress=progress)
+async def run_testbed(scenario: Scenario, out: Path, progress: Callable[[str], None] | None = None,
+                      *, compose: bool = False, image: str | None = None) -> dict[str, Any]:
+    """Run ``scenario`` as local processes, or (``compose``) as a docker
+    compose project (:mod:`mvds.testbed.compose`; ``image``: a prebuilt one)."""
+    if compose:
+        from mvds.testbed.compose import ComposeTestbed
+
+        testbed: Testbed = ComposeTestbed(scenario, out, progress=progress, image=image)
+    else:
+        testbed = Testbed(scenario, out, progress=progress)
     return await testbed.run()

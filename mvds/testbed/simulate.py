@@ -25,7 +25,6 @@ seconds; :func:`run_seeds` runs seeds in parallel worker processes and
 from __future__ import annotations
 
 import math
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,11 +162,12 @@ def _simulate_text(job: tuple[str, int]) -> dict[str, Any]:
     return simulate(parse_scenario(text, "scenario"), seed)
 
 
-def run_seeds(scenario: Scenario, seeds: list[int], workers: int = 1) -> list[dict[str, Any]]:
-    """One simulated run per seed, over ``workers`` local processes; results
-    in the order of ``seeds`` (the same whatever ``workers`` is)."""
+def run_seeds(scenario: Scenario, seeds: list[int], workers: int = 1,
+              dask: str | None = None) -> list[dict[str, Any]]:
+    """One simulated run per seed, over ``workers`` local processes or the
+    Dask scheduler at ``dask``; results in the order of ``seeds`` (the same
+    wherever they ran)."""
+    from mvds.sim.distribute import map_runs
+
     jobs = [(render_scenario(scenario), seed) for seed in seeds]
-    if workers <= 1 or len(jobs) <= 1:
-        return [_simulate_text(job) for job in jobs]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(_simulate_text, jobs))
+    return map_runs(_simulate_text, jobs, workers, dask)

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import trio
 
-from mvds.daemon.config import NodeConfig
+from mvds.daemon.config import NodeConfig, format_address
 from mvds.ids import parse_group
 
 
@@ -33,6 +33,17 @@ def group_arg(group: str) -> bytes:
     except ValueError as exc:
         raise NodeError(str(exc)) from None
 
+
+
+def address_arg(address: str | tuple[str, int] | Any) -> str:
+    """``"HOST:PORT"`` from a string or a ``(host, port[, ...])`` tuple (IPv6
+    hosts bracketed: ``"[::1]:7000"``); anything else is a NodeError."""
+    if isinstance(address, str):
+        return address
+    if isinstance(address, (tuple, list)) and len(address) >= 2 \
+            and isinstance(address[0], str) and isinstance(address[1], int):
+        return format_address(address[0], address[1])
+    raise NodeError(f"an address is 'HOST:PORT' or a (host, port) tuple, not {address!r}")
 
 @dataclass
 class Command:

@@ -23,11 +23,12 @@ its address simply follows the latest datagram or resolution.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from mvds.daemon.config import NodeConfig, PeerConfig
+from mvds.daemon.config import NodeConfig, PeerConfig, parse_address
 from mvds.secure.ratelimit import TokenBucket
 
 RESOLVE_INTERVAL = 30.0
@@ -109,3 +110,17 @@ def route_resolved(state: PeerState, address: Any, sessions: Any, now: float) ->
         return moved
     state.address = address
     return sessions.address_resolved(state.peer_id, address, now)
+
+
+def literal_address(address: str, v6: bool) -> Any:
+    """``HOST:PORT`` as a socket address if HOST is an IP literal of the
+    socket's family (usable before the first resolution), else None (the
+    resolver then decides, and reports an address of the other family)."""
+    host, port = parse_address(address)
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if (ip.version == 6) != v6:
+        return None
+    return (host, port) if ip.version == 4 else (host, port, 0, 0)

@@ -9,6 +9,7 @@ argument), so they are tested without sockets.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import Counter
 from typing import Callable, Iterable
 
@@ -16,6 +17,7 @@ import trio
 
 from mvds.daemon.commands import NodeError
 from mvds.daemon.config import PeerConfig
+from mvds.ids import short
 
 
 @dataclasses.dataclass(eq=False)  # compared by identity: two waits for one message differ
@@ -100,3 +102,29 @@ class AckBook:
         """Seconds since the peer's last ACK this run (None: none yet)."""
         last = self.last_ack.get(peer)
         return None if last is None else round(now - last, 1)
+
+    async def wait(
+        self,
+        message_id: bytes,
+        waiter: AckWaiter,
+        timeout: float | None,
+        name: Callable[[bytes], str],
+    ) -> list[str]:
+        """Wait (up to ``timeout`` seconds; None: no limit) until the waiter
+        is satisfied; the names of the peers that acknowledged, or a
+        :class:`NodeError` naming who is missing."""
+        if not waiter.satisfied():
+            self.add(message_id, waiter)
+            try:
+                with trio.move_on_after(math.inf if timeout is None else timeout):
+                    await waiter.done.wait()
+            finally:
+                self.remove(message_id, waiter)
+        if not waiter.satisfied():
+            need = waiter.need
+            missing = sorted(name(p) for p in waiter.wanted - waiter.acked)
+            raise NodeError(
+                f"message {short(message_id)}: {len(waiter.acked)} of {need} "
+                f"acknowledgement{'s' if need != 1 else ''} within {timeout:g} s "
+                f"(waiting for {', '.join(missing)})")
+        return sorted(name(p) for p in waiter.acked)

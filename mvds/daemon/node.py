@@ -51,7 +51,7 @@ import trio
 
 from mvds.daemon import admin
 from mvds.daemon.acks import AckBook, AckWaiter, wanted_peers
-from mvds.daemon.commands import Command, NodeError, address_arg, group_arg
+from mvds.daemon.commands import Command, NodeError, address_arg, checked_body, known_group
 from mvds.daemon.config import ConfigError, NodeConfig, format_address, parse_address
 from mvds.daemon.configpush import apply_edits, apply_sharing, engine_config, push_config
 from mvds.daemon.delivered import DeliveredMessage, ReceivedMessage  # noqa: F401 (the earlier name)
@@ -70,7 +70,7 @@ from mvds.daemon.trace import Tracer, debug_enabled  # noqa: F401 (the earlier h
 from mvds.daemon.transport import SMALL_BUFFER, UdpTransport
 from mvds.excgroups import leaves
 from mvds.engine import Engine
-from mvds.ids import ID_SIZE, parse_group, short
+from mvds.ids import parse_group, short
 from mvds.secure import EnvelopeCodec, Identity
 from mvds.secure import session as sessions_mod
 from mvds.secure.session import SessionManager
@@ -243,7 +243,7 @@ class Node:
             raise NodeError(exc.strerror or str(exc)) from None
         try:
             if self.config.links:  # testbed link emulation (mvds/daemon/netem.py)
-                self.transport.use_links(self.config.links, self.config.seed, self._peer_name_at)
+                self.transport.use_links(self.config.links, self.config.seed, self.peers.name_at)
             await self._resolve_peers()
             async with trio.open_nursery() as nursery:
                 if self.config.metrics:
@@ -326,13 +326,7 @@ class Node:
     # -- the public API (embedding and control API) ------------------------------
     def group_id(self, group: str | bytes) -> bytes:
         """A group's id from its name, 64-hex id or raw 32 bytes; must be known."""
-        group_id = group if isinstance(group, bytes) else group_arg(group)
-        if len(group_id) != ID_SIZE:
-            raise NodeError(f"a group id is {ID_SIZE} bytes")
-        if not self.store.is_member(group_id):
-            label = group if isinstance(group, str) else group_id.hex()
-            raise NodeError(f"unknown group {label!r}: join it or share it with a peer first")
-        return group_id
+        return known_group(group, self.store.is_member)
 
     async def _submit(
         self,
@@ -352,20 +346,10 @@ class Node:
             raise pending.error
         return pending.result
 
-    def _check_body(self, body: bytes) -> bytes:
-        if not isinstance(body, (bytes, bytearray, memoryview)):
-            raise TypeError("a message body is bytes")
-        if len(body) > self.config.max_body:
-            raise NodeError(
-                f"message body is {len(body)} bytes; the maximum is {self.config.max_body} "
-                "(setting max_body)"
-            )
-        return bytes(body)
-
     async def append(self, group: str | bytes, body: bytes, *, ephemeral: bool = False) -> bytes:
         """Append a message; returns its id once it is committed to the store."""
         group_id = self.group_id(group)
-        body = self._check_body(body)
+        body = checked_body(body, self.config.max_body)
 
         def apply(now: float) -> bytes:
             return self.engine.append(group_id, body, now, ephemeral=ephemeral).id
@@ -381,7 +365,7 @@ class Node:
     async def append_many(self, group: str | bytes, bodies: list[bytes]) -> list[bytes]:
         """Append several messages in one transaction; returns their ids in order."""
         group_id = self.group_id(group)
-        checked = [self._check_body(body) for body in bodies]
+        checked = [checked_body(body, self.config.max_body) for body in bodies]
 
         def apply(now: float) -> list[bytes]:
             return [message.id for message in self.engine.append_many(group_id, checked, now)]
@@ -418,21 +402,7 @@ class Node:
         for peer_id in wanted:
             if self.store.get_record(message_id, peer_id) is None:
                 waiter.acked.add(peer_id)
-        if not waiter.satisfied():
-            self.acks.add(message_id, waiter)
-            try:
-                with trio.move_on_after(math.inf if timeout is None else timeout):
-                    await waiter.done.wait()
-            finally:
-                self.acks.remove(message_id, waiter)
-        names = sorted(self._peer_name(p) for p in waiter.acked)
-        if not waiter.satisfied():
-            missing = sorted(self._peer_name(p) for p in wanted - waiter.acked)
-            raise NodeError(
-                f"message {short(message_id)}: {len(waiter.acked)} of {need} "
-                f"acknowledgement{'s' if need != 1 else ''} within {timeout:g} s "
-                f"(waiting for {', '.join(missing)})")
-        return names
+        return await self.acks.wait(message_id, waiter, timeout, self._peer_name)
 
     def _edit(self, edit: Callable[[NodeConfig], NodeConfig]) -> Callable[[NodeConfig], NodeConfig]:
         """Check an edit against the current config now (a refused edit is
@@ -601,20 +571,15 @@ class Node:
         """Log (info) each plaintext peer that stops being reachable: nothing heard
         from it for ``offline_after`` seconds (the engine's PeerReachable
         event logs the way back)."""
-        was: dict[bytes, bool] = {}
-        offline_after = self.engine_config.offline_after
         while True:
             await trio.sleep(REACHABILITY_CHECK)
             now = self.now()
             for peer_id, state in list(self.peers.items()):
-                if not state.config.plaintext:
-                    continue  # the session layer reports these (keepalives)
-                heard = self.engine.last_heard(peer_id)
-                up = heard is not None and now - heard < offline_after
-                if was.get(peer_id) and not up and heard is not None:
+                heard = self.engine.last_heard(peer_id)  # sessions report the others
+                if state.config.plaintext and state.went_silent(
+                        heard, now, self.engine_config.offline_after):
                     self.log.info("peer.unreachable", peer=self._peer_name(peer_id),
                                   last_heard_s=round(now - heard, 1))
-                was[peer_id] = up
 
     async def _resolve_loop(self) -> None:
         while True:
@@ -633,9 +598,7 @@ class Node:
                 host, port, family=self.transport.family, type=trio.socket.SOCK_DGRAM
             )
         except OSError as exc:
-            state.resolve_error = exc.strerror or str(exc)
-            if state.resolve_failed_since is None:
-                state.resolve_failed_since = self.now()
+            state.resolve_failed(exc.strerror or str(exc), self.now())
             if self._warnings.count(f"resolve/{state.config.name}", time.monotonic()) is not None:
                 self.log.warning(
                     "peer.unresolved", peer=state.config.name, address=state.config.address,
@@ -666,15 +629,9 @@ class Node:
         # The session layer first, outside the transaction: it keeps its
         # state in memory only (handshakes, keepalives and path probes go
         # out even while the store fails: they carry nothing of it).
-        opened_all = []
-        for data, addr in inbox:
-            opened = gate.open(data, addr, clock)
-            if opened is not None:
-                opened_all.append(opened)
+        opened_all = gate.open_all(inbox, clock)
+        gate.run_timers(clock)
         sessions = self.sessions
-        due = sessions.next_timer()
-        if due is not None and due <= clock:
-            sessions.tick(clock)
         outgoing: list[tuple[bytes, Any]] = gate.session_output()
         session_events = sessions.events()
         for event in session_events:
@@ -741,12 +698,10 @@ class Node:
         MVDS retransmits them) and the session timers, so peers stay reachable."""
         clock = time.monotonic()
         inbox, self._inbox = self._inbox, []
-        for data, addr in inbox:
-            if self.gate.open(data, addr, clock) is not None:
-                self.counters["dropped_store_paused"] += 1
-        due = self.sessions.next_timer()
-        if due is not None and due <= clock:
-            self.sessions.tick(clock)
+        dropped = len(self.gate.open_all(inbox, clock))  # payloads: MVDS retransmits them
+        if dropped:
+            self.counters["dropped_store_paused"] += dropped
+        self.gate.run_timers(clock)
         self._send_session_output()
         self.dispatcher.session_events(self.sessions.events(), clock, time.time())
 
@@ -768,12 +723,6 @@ class Node:
         for entry in new.peers:  # sharing changed: keepalives follow it
             if not entry.plaintext and entry.peer_id not in changed:
                 self.sessions.set_keepalive(entry.peer_id, bool(entry.groups))
-
-    def _peer_name_at(self, addr: Any) -> str | None:
-        for state in self.peers.values():
-            if state.address is not None and state.address[:2] == addr[:2]:
-                return state.config.name
-        return None
 
     def _on_store_error(self, exc: StoreError, queue: list[Command]) -> None:
         """The step's transaction was rolled back: nothing of it was sent,

@@ -50,6 +50,22 @@ class PeerState:
     """Why the configured host did not resolve last time (None: it did)."""
     resolve_failed_since: float | None = None
     """time.time() of the first failure in the current run of failures."""
+    was_reachable: bool = False
+    """A plaintext peer's reachability at the last check (peer.unreachable)."""
+
+    def resolve_failed(self, error: str, now: float) -> None:
+        """The configured host did not resolve (shown in ``mvds status``)."""
+        self.resolve_error = error
+        if self.resolve_failed_since is None:
+            self.resolve_failed_since = now
+
+    def went_silent(self, heard: float | None, now: float, offline_after: float) -> bool:
+        """Whether a plaintext peer heard from before stopped being reachable
+        (nothing for ``offline_after`` seconds) since the last check."""
+        up = heard is not None and now - heard < offline_after
+        silent = self.was_reachable and not up and heard is not None
+        self.was_reachable = up
+        return silent
 
 
 class PeerRegistry(dict[bytes, PeerState]):
@@ -58,6 +74,13 @@ class PeerRegistry(dict[bytes, PeerState]):
     def __init__(self, max_bytes_per_s: int = 0) -> None:
         super().__init__()
         self.max_bytes_per_s = max_bytes_per_s
+
+    def name_at(self, addr: Any) -> str | None:
+        """The name of the peer at a socket address (the testbed's links file)."""
+        for state in self.values():
+            if state.address is not None and state.address[:2] == addr[:2]:
+                return state.config.name
+        return None
 
     def _budget(self) -> TokenBucket | None:
         rate = self.max_bytes_per_s

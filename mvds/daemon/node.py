@@ -1,39 +1,24 @@
 """A running MVDS peer: the trio shell around the sans-IO parts.
 
 This module holds only what needs trio and the clock: opening and closing,
-the loops (receive, pump, resolve, radio), the step and the recovery from a
-store failure.  The parts it drives have no I/O and are tested without
-sockets: the datagram gate (gate.py), the peer registry (peers.py), queued
-commands (commands.py), config edits (admin.py, configpush.py),
-subscriptions (subscriptions.py), status (status.py).  docs/ARCHITECTURE.md
-walks through them.
+the loops (receive, pump, resolve, reachability, radio), the step, the
+recovery from a store failure, and the public methods, which check their
+arguments and queue a command.  The parts have no I/O and are tested
+without sockets: the datagram gate (gate.py), peers (peers.py), commands
+(commands.py), config edits (admin.py, configpush.py), subscriptions
+(subscriptions.py), event dispatch (dispatch.py), ACK waits (acks.py),
+debug tracing (trace.py), status (status.py), diagnostics (diagnose.py).
 
 Everything that changes state happens in :meth:`Node._step`, synchronously
-(no ``await`` inside, so no other task can interleave) and inside ONE store
-transaction:
-
-1. take every datagram the receiver drained since the last step through the
-   gate (unknown or forged senders, replays, garbage: dropped and counted
-   before any protobuf parsing) and feed the engine;
-2. apply queued appends and the sharing of queued config edits (the new
-   config computed and its file staged before the transaction);
-3. collect the payloads to send;
-4. commit.
-
-Only after the commit succeeds are the payloads split and sealed into
-datagrams and sent (so no ACK ever leaves for a message that is not on
-disk), the new config swapped in and its file renamed into place,
-commands answered (so an append returns only once durable) and received
-messages handed to readers.  Nothing on the send path writes to disk:
-sessions keep their nonces in memory.  If the commit fails, no payload is
-sealed or sent and nothing is changed, commands get an error, the error
-is logged, and
-a fresh engine is built on the store (the engine keeps nothing durable in
-memory).  An error that may clear up (locked, disk full) is retried after a
-growing pause; a fatal one (corrupt file, I/O error) stops the node: the
-:class:`~mvds.store.errors.StoreError` comes out of :meth:`Node.open`, and
-``mvds run`` exits with it as its one-line reason.  docs/STORAGE.md has the
-rules.
+and inside ONE store transaction (datagrams through the gate into the
+engine, queued appends and config edits, the payloads due); only after the
+commit are payloads sealed and sent (no ACK leaves for a message not on
+disk), the config swapped and saved, commands answered and messages handed
+to readers.  If the commit fails nothing of the step happened: commands get
+the error and a fresh engine is built on the store after a growing pause,
+or, on a fatal error, the :class:`~mvds.store.errors.StoreError` comes out
+of :meth:`Node.open`.  docs/ARCHITECTURE.md walks through a step;
+docs/STORAGE.md has the rules for store errors.
 """
 
 from __future__ import annotations
@@ -61,7 +46,7 @@ from mvds.daemon.gate import DatagramGate
 from mvds.daemon.logs import get_logger
 from mvds.daemon.logthrottle import LogThrottle
 from mvds.daemon.nodedir import NodeDir
-from mvds.daemon.peers import PeerRegistry, PeerState, literal_address, route_resolved
+from mvds.daemon.peers import PeerRegistry, PeerState, link_peers, route_resolved
 from mvds.daemon.radio import RadioSchedule, run_radio
 from mvds.daemon.setup import init_node  # noqa: F401 (mvds.daemon.node.init_node, the earlier home)
 from mvds.daemon.status import build_status, live_peer, live_top
@@ -164,9 +149,7 @@ class Node:
         self.transport: UdpTransport | None = None
         self.engine = Engine(store, self.engine_config, now=self.now())
         self._resume_engine = True  # the first step resumes the stored schedule
-        self.peers.sync(config)
-        for peer in config.peers:
-            self._add_peer(peer.peer_id)
+        link_peers(config, *self.peers.sync(config), self.codec, self.sessions)
         push_config(self.engine, store, config, self.now())
         # Nothing of the retired static-key envelope is read: an old node
         # directory's nonce file and replay/<peer> meta rows are ignored.
@@ -295,18 +278,6 @@ class Node:
     def now(self) -> float:
         """The engine's clock: monotonic, on the Unix time line as of the start."""
         return self.time_base + time.monotonic()
-
-    def _add_peer(self, peer_id: bytes) -> None:
-        """Register a configured peer with its envelope (after ``peers.sync``)."""
-        entry = self.peers[peer_id].config
-        self.codec.add_peer(peer_id, plaintext=entry.plaintext)
-        if entry.plaintext:
-            self.sessions.remove_peer(peer_id)
-        else:
-            v6 = ":" in parse_address(self.config.listen)[0]  # the socket's family
-            self.sessions.add_peer(
-                peer_id, literal_address(entry.address, v6), keepalive=bool(entry.groups)
-            )
 
     # -- properties ------------------------------------------------------------
     @property
@@ -710,19 +681,11 @@ class Node:
         peers it adds, moves or removes in the registry and the codec."""
         self.config = new
         changed, removed = self.peers.sync(new)
-        for peer_id in removed:
-            self.codec.remove_peer(peer_id)
-            self.sessions.remove_peer(peer_id)
-        for peer_id in changed:
-            # New, moved or switched envelope: a fresh start with it.
-            self.sessions.remove_peer(peer_id)
-            self._add_peer(peer_id)
+        link_peers(new, changed, removed, self.codec, self.sessions)
+        for peer_id in changed:  # new, moved or switched envelope: a fresh start
             self.engine.announce(peer_id, now)
             self.gate.unknown.forget(peer_id)
         self.groupcheck.config_changed(new)
-        for entry in new.peers:  # sharing changed: keepalives follow it
-            if not entry.plaintext and entry.peer_id not in changed:
-                self.sessions.set_keepalive(entry.peer_id, bool(entry.groups))
 
     def _on_store_error(self, exc: StoreError, queue: list[Command]) -> None:
         """The step's transaction was rolled back: nothing of it was sent,

@@ -26,7 +26,7 @@ from __future__ import annotations
 import ipaddress
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 from mvds.daemon.config import NodeConfig, PeerConfig, parse_address
 from mvds.secure.ratelimit import TokenBucket
@@ -147,3 +147,34 @@ def literal_address(address: str, v6: bool) -> Any:
     if (ip.version == 6) != v6:
         return None
     return (host, port) if ip.version == 4 else (host, port, 0, 0)
+
+
+def link_peers(
+    config: NodeConfig,
+    changed: Iterable[bytes],
+    removed: Iterable[bytes],
+    codec: Any,
+    sessions: Any,
+) -> None:
+    """Follow :meth:`PeerRegistry.sync` in the envelope codec and the session
+    layer: removed peers forgotten, new or moved ones (or ones that switched
+    envelope) a fresh start, keepalives following the sharing (a session
+    peer sharing a group with us is kept reachable)."""
+    v6 = ":" in parse_address(config.listen)[0]  # the socket's family
+    entries = {entry.peer_id: entry for entry in config.peers}
+    for peer_id in removed:
+        codec.remove_peer(peer_id)
+        sessions.remove_peer(peer_id)
+    fresh = set()
+    for peer_id in changed:
+        entry = entries[peer_id]
+        fresh.add(peer_id)
+        sessions.remove_peer(peer_id)
+        codec.add_peer(peer_id, plaintext=entry.plaintext)
+        if not entry.plaintext:
+            sessions.add_peer(
+                peer_id, literal_address(entry.address, v6), keepalive=bool(entry.groups)
+            )
+    for entry in config.peers:
+        if not entry.plaintext and entry.peer_id not in fresh:
+            sessions.set_keepalive(entry.peer_id, bool(entry.groups))

@@ -18,7 +18,7 @@ from mvds.daemon.config import NodeConfig, PeerConfig
 from mvds.daemon.diagnose import GroupCheck, UnknownSenders
 from mvds.daemon.dispatch import Dispatcher
 from mvds.daemon.logthrottle import LogThrottle
-from mvds.daemon.peers import PeerRegistry, literal_address
+from mvds.daemon.peers import PeerRegistry, link_peers, literal_address
 from mvds.daemon.status import session_json
 from mvds.daemon.subscriptions import Subscriptions
 from mvds.daemon.trace import Tracer, debug_enabled
@@ -221,3 +221,25 @@ def test_the_session_block_of_status():
         "path": {"address": "127.0.0.1:5", "state": "validated"},
         "candidates": [{"address": "[::1]:6", "state": "probing", "allowance_bytes": 300}],
     }
+
+
+def test_link_peers_follows_the_registry_in_the_codec_and_the_sessions():
+    from mvds.secure import EnvelopeCodec, Identity
+    from mvds.secure.session import SessionManager
+
+    me, a, b = Identity.generate(), Identity.generate(), Identity.generate()
+    config = NodeConfig(listen="127.0.0.1:0", peers=[
+        PeerConfig("a", a.peer_id_hex, "127.0.0.1:1000", ["chat"]),
+        PeerConfig("b", b.peer_id_hex, "127.0.0.1:2000", [], plaintext=True)])
+    peers, codec, sessions = PeerRegistry(), EnvelopeCodec(me), SessionManager(me, keepalive_s=10)
+    link_peers(config, *peers.sync(config), codec, sessions)
+    assert set(codec.peers()) == {a.peer_id, b.peer_id}
+    assert sessions.status(a.peer_id, 0.0)["keepalive"] is True
+    assert sessions.status(a.peer_id, 0.0)["path"]["address"] == ("127.0.0.1", 1000)
+    unshared = NodeConfig(listen="127.0.0.1:0", peers=[
+        PeerConfig("a", a.peer_id_hex, "127.0.0.1:1000", [])])
+    changed, removed = peers.sync(unshared)
+    assert (changed, removed) == ([], [b.peer_id])
+    link_peers(unshared, changed, removed, codec, sessions)
+    assert codec.peers() == [a.peer_id]
+    assert sessions.status(a.peer_id, 0.0)["keepalive"] is False

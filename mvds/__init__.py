@@ -32,7 +32,7 @@ _LAZY = {
     "DeliveredMessage": "mvds.daemon.delivered",
     "ReceivedMessage": "mvds.daemon.delivered",
     "open_node": "mvds.daemon.node",
-    "init_node": "mvds.daemon.node",
+    "init_node": "mvds.daemon.setup",
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]

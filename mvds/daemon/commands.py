@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 import trio
 
-from mvds.daemon.config import NodeConfig
-from mvds.ids import parse_group
+from mvds.daemon.config import NodeConfig, format_address
+from mvds.ids import ID_SIZE, parse_group
 
 
 class NodeError(Exception):
@@ -33,6 +33,40 @@ def group_arg(group: str) -> bytes:
     except ValueError as exc:
         raise NodeError(str(exc)) from None
 
+
+
+def address_arg(address: str | tuple[str, int] | Any) -> str:
+    """``"HOST:PORT"`` from a string or a ``(host, port[, ...])`` tuple (IPv6
+    hosts bracketed: ``"[::1]:7000"``); anything else is a NodeError."""
+    if isinstance(address, str):
+        return address
+    if isinstance(address, (tuple, list)) and len(address) >= 2 \
+            and isinstance(address[0], str) and isinstance(address[1], int):
+        return format_address(address[0], address[1])
+    raise NodeError(f"an address is 'HOST:PORT' or a (host, port) tuple, not {address!r}")
+
+
+def known_group(group: str | bytes, is_member: Callable[[bytes], bool]) -> bytes:
+    """A group's id from its name, 64-hex id or raw 32 bytes; it must be
+    one the node is a member of (``is_member``, the store's answer)."""
+    group_id = group if isinstance(group, bytes) else group_arg(group)
+    if len(group_id) != ID_SIZE:
+        raise NodeError(f"a group id is {ID_SIZE} bytes")
+    if not is_member(group_id):
+        label = group if isinstance(group, str) else group_id.hex()
+        raise NodeError(f"unknown group {label!r}: join it or share it with a peer first")
+    return group_id
+
+
+def checked_body(body: Any, max_body: int) -> bytes:
+    """A message body as bytes, refused (NodeError) above ``max_body``."""
+    if not isinstance(body, (bytes, bytearray, memoryview)):
+        raise TypeError("a message body is bytes")
+    if len(body) > max_body:
+        raise NodeError(
+            f"message body is {len(body)} bytes; the maximum is {max_body} (setting max_body)"
+        )
+    return bytes(body)
 
 @dataclass
 class Command:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from mvds.ids import parse_group
 
@@ -92,6 +92,54 @@ class GroupMismatches:
             for (peer, group_id), n in sorted(self.counts.items())
             if peer == peer_id
         ]
+
+
+class GroupCheck:
+    """Counts the messages of groups not shared with their sender, per
+    (peer, group): the engine refuses them (and logs it, rate-limited); a
+    group name typo on one side looks like this, and mvds doctor names it.
+    Held by the node; fed the config of each step."""
+
+    def __init__(self) -> None:
+        self.mismatches = GroupMismatches()
+        self._accepted: tuple[Any, frozenset[tuple[bytes, bytes]]] | None = None
+
+    def accepted(self, config: Any) -> frozenset[tuple[bytes, bytes]]:
+        """(group id, peer id) pairs whose messages the engine takes."""
+        from mvds.daemon.admin import sharing  # admin imports config; keep this module light
+
+        cached = self._accepted
+        if cached is None or cached[0] is not config:
+            cached = self._accepted = (config, frozenset(sharing(config)))
+        return cached[1]
+
+    def check(
+        self, config: Any, peer_id: bytes, messages: Iterable[Any], *,
+        loose: bool, known: Mapping[bytes, str],
+    ) -> None:
+        """Count each message of ``peer_id`` whose group is not shared with
+        it (with ``loose``, the engine's accept_unshared, any group we know
+        is fine)."""
+        accepted = self.accepted(config)
+        for message in messages:
+            group_id = message.group_id
+            if (group_id, peer_id) in accepted or (loose and group_id in known):
+                continue
+            self.mismatches.count(peer_id, group_id)
+
+    def config_changed(self, config: Any) -> None:
+        """Forget the counts of groups the new config shares."""
+        for group_id, peer_id in self.accepted(config):
+            self.mismatches.forget(peer_id, group_id)
+
+    def for_peer(self, peer_id: bytes, names: Mapping[bytes, str]) -> list[dict[str, Any]]:
+        """A peer's mismatches for ``mvds status``, with a similar name of
+        ours for a group we do not know."""
+        out = self.mismatches.for_peer(peer_id, dict(names))
+        for entry in out:
+            if entry["group"] is None:
+                entry["similar"] = similar_name(bytes.fromhex(entry["group_id"]), names.values())
+        return out
 
 
 def similar_name(group_id: bytes, names: Iterable[str]) -> str | None:

@@ -197,6 +197,22 @@ class DatagramGate:
             counters["bytes_out"] += len(chunk) + sessionwire.TRANSPORT_OVERHEAD
         return self.session_output()
 
+    def open_all(self, datagrams: list[tuple[bytes, Any]], clock: float) -> list[tuple[bytes, Payload]]:
+        """:meth:`open` each ``(data, addr)``; the payloads that came through, in order."""
+        opened_all = []
+        for data, addr in datagrams:
+            opened = self.open(data, addr, clock)
+            if opened is not None:
+                opened_all.append(opened)
+        return opened_all
+
+    def run_timers(self, clock: float) -> None:
+        """The session timers that are due (handshake retries, keepalives,
+        rekeys, reachability); what they send comes out of :meth:`session_output`."""
+        due = self.sessions.next_timer()
+        if due is not None and due <= clock:
+            self.sessions.tick(clock)
+
     def session_output(self) -> list[tuple[bytes, Any]]:
         """What the session layer wants sent (handshakes, keepalives, sealed payloads)."""
         return [(data, addr) for addr, data in self.sessions.datagrams_to_send()]

@@ -1,45 +1,29 @@
 """A running MVDS peer: the trio shell around the sans-IO parts.
 
 This module holds only what needs trio and the clock: opening and closing,
-the loops (receive, pump, resolve, radio), the step and the recovery from a
-store failure.  The parts it drives have no I/O and are tested without
-sockets: the datagram gate (gate.py), the peer registry (peers.py), queued
-commands (commands.py), config edits (admin.py, configpush.py),
-subscriptions (subscriptions.py), status (status.py).  docs/ARCHITECTURE.md
-walks through them.
+the loops (receive, pump, resolve, reachability, radio), the step, the
+recovery from a store failure, and the public methods, which check their
+arguments and queue a command.  The parts have no I/O and are tested
+without sockets: the datagram gate (gate.py), peers (peers.py), commands
+(commands.py), config edits (admin.py, configpush.py), subscriptions
+(subscriptions.py), event dispatch (dispatch.py), ACK waits (acks.py),
+debug tracing (trace.py), status (status.py), diagnostics (diagnose.py).
 
 Everything that changes state happens in :meth:`Node._step`, synchronously
-(no ``await`` inside, so no other task can interleave) and inside ONE store
-transaction:
-
-1. take every datagram the receiver drained since the last step through the
-   gate (unknown or forged senders, replays, garbage: dropped and counted
-   before any protobuf parsing) and feed the engine;
-2. apply queued appends and the sharing of queued config edits (the new
-   config computed and its file staged before the transaction);
-3. collect the payloads to send;
-4. commit.
-
-Only after the commit succeeds are the payloads split and sealed into
-datagrams and sent (so no ACK ever leaves for a message that is not on
-disk), the new config swapped in and its file renamed into place,
-commands answered (so an append returns only once durable) and received
-messages handed to readers.  Nothing on the send path writes to disk:
-sessions keep their nonces in memory.  If the commit fails, no payload is
-sealed or sent and nothing is changed, commands get an error, the error
-is logged, and
-a fresh engine is built on the store (the engine keeps nothing durable in
-memory).  An error that may clear up (locked, disk full) is retried after a
-growing pause; a fatal one (corrupt file, I/O error) stops the node: the
-:class:`~mvds.store.errors.StoreError` comes out of :meth:`Node.open`, and
-``mvds run`` exits with it as its one-line reason.  docs/STORAGE.md has the
-rules.
+and inside ONE store transaction (datagrams through the gate into the
+engine, queued appends and config edits, the payloads due); only after the
+commit are payloads sealed and sent (no ACK leaves for a message not on
+disk), the config swapped and saved, commands answered and messages handed
+to readers.  If the commit fails nothing of the step happened: commands get
+the error and a fresh engine is built on the store after a growing pause,
+or, on a fatal error, the :class:`~mvds.store.errors.StoreError` comes out
+of :meth:`Node.open`.  docs/ARCHITECTURE.md walks through a step;
+docs/STORAGE.md has the rules for store errors.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import math
 import os
 import random
@@ -51,30 +35,27 @@ from typing import Any, AsyncIterator, Callable
 import trio
 
 from mvds.daemon import admin
-from mvds.daemon.commands import Command, NodeError, group_arg
+from mvds.daemon.acks import AckBook, AckWaiter, wanted_peers
+from mvds.daemon.commands import Command, NodeError, address_arg, checked_body, known_group
 from mvds.daemon.config import ConfigError, NodeConfig, format_address, parse_address
 from mvds.daemon.configpush import apply_edits, apply_sharing, engine_config, push_config
 from mvds.daemon.delivered import DeliveredMessage, ReceivedMessage  # noqa: F401 (the earlier name)
-from mvds.daemon.diagnose import GroupMismatches, similar_name
+from mvds.daemon.diagnose import GroupCheck
+from mvds.daemon.dispatch import Dispatcher
 from mvds.daemon.gate import DatagramGate
 from mvds.daemon.logs import get_logger
-from mvds.daemon.logthrottle import BurstLimit, LogThrottle
+from mvds.daemon.logthrottle import LogThrottle
 from mvds.daemon.nodedir import NodeDir
-from mvds.daemon.peers import PeerRegistry, PeerState, route_resolved
+from mvds.daemon.peers import PeerRegistry, PeerState, link_peers, route_resolved
 from mvds.daemon.radio import RadioSchedule, run_radio
-from mvds.daemon.status import build_status
+from mvds.daemon.setup import init_node  # noqa: F401 (mvds.daemon.node.init_node, the earlier home)
+from mvds.daemon.status import build_status, live_peer, live_top
 from mvds.daemon.subscriptions import Subscriptions
+from mvds.daemon.trace import Tracer, debug_enabled  # noqa: F401 (the earlier home)
 from mvds.daemon.transport import SMALL_BUFFER, UdpTransport
 from mvds.excgroups import leaves
-from mvds.engine import (
-    Engine,
-    GaveUp,
-    MessageAcknowledged,
-    MessageReceived,
-    MessageRefused,
-    PeerReachable,
-)
-from mvds.ids import ID_SIZE, parse_group, short
+from mvds.engine import Engine
+from mvds.ids import parse_group, short
 from mvds.secure import EnvelopeCodec, Identity
 from mvds.secure import session as sessions_mod
 from mvds.secure.session import SessionManager
@@ -149,15 +130,16 @@ class Node:
         self.subscriptions = Subscriptions(self.counters)
         self._started = time.monotonic()
         self._names_cache: tuple[NodeConfig, dict[bytes, str]] | None = None
-        self._ack_waiters: dict[bytes, list[_AckWaiter]] = {}
-        self._debug = debug_enabled(self.log)
-        """Debug lines wanted: per message events are built only then."""
-        self._debug_limit = BurstLimit(burst=20, window=1.0)
-        self._acked: Counter[bytes] = Counter()  # ACKs per peer, this run
-        self._last_ack: dict[bytes, float] = {}
-        self.mismatches = GroupMismatches()
+        self.acks = AckBook()
+        self.tracer = Tracer(self.log)
+        self.groupcheck = GroupCheck()
         """Messages of groups not shared with their sender, per (peer, group)."""
-        self._accepted_cache: tuple[NodeConfig, frozenset[tuple[bytes, bytes]]] | None = None
+        self.mismatches = self.groupcheck.mismatches
+        self.dispatcher = Dispatcher(
+            log=self.log, tracer=self.tracer, counters=self.counters,
+            subscriptions=self.subscriptions, acks=self.acks, peers=self.peers,
+            unknown=self.gate.unknown, warnings=self._warnings, group_names=self.group_names,
+        )
         self._closing = False
         self._running = False
         self._fatal: str | None = None
@@ -167,9 +149,7 @@ class Node:
         self.transport: UdpTransport | None = None
         self.engine = Engine(store, self.engine_config, now=self.now())
         self._resume_engine = True  # the first step resumes the stored schedule
-        self.peers.sync(config)
-        for peer in config.peers:
-            self._add_peer(peer.peer_id)
+        link_peers(config, *self.peers.sync(config), self.codec, self.sessions)
         push_config(self.engine, store, config, self.now())
         # Nothing of the retired static-key envelope is read: an old node
         # directory's nonce file and replay/<peer> meta rows are ignored.
@@ -246,7 +226,7 @@ class Node:
             raise NodeError(exc.strerror or str(exc)) from None
         try:
             if self.config.links:  # testbed link emulation (mvds/daemon/netem.py)
-                self.transport.use_links(self.config.links, self.config.seed, self._peer_name_at)
+                self.transport.use_links(self.config.links, self.config.seed, self.peers.name_at)
             await self._resolve_peers()
             async with trio.open_nursery() as nursery:
                 if self.config.metrics:
@@ -299,18 +279,6 @@ class Node:
         """The engine's clock: monotonic, on the Unix time line as of the start."""
         return self.time_base + time.monotonic()
 
-    def _add_peer(self, peer_id: bytes) -> None:
-        """Register a configured peer with its envelope (after ``peers.sync``)."""
-        entry = self.peers[peer_id].config
-        self.codec.add_peer(peer_id, plaintext=entry.plaintext)
-        if entry.plaintext:
-            self.sessions.remove_peer(peer_id)
-        else:
-            v6 = ":" in parse_address(self.config.listen)[0]  # the socket's family
-            self.sessions.add_peer(
-                peer_id, _literal(entry.address, v6), keepalive=bool(entry.groups)
-            )
-
     # -- properties ------------------------------------------------------------
     @property
     def peer_id(self) -> bytes:
@@ -329,13 +297,7 @@ class Node:
     # -- the public API (embedding and control API) ------------------------------
     def group_id(self, group: str | bytes) -> bytes:
         """A group's id from its name, 64-hex id or raw 32 bytes; must be known."""
-        group_id = group if isinstance(group, bytes) else group_arg(group)
-        if len(group_id) != ID_SIZE:
-            raise NodeError(f"a group id is {ID_SIZE} bytes")
-        if not self.store.is_member(group_id):
-            label = group if isinstance(group, str) else group_id.hex()
-            raise NodeError(f"unknown group {label!r}: join it or share it with a peer first")
-        return group_id
+        return known_group(group, self.store.is_member)
 
     async def _submit(
         self,
@@ -355,27 +317,17 @@ class Node:
             raise pending.error
         return pending.result
 
-    def _check_body(self, body: bytes) -> bytes:
-        if not isinstance(body, (bytes, bytearray, memoryview)):
-            raise TypeError("a message body is bytes")
-        if len(body) > self.config.max_body:
-            raise NodeError(
-                f"message body is {len(body)} bytes; the maximum is {self.config.max_body} "
-                "(setting max_body)"
-            )
-        return bytes(body)
-
     async def append(self, group: str | bytes, body: bytes, *, ephemeral: bool = False) -> bytes:
         """Append a message; returns its id once it is committed to the store."""
         group_id = self.group_id(group)
-        body = self._check_body(body)
+        body = checked_body(body, self.config.max_body)
 
         def apply(now: float) -> bytes:
             return self.engine.append(group_id, body, now, ephemeral=ephemeral).id
 
         message_id = await self._submit(apply)
-        if self._debug:
-            self._trace("message.appended", message=short(message_id),
+        if self.tracer.enabled:
+            self.tracer.line(time.monotonic(), "message.appended", message=short(message_id),
                         group=self.group_names().get(group_id, short(group_id)),
                         ephemeral=ephemeral, bytes=len(body),
                         peers=[self._peer_name(p) for p in self.store.shared_peers(group_id)])
@@ -384,14 +336,14 @@ class Node:
     async def append_many(self, group: str | bytes, bodies: list[bytes]) -> list[bytes]:
         """Append several messages in one transaction; returns their ids in order."""
         group_id = self.group_id(group)
-        checked = [self._check_body(body) for body in bodies]
+        checked = [checked_body(body, self.config.max_body) for body in bodies]
 
         def apply(now: float) -> list[bytes]:
             return [message.id for message in self.engine.append_many(group_id, checked, now)]
 
         ids = await self._submit(apply)
-        if self._debug and ids:
-            self._trace("messages.appended", count=len(ids), first=short(ids[0]),
+        if self.tracer.enabled and ids:
+            self.tracer.line(time.monotonic(), "messages.appended", count=len(ids), first=short(ids[0]),
                         last=short(ids[-1]), group=self.group_names().get(group_id, short(group_id)))
         return ids
 
@@ -415,52 +367,13 @@ class Node:
         if stored is None:
             raise NodeError(f"message {message_id.hex()} is not stored here")
         shared = set(self.store.shared_peers(stored.group_id))
-        if isinstance(peers, int) and not isinstance(peers, bool):
-            if peers < 1:
-                raise NodeError("wait for at least 1 peer")
-            if peers > len(shared):
-                raise NodeError(
-                    f"the group is shared with {len(shared)} peer{'s' if len(shared) != 1 else ''}; "
-                    f"{peers} cannot acknowledge")
-            wanted, need = shared, peers
-        elif peers is None:
-            if not shared:
-                raise NodeError("the group is shared with no peer")
-            wanted, need = shared, len(shared)
-        else:
-            wanted = set()
-            for name in peers:
-                entry = self.config.peer_named(name)
-                if entry is None:
-                    raise NodeError(f"unknown peer {name!r}")
-                if entry.peer_id not in shared:
-                    raise NodeError(f"the message's group is not shared with {name!r}")
-                wanted.add(entry.peer_id)
-            need = len(wanted)
-        waiter = _AckWaiter(wanted, need)
+        wanted, need = wanted_peers(shared, peers, self.config.peer_named)
+        waiter = AckWaiter(wanted, need)
         # Settled already: the record ended with an ACK before we asked.
         for peer_id in wanted:
             if self.store.get_record(message_id, peer_id) is None:
                 waiter.acked.add(peer_id)
-        if not waiter.satisfied():
-            self._ack_waiters.setdefault(message_id, []).append(waiter)
-            try:
-                with trio.move_on_after(math.inf if timeout is None else timeout):
-                    await waiter.done.wait()
-            finally:
-                waiters = self._ack_waiters.get(message_id, [])
-                if waiter in waiters:
-                    waiters.remove(waiter)
-                if not waiters:
-                    self._ack_waiters.pop(message_id, None)
-        names = sorted(self._peer_name(p) for p in waiter.acked)
-        if not waiter.satisfied():
-            missing = sorted(self._peer_name(p) for p in wanted - waiter.acked)
-            raise NodeError(
-                f"message {short(message_id)}: {len(waiter.acked)} of {need} "
-                f"acknowledgement{'s' if need != 1 else ''} within {timeout:g} s "
-                f"(waiting for {', '.join(missing)})")
-        return names
+        return await self.acks.wait(message_id, waiter, timeout, self._peer_name)
 
     def _edit(self, edit: Callable[[NodeConfig], NodeConfig]) -> Callable[[NodeConfig], NodeConfig]:
         """Check an edit against the current config now (a refused edit is
@@ -629,20 +542,15 @@ class Node:
         """Log (info) each plaintext peer that stops being reachable: nothing heard
         from it for ``offline_after`` seconds (the engine's PeerReachable
         event logs the way back)."""
-        was: dict[bytes, bool] = {}
-        offline_after = self.engine_config.offline_after
         while True:
             await trio.sleep(REACHABILITY_CHECK)
             now = self.now()
             for peer_id, state in list(self.peers.items()):
-                if not state.config.plaintext:
-                    continue  # the session layer reports these (keepalives)
-                heard = self.engine.last_heard(peer_id)
-                up = heard is not None and now - heard < offline_after
-                if was.get(peer_id) and not up and heard is not None:
+                heard = self.engine.last_heard(peer_id)  # sessions report the others
+                if state.config.plaintext and state.went_silent(
+                        heard, now, self.engine_config.offline_after):
                     self.log.info("peer.unreachable", peer=self._peer_name(peer_id),
                                   last_heard_s=round(now - heard, 1))
-                was[peer_id] = up
 
     async def _resolve_loop(self) -> None:
         while True:
@@ -661,9 +569,7 @@ class Node:
                 host, port, family=self.transport.family, type=trio.socket.SOCK_DGRAM
             )
         except OSError as exc:
-            state.resolve_error = exc.strerror or str(exc)
-            if state.resolve_failed_since is None:
-                state.resolve_failed_since = self.now()
+            state.resolve_failed(exc.strerror or str(exc), self.now())
             if self._warnings.count(f"resolve/{state.config.name}", time.monotonic()) is not None:
                 self.log.warning(
                     "peer.unresolved", peer=state.config.name, address=state.config.address,
@@ -694,15 +600,9 @@ class Node:
         # The session layer first, outside the transaction: it keeps its
         # state in memory only (handshakes, keepalives and path probes go
         # out even while the store fails: they carry nothing of it).
-        opened_all = []
-        for data, addr in inbox:
-            opened = gate.open(data, addr, clock)
-            if opened is not None:
-                opened_all.append(opened)
+        opened_all = gate.open_all(inbox, clock)
+        gate.run_timers(clock)
         sessions = self.sessions
-        due = sessions.next_timer()
-        if due is not None and due <= clock:
-            sessions.tick(clock)
         outgoing: list[tuple[bytes, Any]] = gate.session_output()
         session_events = sessions.events()
         for event in session_events:
@@ -718,22 +618,24 @@ class Node:
                     engine.resume(now)
                 for peer_id, payload in opened_all:
                     if payload.messages:
-                        self._check_groups(peer_id, payload.messages, clock)
+                        self.groupcheck.check(
+                            old_config, peer_id, payload.messages,
+                            loose=self.engine_config.accept_unshared, known=self.group_names())
                     engine.receive(peer_id, payload, now)
                 for pending in queue:
                     if pending.apply is not None:
                         pending.result = pending.apply(now)
                 if config is not old_config:
                     apply_sharing(engine, old_config, config, now)
-                if self._debug:
-                    retrans = {p: c["retransmissions"] for p, c in engine.peer_stats.items()}
+                if self.tracer.enabled:
+                    retrans = self.tracer.retransmissions_before(engine.peer_stats)
                 payloads = engine.payloads_to_send(now)
         except StoreError as exc:
             if staged is not None:
                 admin.discard(staged)
             if outgoing and self.transport is not None:
                 self.transport.send(outgoing)
-            self._session_events(session_events)
+            self.dispatcher.session_events(session_events, clock, time.time())
             self._on_store_error(exc, queue)
             return
         self._resume_engine = False
@@ -750,16 +652,16 @@ class Node:
         if self._store_failures:
             self.log.info("store.recovered", failed_steps=self._store_failures)
             self._store_failures = 0
-        if self._debug:
-            self._trace_retransmissions(retrans)
+        if self.tracer.enabled:
+            self.tracer.retransmissions(clock, retrans, engine.peer_stats, self._peer_name)
         if outgoing and self.transport is not None:
             self.transport.send(outgoing)
         for pending in queue:
             pending.done.set()
-        self._session_events(session_events)
+        self.dispatcher.session_events(session_events, clock, time.time())
         if any(pending.apply is not None for pending in queue):
             self.subscriptions.notify()  # own appends: readers with own=True
-        self._dispatch(engine.events())
+        self.dispatcher.engine_events(engine.events(), self.now(), time.monotonic())
 
     def _session_step(self) -> None:
         """While the store pauses after an error: datagrams through the session
@@ -767,98 +669,23 @@ class Node:
         MVDS retransmits them) and the session timers, so peers stay reachable."""
         clock = time.monotonic()
         inbox, self._inbox = self._inbox, []
-        for data, addr in inbox:
-            if self.gate.open(data, addr, clock) is not None:
-                self.counters["dropped_store_paused"] += 1
-        due = self.sessions.next_timer()
-        if due is not None and due <= clock:
-            self.sessions.tick(clock)
+        dropped = len(self.gate.open_all(inbox, clock))  # payloads: MVDS retransmits them
+        if dropped:
+            self.counters["dropped_store_paused"] += dropped
+        self.gate.run_timers(clock)
         self._send_session_output()
-        self._session_events(self.sessions.events())
-
-    def _session_events(self, events: list[Any]) -> None:
-        """Log what the session layer reports (reachability, sessions, paths)."""
-        log = self.log
-        for event in events:
-            if isinstance(event, sessions_mod.PeerReachable):
-                log.info("peer.reachable", peer=self._peer_name(event.peer_id))
-            elif isinstance(event, sessions_mod.PeerUnreachable):
-                heard = self.sessions.status(event.peer_id, time.monotonic())["last_heard_s"]
-                log.info("peer.unreachable", peer=self._peer_name(event.peer_id),
-                         last_heard_s=None if heard is None else round(heard, 1))
-            elif isinstance(event, sessions_mod.SessionEstablished):
-                self.counters["sessions_established"] += 1
-                log.debug(
-                    "session.established", peer=self._peer_name(event.peer_id),
-                    initiator=event.initiator, rekey=event.rekey,
-                )
-            elif isinstance(event, sessions_mod.PathValidated):
-                log.info(
-                    "peer.path_validated", peer=self._peer_name(event.peer_id),
-                    address=format_address(*event.addr[:2]),
-                )
-            elif isinstance(event, sessions_mod.HandshakeRefused):
-                if event.reason == "unknown_peer" and event.claimed is not None:
-                    # A handshake from a node we do not trust names its key:
-                    # mvds doctor shows it (a one-sided peer add).
-                    self.gate.unknown.seen(
-                        event.claimed, format_address(*event.addr[:2]), time.time()
-                    )
-                if self._warnings.count(f"handshake/{event.reason}", time.monotonic()) is not None:
-                    log.warning(
-                        "handshake.refused", reason=event.reason,
-                        source=format_address(*event.addr[:2]),
-                        peer=None if event.peer_id is None else self._peer_name(event.peer_id),
-                        claimed_peer=None if event.claimed is None else event.claimed.hex(),
-                    )
-
-    def _accepted(self) -> frozenset[tuple[bytes, bytes]]:
-        """(group id, peer id) pairs whose messages the engine takes."""
-        config = self.config
-        cached = self._accepted_cache
-        if cached is None or cached[0] is not config:
-            cached = self._accepted_cache = (config, frozenset(admin.sharing(config)))
-        return cached[1]
-
-    def _check_groups(self, peer_id: bytes, messages: list[Any], clock: float) -> None:
-        """Count messages of groups not shared with their sender per (peer,
-        group): the engine refuses them; a group name typo on one side looks
-        like this (mvds doctor names it)."""
-        accepted = self._accepted()
-        loose = self.engine_config.accept_unshared
-        for message in messages:
-            group_id = message.group_id
-            if (group_id, peer_id) in accepted or (loose and group_id in self.group_names()):
-                continue
-            # Logged by the engine's MessageRefused event (rate-limited),
-            # counted here per (peer, group) for status and mvds doctor.
-            self.mismatches.count(peer_id, group_id)
+        self.dispatcher.session_events(self.sessions.events(), clock, time.time())
 
     def _swap_config(self, new: NodeConfig, now: float) -> None:
         """After the commit and the file: the new config in memory, and the
         peers it adds, moves or removes in the registry and the codec."""
         self.config = new
         changed, removed = self.peers.sync(new)
-        for peer_id in removed:
-            self.codec.remove_peer(peer_id)
-            self.sessions.remove_peer(peer_id)
-        for peer_id in changed:
-            # New, moved or switched envelope: a fresh start with it.
-            self.sessions.remove_peer(peer_id)
-            self._add_peer(peer_id)
+        link_peers(new, changed, removed, self.codec, self.sessions)
+        for peer_id in changed:  # new, moved or switched envelope: a fresh start
             self.engine.announce(peer_id, now)
             self.gate.unknown.forget(peer_id)
-        for group_id, peer_id in self._accepted():
-            self.mismatches.forget(peer_id, group_id)
-        for entry in new.peers:  # sharing changed: keepalives follow it
-            if not entry.plaintext and entry.peer_id not in changed:
-                self.sessions.set_keepalive(entry.peer_id, bool(entry.groups))
-
-    def _peer_name_at(self, addr: Any) -> str | None:
-        for state in self.peers.values():
-            if state.address is not None and state.address[:2] == addr[:2]:
-                return state.config.name
-        return None
+        self.groupcheck.config_changed(new)
 
     def _on_store_error(self, exc: StoreError, queue: list[Command]) -> None:
         """The step's transaction was rolled back: nothing of it was sent,
@@ -887,96 +714,6 @@ class Node:
         pause = min(STORE_RETRY_MAX, STORE_RETRY_MIN * 2 ** (self._store_failures - 1))
         self._store_retry_at = time.monotonic() + pause
 
-    def _dispatch(self, events: list[Any]) -> None:
-        delivered = False
-        counters = self.counters
-        debug = self._debug
-        for event in events:
-            if isinstance(event, MessageReceived):
-                counters["delivered"] += 1
-                delivered = True
-                if debug:
-                    m = event.message
-                    self._trace("message.delivered", message=short(m.id), seq=event.seq,
-                                via=self._peer_name(event.peer),
-                                group=self.group_names().get(m.group_id, short(m.group_id)))
-                if event.seq is None:
-                    m = event.message
-                    received = DeliveredMessage(
-                        None, m.group_id, m.id, m.timestamp, m.body, event.peer, True,
-                        self.group_names().get(m.group_id),
-                    )
-                    self.subscriptions.publish(received)
-            elif isinstance(event, MessageAcknowledged):
-                counters["acknowledged"] += 1
-                self._acked[event.peer] += 1
-                self._last_ack[event.peer] = self.now()
-                if debug:
-                    self._trace("message.acked", message=short(event.message_id),
-                                peer=self._peer_name(event.peer))
-                waiters = self._ack_waiters.get(event.message_id)
-                if waiters:
-                    for waiter in waiters:
-                        waiter.ack(event.peer)
-            elif isinstance(event, GaveUp):
-                counters["gave_up"] += 1
-                left_out = self._debug_limit.allow("message.gave_up", time.monotonic())
-                if left_out is not None:  # a flood of expiries: a few lines a second
-                    fields: dict[str, Any] = {}
-                    if left_out:
-                        fields["left_out"] = left_out
-                    self.log.warning(
-                        "message.gave_up", message=short(event.message_id),
-                        peer=self._peer_name(event.peer), reason=event.reason, **fields,
-                    )
-            elif isinstance(event, PeerReachable):
-                state = self.peers.get(event.peer)
-                if state is not None and state.config.plaintext:  # sessions report the others
-                    self.log.info("peer.reachable", peer=self._peer_name(event.peer))
-            elif isinstance(event, MessageRefused):  # rate-limited by the engine
-                names = self.group_names()
-                extra: dict[str, Any] = {}
-                name = names.get(event.group_id)
-                if name is None:  # a group we do not know: perhaps a typo of ours
-                    guess = similar_name(event.group_id, names.values())
-                    if guess:
-                        extra["similar_to"] = guess
-                else:
-                    extra["group_name"] = name
-                self.log.warning(
-                    "message.refused", message=short(event.message_id),
-                    peer=self._peer_name(event.peer), group=event.group_id.hex(),
-                    reason=event.reason, suppressed=event.suppressed, **extra,
-                )
-        if delivered:
-            self.subscriptions.notify()
-
-    def _trace(self, event: str, **fields: Any) -> None:
-        """One debug line, at most 20 a second per event (a flood of
-        appends or deliveries says how many lines it left out)."""
-        left_out = self._debug_limit.allow(event, time.monotonic())
-        if left_out is None:
-            return
-        if left_out:
-            fields["left_out"] = left_out
-        self.log.debug(event, **fields)
-
-    def _trace_retransmissions(self, before: dict[bytes, int]) -> None:
-        """Debug: the retransmissions this step sent, per peer."""
-        for peer_id, stats in self.engine.peer_stats.items():
-            sent = stats["retransmissions"] - before.get(peer_id, 0)
-            if sent > 0:
-                self._trace("records.retransmitted", peer=self._peer_name(peer_id), count=sent,
-                            total=stats["retransmissions"])
-
-    def _mismatch_json(self, peer_id: bytes) -> list[dict[str, Any]]:
-        names = self.group_names()
-        out = self.mismatches.for_peer(peer_id, names)
-        for entry in out:
-            if entry["group"] is None:
-                entry["similar"] = similar_name(bytes.fromhex(entry["group_id"]), names.values())
-        return out
-
     def _peer_name(self, peer_id: bytes) -> str:
         return self.peers.name(peer_id, short(peer_id))
 
@@ -993,66 +730,15 @@ class Node:
         callback): the same dict, taken at once."""
         clock = time.monotonic()
         now = self.time_base + clock
-        engine = self.engine
-        sessions = self.sessions
-        peers_live = {}
-        for peer_id, state in self.peers.items():
-            rtt = engine.rtt(peer_id)
-            engine_counts = engine.peer_stats.get(peer_id, Counter())
-            counters = state.counters
-            session: dict[str, Any] | None = None
-            if state.config.plaintext:
-                heard = engine.last_heard(peer_id)
-                reachable = heard is not None and now - heard < self.engine_config.offline_after
-                heard_s = None if heard is None else now - heard
-            else:
-                raw = sessions.status(peer_id, clock)
-                reachable, heard_s = raw["reachable"], raw["last_heard_s"]
-                session = {
-                    "established": raw["established"],
-                    "age_s": _rounded(raw["session_age_s"]),
-                    "last_handshake_s": _rounded(raw["last_handshake_s"]),
-                    "rekeys": raw["rekeys"],
-                    "handshake_pending": raw["handshake_pending"],
-                    "keepalive": raw["keepalive"],
-                    "path": {
-                        "address": _address(raw["path"]["address"]),
-                        "state": raw["path"]["state"],
-                    },
-                    "candidates": [
-                        {"address": _address(c["address"]), "state": c["state"],
-                         "allowance_bytes": c["allowance_bytes"]}
-                        for c in raw["candidates"]
-                    ],
-                }
-            peers_live[peer_id] = {
-                "resolved": format_address(*state.address[:2]) if state.address else None,
-                "reachable": reachable,
-                "last_heard_s": _rounded(heard_s),
-                "session": session,
-                "rtt_ms": None if rtt is None else round(rtt * 1000, 2),
-                "datagrams_in": counters["datagrams_in"],
-                "datagrams_out": counters["datagrams_out"],
-                "bytes_in": counters["bytes_in"],
-                "bytes_out": counters["bytes_out"],
-                "retransmissions": engine_counts["retransmissions"],
-                "payloads_in": engine_counts["payloads_in"],
-                "payloads_out": engine_counts["payloads_out"],
-                "requests_capped": engine_counts["requests_capped"],
-                "rate_limited": counters["rate_limited"],
-                "unresolved": state.resolve_error,
-                "unresolved_for_s": None if state.resolve_failed_since is None
-                else round(now - state.resolve_failed_since, 1),
-                "group_mismatches": self._mismatch_json(peer_id),
-                "acknowledged": self._acked[peer_id],
-                "last_ack_s": None if peer_id not in self._last_ack
-                else round(now - self._last_ack[peer_id], 1),
-            }
-        transport = self.transport
-        drops = Counter(self.gate.drops.counts)
-        if transport is not None:
-            drops.update(transport.drops)
-        traffic = transport.stats if transport is not None else Counter()
+        names = self.group_names()
+        peers_live = {
+            peer_id: live_peer(
+                state, engine=self.engine, sessions=self.sessions,
+                offline_after=self.engine_config.offline_after, acks=self.acks,
+                group_mismatches=self.groupcheck.for_peer(peer_id, names), now=now, clock=clock,
+            )
+            for peer_id, state in self.peers.items()
+        }
         return build_status(
             self.config,
             self.identity.peer_id_hex,
@@ -1060,110 +746,12 @@ class Node:
             messages_stored=self.store.message_count(),
             last_seq=self.store.last_seq(),
             peers_live=peers_live,
-            live={
-                "listen": format_address(*self.address) if transport else self.config.listen,
-                "online": self.online,
-                "delivery": self.config.delivery,
-                "epoch_ms": self.config.epoch_ms,
-                "uptime_s": round(clock - self._started, 3),
-                "keepalive_s": self.config.keepalive_s,
-                "sessions": dict(sorted(sessions.counters.items())),
-                "datagrams_in": traffic["datagrams_in"],
-                "datagrams_out": traffic["datagrams_out"],
-                "bytes_in": traffic["bytes_in"],
-                "bytes_out": traffic["bytes_out"],
-                "drops": dict(sorted(drops.items())),
-                "engine": dict(sorted(engine.stats.items())),
-                "node": dict(sorted(self.counters.items())),
-                "receive_buffer": transport.receive_buffer if transport else None,
-                "receive_buffer_small": bool(transport and transport.receive_buffer < SMALL_BUFFER),
-                "unknown_senders": [
-                    sender for sender in self.gate.unknown.to_json(now)
-                    if bytes.fromhex(sender["claimed_id"]) not in self.peers
-                ],
-            },
+            live=live_top(
+                self.config, transport=self.transport, engine=self.engine,
+                sessions=self.sessions, gate=self.gate, known_peers=self.peers,
+                counters=self.counters, uptime_s=clock - self._started, now=now,
+            ),
         )
-
-
-def _literal(address: str, v6: bool) -> Any:
-    """``HOST:PORT`` as a socket address if HOST is an IP literal of the
-    socket's family (usable before the first resolution), else None (the
-    resolver then decides, and reports an address of the other family)."""
-    host, port = parse_address(address)
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    if (ip.version == 6) != v6:
-        return None
-    return (host, port) if ip.version == 4 else (host, port, 0, 0)
-
-
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
-
-
-def _address(addr: Any) -> str | None:
-    return None if addr is None else format_address(*addr[:2])
-
-
-@dataclasses.dataclass(eq=False)  # compared by identity: two waits for one message differ
-class _AckWaiter:
-    """One :meth:`Node.wait_acked` call: whose ACK it wants, how many."""
-
-    wanted: set[bytes]
-    need: int
-    acked: set[bytes] = dataclasses.field(default_factory=set)
-    done: trio.Event = dataclasses.field(default_factory=trio.Event)
-
-    def satisfied(self) -> bool:
-        return len(self.acked) >= self.need
-
-    def ack(self, peer: bytes) -> None:
-        if peer in self.wanted:
-            self.acked.add(peer)
-            if self.satisfied():
-                self.done.set()
-
-
-def debug_enabled(log: Any) -> bool:
-    """Whether ``log`` passes debug lines (structlog's filtering loggers
-    and stdlib-backed ones both answer; unknown loggers: assume yes)."""
-    import logging
-
-    for name in ("is_enabled_for", "isEnabledFor"):
-        check = getattr(log, name, None)
-        if check is not None:
-            try:
-                return bool(check(logging.DEBUG))
-            except Exception:  # a logger that cannot tell
-                return True
-    return True
-
-
-def address_arg(address: str | tuple[str, int] | Any) -> str:
-    """``"HOST:PORT"`` from a string or a ``(host, port[, ...])`` tuple (IPv6
-    hosts bracketed: ``"[::1]:7000"``); anything else is a NodeError."""
-    if isinstance(address, str):
-        return address
-    if isinstance(address, (tuple, list)) and len(address) >= 2 \
-            and isinstance(address[0], str) and isinstance(address[1], int):
-        return format_address(address[0], address[1])
-    raise NodeError(f"an address is 'HOST:PORT' or a (host, port) tuple, not {address!r}")
-
-
-def init_node(path: str | os.PathLike[str], listen: str | None = None) -> bytes:
-    """Create a node directory (identity, config) like ``mvds init``; returns
-    the new node's peer id.  ``listen`` is ``"HOST:PORT"`` (default: a free
-    port on 127.0.0.1).  Raises :class:`NodeError` for a directory that is
-    already a node, is not empty, or cannot be written."""
-    from mvds.daemon.setup import SetupError, init_node_dir
-
-    try:
-        _, identity = init_node_dir(path, listen)
-    except SetupError as exc:
-        raise NodeError(str(exc)) from None
-    return identity.peer_id
 
 
 open_node = Node.open

@@ -23,11 +23,12 @@ its address simply follows the latest datagram or resolution.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
-from mvds.daemon.config import NodeConfig, PeerConfig
+from mvds.daemon.config import NodeConfig, PeerConfig, parse_address
 from mvds.secure.ratelimit import TokenBucket
 
 RESOLVE_INTERVAL = 30.0
@@ -49,6 +50,22 @@ class PeerState:
     """Why the configured host did not resolve last time (None: it did)."""
     resolve_failed_since: float | None = None
     """time.time() of the first failure in the current run of failures."""
+    was_reachable: bool = False
+    """A plaintext peer's reachability at the last check (peer.unreachable)."""
+
+    def resolve_failed(self, error: str, now: float) -> None:
+        """The configured host did not resolve (shown in ``mvds status``)."""
+        self.resolve_error = error
+        if self.resolve_failed_since is None:
+            self.resolve_failed_since = now
+
+    def went_silent(self, heard: float | None, now: float, offline_after: float) -> bool:
+        """Whether a plaintext peer heard from before stopped being reachable
+        (nothing for ``offline_after`` seconds) since the last check."""
+        up = heard is not None and now - heard < offline_after
+        silent = self.was_reachable and not up and heard is not None
+        self.was_reachable = up
+        return silent
 
 
 class PeerRegistry(dict[bytes, PeerState]):
@@ -57,6 +74,13 @@ class PeerRegistry(dict[bytes, PeerState]):
     def __init__(self, max_bytes_per_s: int = 0) -> None:
         super().__init__()
         self.max_bytes_per_s = max_bytes_per_s
+
+    def name_at(self, addr: Any) -> str | None:
+        """The name of the peer at a socket address (the testbed's links file)."""
+        for state in self.values():
+            if state.address is not None and state.address[:2] == addr[:2]:
+                return state.config.name
+        return None
 
     def _budget(self) -> TokenBucket | None:
         rate = self.max_bytes_per_s
@@ -109,3 +133,48 @@ def route_resolved(state: PeerState, address: Any, sessions: Any, now: float) ->
         return moved
     state.address = address
     return sessions.address_resolved(state.peer_id, address, now)
+
+
+def literal_address(address: str, v6: bool) -> Any:
+    """``HOST:PORT`` as a socket address if HOST is an IP literal of the
+    socket's family (usable before the first resolution), else None (the
+    resolver then decides, and reports an address of the other family)."""
+    host, port = parse_address(address)
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if (ip.version == 6) != v6:
+        return None
+    return (host, port) if ip.version == 4 else (host, port, 0, 0)
+
+
+def link_peers(
+    config: NodeConfig,
+    changed: Iterable[bytes],
+    removed: Iterable[bytes],
+    codec: Any,
+    sessions: Any,
+) -> None:
+    """Follow :meth:`PeerRegistry.sync` in the envelope codec and the session
+    layer: removed peers forgotten, new or moved ones (or ones that switched
+    envelope) a fresh start, keepalives following the sharing (a session
+    peer sharing a group with us is kept reachable)."""
+    v6 = ":" in parse_address(config.listen)[0]  # the socket's family
+    entries = {entry.peer_id: entry for entry in config.peers}
+    for peer_id in removed:
+        codec.remove_peer(peer_id)
+        sessions.remove_peer(peer_id)
+    fresh = set()
+    for peer_id in changed:
+        entry = entries[peer_id]
+        fresh.add(peer_id)
+        sessions.remove_peer(peer_id)
+        codec.add_peer(peer_id, plaintext=entry.plaintext)
+        if not entry.plaintext:
+            sessions.add_peer(
+                peer_id, literal_address(entry.address, v6), keepalive=bool(entry.groups)
+            )
+    for entry in config.peers:
+        if not entry.plaintext and entry.peer_id not in fresh:
+            sessions.set_keepalive(entry.peer_id, bool(entry.groups))

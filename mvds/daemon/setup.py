@@ -149,4 +149,19 @@ def open_parts(
     return parts
 
 
-__all__ = ["SetupError", "init_node_dir", "open_parts", "free_udp_port", "parse_address"]
+__all__ = ["SetupError", "init_node", "init_node_dir", "open_parts", "free_udp_port", "parse_address"]
+
+
+def init_node(path: str | os.PathLike[str], listen: str | None = None) -> bytes:
+    """Create a node directory (identity, config) like ``mvds init``; returns
+    the new node's peer id (``mvds.init_node``).  ``listen`` is
+    ``"HOST:PORT"`` (default: a free port on 127.0.0.1).  Raises
+    :class:`~mvds.daemon.commands.NodeError` for a directory that is
+    already a node, is not empty, or cannot be written."""
+    from mvds.daemon.commands import NodeError
+
+    try:
+        _, identity = init_node_dir(path, listen)
+    except SetupError as exc:
+        raise NodeError(str(exc)) from None
+    return identity.peer_id

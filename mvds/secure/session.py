@@ -119,6 +119,8 @@ class PeerReachable:
 @dataclass(frozen=True)
 class PeerUnreachable:
     peer_id: bytes
+    last_heard_s: float | None = None
+    """Seconds since anything was heard from the peer (None: never)."""
 
 
 @dataclass(frozen=True)
@@ -713,7 +715,8 @@ class SessionManager:
                 or now - peer.last_received >= self.reachable_window
             ):
                 peer.reachable = False
-                self._events.append(PeerUnreachable(peer.peer_id))
+                silent = None if peer.last_received is None else now - peer.last_received
+                self._events.append(PeerUnreachable(peer.peer_id, silent))
             if peer.keepalive and self.keepalive_s > 0:
                 session = peer.current
                 if session is not None and session.usable(now):

@@ -20,12 +20,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--listen", metavar="HOST:PORT",
         help="UDP address the daemon listens on (default: 127.0.0.1 and a free port)",
     )
+    parser.add_argument(
+        "--in-existing", action="store_true",
+        help="create the node in a directory that already holds other files (a container "
+        "volume prepared before the first start); refused by default",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        nodedir, identity = init_node_dir(args.dir, args.listen)
+        nodedir, identity = init_node_dir(args.dir, args.listen, in_existing=args.in_existing)
     except SetupError as exc:
         raise CliError(str(exc)) from None
     print(identity.peer_id_hex)

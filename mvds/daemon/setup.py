@@ -48,7 +48,9 @@ def free_udp_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def init_node_dir(path: str | os.PathLike[str], listen: str | None = None) -> tuple[NodeDir, Identity]:
+def init_node_dir(
+    path: str | os.PathLike[str], listen: str | None = None, *, in_existing: bool = False
+) -> tuple[NodeDir, Identity]:
     """Create a node directory: identity (0600), config; refuse to overwrite one."""
     nodedir = NodeDir.at(path)
     if nodedir.config.exists() or nodedir.key.exists():
@@ -60,7 +62,7 @@ def init_node_dir(path: str | os.PathLike[str], listen: str | None = None) -> tu
         config.validate("--listen")
     except ConfigError as exc:
         raise SetupError(str(exc)) from None
-    if nodedir.path.is_dir() and any(nodedir.path.iterdir()):
+    if not in_existing and nodedir.path.is_dir() and any(nodedir.path.iterdir()):
         # Not ours: a node's files next to someone else's would be shared
         # with whatever else lives there, and `rm -r` of the node takes both.
         raise SetupError(

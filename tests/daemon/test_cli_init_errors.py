@@ -28,6 +28,9 @@ def test_init_refuses_a_non_empty_directory_that_is_not_a_node(tmp_path):
     error = one_line_error(cli("init", str(folder)))
     assert "not empty and not a node directory" in error
     assert sorted(p.name for p in folder.iterdir()) == ["holiday.jpg"]
+    # Asked for explicitly (a container volume with a links file in it): allowed.
+    cli("init", str(folder), "--in-existing", check=True)
+    assert (folder / "mvds.toml").exists() and (folder / "holiday.jpg").exists()
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ from benchmarks.daemons import GROUP, BenchDaemon, Subscriber, body
 from mvds.daemon.config import PeerConfig, load_config, save_config
 from mvds.daemon.setup import init_node_dir
 from mvds.engine.reconcile import Session, respond
-from mvds.secure.limits import SEALED_OVERHEAD
+from mvds.limits import SEALED_OVERHEAD
 from mvds.store.rangeindex import RangeIndex, key_id, make_key
 from mvds.wire import FEATURE_RECONCILE, Payload, split_payload
 

@@ -210,3 +210,23 @@ def test_a_returning_parked_peer_does_not_wait_out_a_lost_probe():
     b.announce(peer("a"), net.now)  # b is back and says so
     net.run(3)
     assert set(net.received_ids("b")) == set(ids)
+
+
+def test_a_node_restarted_while_a_quiet_peer_is_parked_still_gives_it_news():
+    """Found by the property tests' crash injection: b (nothing to say, so
+    silent) is parked by a; a appends (the record for b is dropped, a probe
+    scheduled) and crashes.  The restarted a knew b was parked (its durable
+    mark) but had lost the probe; b, holding nothing, never queries; so
+    nobody spoke again and b never got the message."""
+    config = replace(ON, park_after=10.0, reconcile_interval=30.0)
+    net = Net(seed=0)
+    net.add("a", config)
+    net.add("b", config)
+    net.share(GROUP, "a", "b")
+    net.run(11)  # both quiet since the hellos: parked on both sides
+    assert net.engines["a"].stats["reconcile_parked"] == 1
+    message = net.append("a", b"news for a quiet peer")
+    net.run(1)
+    net.crash("a")
+    net.run(120)
+    assert net.received_ids("b") == [message.id]

@@ -173,6 +173,10 @@ class Catchup:
                 if mark == _PARKED:
                     self._history.add((group_id, peer))
                     self._parked.add(peer)
+                    # Probe it: the probes scheduled before the restart are
+                    # lost, and a quiet peer with nothing to give would
+                    # never speak first (it may be there, waiting for news).
+                    self._next_round[(group_id, peer)] = now + FIRST_TIMEOUT
                 elif mark:
                     self._history.add((group_id, peer))
                     self._undecided[(group_id, peer)] = now + NEGOTIATE_TIMEOUT

@@ -8,7 +8,7 @@ from harness import GROUP, Net, peer
 from dataclasses import replace
 
 from mvds.engine import EngineConfig
-from mvds.wire import split_payload
+from mvds.wire import decode_payload, split_payload
 
 ON = EngineConfig(epoch_length=1.0, reconcile=True, reconcile_interval=60.0, max_inflight=64)
 OFF = EngineConfig(epoch_length=1.0, max_inflight=64)
@@ -230,3 +230,35 @@ def test_a_node_restarted_while_a_quiet_peer_is_parked_still_gives_it_news():
     net.crash("a")
     net.run(120)
     assert net.received_ids("b") == [message.id]
+
+
+def test_a_restart_that_loses_gives_in_progress_is_mended_by_the_empty_peer():
+    """Found by the property tests' crash injection: a's session with b
+    completed (its mark cleared), its gives to b were lost, and a crashed;
+    the restarted a had no mark and did not know b speaks reconciliation,
+    and b, holding nothing, never queried: b never got the history.  A
+    node that holds nothing now queries too (its anti-entropy), which makes
+    the other give."""
+    config = replace(ON, park_after=10.0, reconcile_interval=30.0, max_inflight=2)
+    net = Net(seed=0)
+    net.add("a", config)
+    net.add("b", config)
+    ids = _history(net, "a", 50)
+    transmit = net._transmit
+
+    def lose_messages_to_b(src: str, dst: str, data: bytes) -> None:
+        if not (src == "a" and decode_payload(data).messages):
+            transmit(src, dst, data)
+
+    net._transmit = lose_messages_to_b
+    net.share(GROUP, "a", "b")
+    a = net.engines["a"]
+    for _ in range(1000):
+        if a._catchup._give and a.stats["reconcile_sessions_done"]:
+            break  # the session is over, its gives are under way (and lost)
+        net.step(net.now + 1)
+    assert a._catchup._give and not net.received_ids("b")
+    net.crash("a")
+    net._transmit = transmit
+    net.run(200)
+    assert sorted(net.received_ids("b")) == sorted(ids)

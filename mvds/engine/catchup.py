@@ -323,11 +323,12 @@ class Catchup:
             return
         index = self._store.range_index(group_id)
         if not len(index):
-            # Nothing to give: the peer's sessions give us what we lack.
+            # Nothing to give, but the query still goes: it shows the peer
+            # a difference, which starts the peer's session that gives us
+            # what we lack.  Without it two nodes could wait on each other
+            # for ever (one that holds nothing, and one that restarted and
+            # lost what it was giving and which peers speak reconciliation).
             self._clear_history(group_id, peer)
-            if self._leads(peer):
-                self._next_round[key] = now + self._interval
-            return
         session = Session(group_id, index)
         timeout = self._failures.get(key, FIRST_TIMEOUT)
         self._runs[key] = _Run(session, now + timeout, timeout)

@@ -176,7 +176,8 @@ def test_a_peer_away_longer_than_park_after_costs_no_records_and_no_sends():
     net.run(60)  # b is back
     assert set(net.received_ids("b")) == set(first) | set(later)
     assert len(net.received_ids("b")) == 300  # exactly once
-    assert a.stats["reconcile_unparked"] == 1
+    # Unparked when back (and, quiet again, parked and probed afresh).
+    assert a.stats["reconcile_unparked"] >= 1
     assert net.quiet()
 
 
@@ -187,7 +188,8 @@ def test_a_parked_peer_that_was_only_quiet_gets_news_within_seconds():
     net.add("b", replace(config, node_id=peer("b")))
     net.share(GROUP, "a", "b")
     net.run(100)  # nobody says anything: b looks away to a, and is parked
-    assert a.stats["reconcile_parked"] == 1
+    # (each probe answered unparks it, and it is parked again when quiet)
+    assert a.stats["reconcile_parked"] >= 1
     news = net.append("a", b"news")
     net.run(5)
     assert news.id in net.received_ids("b")

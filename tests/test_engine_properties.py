@@ -245,3 +245,35 @@ def test_a_known_hard_case_reproduces():
         assert net.engines[name].is_quiet()
     assert any(info["group"] == GROUP2 for info in appended.values())
     assert peer("A") != peer("B")
+
+
+def _node(reconcile: bool, crashes=(), offline=()) -> dict:
+    return {"mode": Mode.BATCH, "delivery": Delivery.CAUSAL, "max_inflight": 2,
+            "reconcile": reconcile, "crashes": list(crashes), "offline": list(offline)}
+
+
+def test_a_parked_peer_is_always_probed():
+    """Found by crash injection: A parked B (silent: A was offline) with no
+    probe scheduled, and B restarted, forgetting that A speaks
+    reconciliation; neither spoke first again and B never got A's
+    history.  Parking now always schedules a probe."""
+    sc = {
+        "names": "ABC",
+        "edges": [("A", "B"), ("A", "C")],
+        "late": [("A", "B"), ("A", "C")],
+        "edges2": [],
+        "members2": "",
+        "nodes": {"A": _node(True, offline=[(6.0, 14.5)]), "B": _node(True, crashes=[26.0]),
+                  "C": _node(False)},
+        "appends": [(0.0, "A", False), (0.0, "A", False), (19.25, "A", False)],
+        "second_group": False,
+        "seed": 3441,
+        "loss": 0.1,
+        "duplicate": 0.0,
+        "jitter": 1.5,
+    }
+    net, appended, own = run_scenario(sc)
+    for name in "BC":
+        assert set(net.received_ids(name)) == set(appended), f"{name} is missing messages"
+    for name, engine in net.engines.items():
+        assert engine.is_quiet(), f"{name} still has sync state"

@@ -395,6 +395,13 @@ class Catchup:
                 store.set_meta(_history_key(group_id, peer), _PARKED)
                 self._give.pop((group_id, peer), None)
                 self._runs.pop((group_id, peer), None)
+                # Always a probe ahead: without one, a parked peer that
+                # never speaks first (it restarted and forgot us, or holds
+                # nothing) would never be reconciled again.
+                key = (group_id, peer)
+                at = now + self._failures.get(key, FIRST_TIMEOUT)
+                if self._next_round.get(key, at + 1) > at:
+                    self._next_round[key] = at
 
     def _drop_parked_records(self, now: float) -> None:
         """Records made for parked peers (appends, relays, REQUESTs) go at
@@ -448,7 +455,10 @@ class Catchup:
                 self._engine.stats["reconcile_timeouts"] += 1
                 del self._runs[key]
                 self._failures[key] = min(run.timeout * 2, max(self._interval, FIRST_TIMEOUT))
-                self._next_round[key] = now + run.timeout
+                # The session's timeout was the wait: probe again now (the
+                # next one waits twice as long), so an absent peer is probed
+                # at most once per ``reconcile_interval``, not once per two.
+                self._next_round[key] = now
         self._expire_gives(now)
         for key, at in list(self._next_round.items()):
             if now >= at:

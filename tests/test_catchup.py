@@ -234,13 +234,13 @@ def test_a_node_restarted_while_a_quiet_peer_is_parked_still_gives_it_news():
     assert net.received_ids("b") == [message.id]
 
 
-def test_a_restart_that_loses_gives_in_progress_is_mended_by_the_empty_peer():
+def test_a_restart_that_loses_gives_in_progress_still_syncs_the_history():
     """Found by the property tests' crash injection: a's session with b
     completed (its mark cleared), its gives to b were lost, and a crashed;
     the restarted a had no mark and did not know b speaks reconciliation,
-    and b, holding nothing, never queried: b never got the history.  A
-    node that holds nothing now queries too (its anti-entropy), which makes
-    the other give."""
+    and b, holding nothing, never queried: b never got the history.  The
+    durable mark now stays until everything found is given, so the
+    restarted a syncs the group again."""
     config = replace(ON, park_after=10.0, reconcile_interval=30.0, max_inflight=2)
     net = Net(seed=0)
     net.add("a", config)

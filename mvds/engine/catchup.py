@@ -296,7 +296,14 @@ class Catchup:
             self._failures.pop(key, None)
             self._engine.stats["reconcile_sessions_done"] += 1
             self._next_round[key] = now + self._interval * (1 if self._leads(peer) else 2)
-            self._clear_history(*key)
+            if key in self._give:
+                # What it found is still to be given, from memory: a durable
+                # mark covers it until it is (a restart that loses the queue
+                # then hellos the peer and syncs the group again, by
+                # reconciliation or, if the peer says nothing, by records).
+                self._mark(key)
+            else:
+                self._clear_history(*key)
 
     # -- sessions -------------------------------------------------------------
     def _leads(self, peer: bytes) -> bool:
@@ -323,12 +330,12 @@ class Catchup:
             return
         index = self._store.range_index(group_id)
         if not len(index):
-            # Nothing to give, but the query still goes: it shows the peer
-            # a difference, which starts the peer's session that gives us
-            # what we lack.  Without it two nodes could wait on each other
-            # for ever (one that holds nothing, and one that restarted and
-            # lost what it was giving and which peers speak reconciliation).
+            # Nothing to give: the peer's sessions give us what we lack.
+            # Look again later (never leave a due round behind: it would
+            # be due for ever).
             self._clear_history(group_id, peer)
+            self._next_round[key] = now + self._interval * (1 if self._leads(peer) else 2)
+            return
         session = Session(group_id, index)
         timeout = self._failures.get(key, FIRST_TIMEOUT)
         self._runs[key] = _Run(session, now + timeout, timeout)
@@ -358,6 +365,12 @@ class Catchup:
             engine._schedule_flush(peer, now)
             engine.stats["reconcile_fallbacks"] += 1
         self._clear_history(group_id, peer)
+
+    def _mark(self, key: tuple[bytes, bytes]) -> None:
+        """A durable "history not yet synced" mark for (group, peer)."""
+        if key not in self._history:
+            self._history.add(key)
+            self._store.set_meta(_history_key(*key), _NEW)
 
     def _clear_history(self, group_id: bytes, peer: bytes) -> None:
         self._undecided.pop((group_id, peer), None)
@@ -575,6 +588,8 @@ class Catchup:
             self._engine.stats["reconcile_inflight_peak"] = peak
         if not items and not give.flight:
             del self._give[key]
+            if key not in self._runs:
+                self._clear_history(*key)  # all given
 
     def _give_with_parents(
         self,

@@ -44,9 +44,11 @@ sender a window, not a million records.  A given message is tracked in
 memory only (id -> resend deadline) until the peer ACKs it: no sync record
 is written, updated and deleted per message (that was most of the cost of a
 join), and one that is not ACKed in time is streamed again, a few times at
-most.  The queue and the window are transient: a restart loses them, and
-the next session (anti-entropy, or the "not yet synced" mark) finds the
-rest again.
+most.  The queue and the window are transient, but the durable "not yet
+synced" mark stays until everything a session found is given: a restart
+that loses them hellos the peer and syncs the group again.  A parked peer
+always has a probe scheduled (also after a restart), so two nodes never
+wait on each other to speak first.
 What *we* lack is not requested: each side gives, and a query from the peer
 starts our own session for that group (unless one just ran), so the peer's
 session gives us what we lack while ours gives it what it lacks -- nothing

@@ -64,6 +64,17 @@ class Net:
         self.engines[name] = engine
         return engine
 
+    def crash(self, name: str) -> Engine:
+        """The node crashes and restarts: a new engine on the same store.
+        Everything the engine kept in memory is lost (ACKs owed, sessions,
+        streamed gives, timers); what the store holds survives, as a
+        committed SQLite store does (the daemon sends a payload only after
+        committing the store's transaction)."""
+        old = self.engines[name]
+        engine = Engine(old.store, old.config, now=self.now)
+        self.engines[name] = engine
+        return engine
+
     def share(self, group: bytes, a: str, b: str) -> None:
         """Share both ways."""
         self.engines[a].share(group, peer(b), self.now)

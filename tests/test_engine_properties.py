@@ -1,7 +1,8 @@
 """Property tests: 2-5 engines over a hostile network always converge.
 
 Random appends, loss, duplication and reordering of whole payloads, random
-offline periods; then the network heals.  Whatever hypothesis draws:
+offline periods, random crashes (a node restarts on its store, losing all
+it kept in memory); then the network heals.  Whatever hypothesis draws:
 
 * every message reaches every node in its group, exactly once to the app,
   and no node outside the group (the second group is shared by a random
@@ -63,6 +64,7 @@ def scenarios(draw):
             "delivery": draw(st.sampled_from([Delivery.CAUSAL, Delivery.EVENTUAL])),
             "max_inflight": draw(st.sampled_from([2, 8, 1024])),
             "reconcile": draw(st.booleans()),
+            "crashes": draw(st.lists(st.floats(min_value=0, max_value=45), max_size=2)),
             "offline": draw(
                 st.lists(
                     st.tuples(
@@ -143,13 +145,25 @@ def run_scenario(sc):
 
     appended: dict[bytes, dict] = {}
     own: dict[str, list[bytes]] = {name: [] for name in sc["names"]}
+    crashes = sorted(
+        (t, name) for name in sc["names"] for t in sc["nodes"][name].get("crashes", ())
+    )
+
+    def run_until(t: float) -> None:
+        """Run to ``t``, crashing the nodes whose crash times come first."""
+        while crashes and crashes[0][0] <= t:
+            at, name = crashes.pop(0)
+            net.run(max(0.0, at - net.now))
+            net.crash(name)
+        net.run(max(0.0, t - net.now))
+
     for i, (t, name, second) in enumerate(sc["appends"]):
         if late and t >= 25.0:  # shared after some history was written
-            net.run(max(0.0, 25.0 - net.now))
+            run_until(25.0)
             for a, b in sorted(late):
                 net.share(GROUP, a, b)
             late = set()
-        net.run(max(0.0, t - net.now))
+        run_until(t)
         group = GROUP2 if (second and name in sc.get("members2", "")) else GROUP
         m = net.append(name, b"%s-%d" % (name.encode(), i), group)
         appended[m.id] = {"author": name, "message": m, "group": group}
@@ -157,7 +171,7 @@ def run_scenario(sc):
         # Causal check needs to know what the author had when appending.
     for a, b in sorted(late):
         net.share(GROUP, a, b)
-    net.run(max(0.0, healed["at"] - net.now))
+    run_until(healed["at"])
     net.loss = 0.0
     net.duplicate = 0.0
     for _ in range(40):
@@ -236,3 +250,35 @@ def test_a_known_hard_case_reproduces():
         assert net.engines[name].is_quiet()
     assert any(info["group"] == GROUP2 for info in appended.values())
     assert peer("A") != peer("B")
+
+
+def _node(reconcile: bool, crashes=(), offline=()) -> dict:
+    return {"mode": Mode.BATCH, "delivery": Delivery.CAUSAL, "max_inflight": 2,
+            "reconcile": reconcile, "crashes": list(crashes), "offline": list(offline)}
+
+
+def test_a_parked_peer_is_always_probed():
+    """Found by crash injection: A parked B (silent: A was offline) with no
+    probe scheduled, and B restarted, forgetting that A speaks
+    reconciliation; neither spoke first again and B never got A's
+    history.  Parking now always schedules a probe."""
+    sc = {
+        "names": "ABC",
+        "edges": [("A", "B"), ("A", "C")],
+        "late": [("A", "B"), ("A", "C")],
+        "edges2": [],
+        "members2": "",
+        "nodes": {"A": _node(True, offline=[(6.0, 14.5)]), "B": _node(True, crashes=[26.0]),
+                  "C": _node(False)},
+        "appends": [(0.0, "A", False), (0.0, "A", False), (19.25, "A", False)],
+        "second_group": False,
+        "seed": 3441,
+        "loss": 0.1,
+        "duplicate": 0.0,
+        "jitter": 1.5,
+    }
+    net, appended, own = run_scenario(sc)
+    for name in "BC":
+        assert set(net.received_ids(name)) == set(appended), f"{name} is missing messages"
+    for name, engine in net.engines.items():
+        assert engine.is_quiet(), f"{name} still has sync state"

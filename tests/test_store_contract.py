@@ -120,6 +120,18 @@ def test_messages_are_stored_once(store):
     assert store.message_count() == 2
 
 
+def test_messages_are_read_in_a_batch(store):
+    stored = [add(store, msg(b"batch %d" % i, ts=i)) for i in range(700)]  # > one query's 500
+    if isinstance(store, SQLiteStore) and not store._in_txn:
+        store.close()  # read back from the file, not from caches
+        store = SQLiteStore(store.path)
+    wanted = [m.id for m in stored[::-1]] + [mid(1)]
+    got = store.get_messages(wanted)
+    assert set(got) == {m.id for m in stored}
+    assert all(got[m.id] == m for m in stored)
+    assert store.get_messages([]) == {}
+
+
 def test_message_keeps_parents_and_timestamp(store):
     parent = add(store, msg(b"p"))
     child = add(store, msg(b"c", parents=(parent.id, mid(7)), ts=-5))

@@ -37,11 +37,18 @@ group's history it was newly asked to share.  Without ``node_id`` a node
 starts every round itself.
 
 What a session finds that the peer lacks goes into a queue, not into the
-store at once: ids (and whole ranges, "all of ours in [lo, hi) except these")
-become MESSAGE records only while the (peer, group) window has room and
-nothing else waits in it, so a new peer joining a group of a million
-messages costs the sender a window of records, not a million.  The queue is
-transient: a restart loses it, and the next session finds the rest again.
+store: ids (and whole ranges, "all of ours in [lo, hi) except these") are
+streamed as MESSAGEs while the (peer, group) window has room and no record
+waits in it, so a new peer joining a group of a million messages costs the
+sender a window, not a million records.  A given message is tracked in
+memory only (id -> resend deadline) until the peer ACKs it: no sync record
+is written, updated and deleted per message (that was most of the cost of a
+join), and one that is not ACKed in time is streamed again, a few times at
+most.  The queue and the window are transient, but the durable "not yet
+synced" mark stays until everything a session found is given: a restart
+that loses them hellos the peer and syncs the group again.  A parked peer
+always has a probe scheduled (also after a restart), so two nodes never
+wait on each other to speak first.
 What *we* lack is not requested: each side gives, and a query from the peer
 starts our own session for that group (unless one just ran), so the peer's
 session gives us what we lack while ours gives it what it lacks -- nothing
@@ -94,6 +101,13 @@ _NEW = b"1"
 """Mark value: a newly shared group's history (plain records if the peer
 turns out not to speak reconciliation)."""
 
+GIVE_TIMEOUT = 2.0
+"""Seconds a streamed give waits for its ACK before it is streamed again (at
+least four round-trip times)."""
+
+GIVE_TRIES = 4
+"""Times a give is streamed before it is left to the next reconciliation."""
+
 _PARKED = b"2"
 """Mark value: the peer was parked; reconcile the group when it is back."""
 
@@ -121,6 +135,10 @@ class _Cursor:
 @dataclass
 class _Give:
     items: deque = field(default_factory=deque)  # bytes ids and _Cursors
+    flight: dict = field(default_factory=dict)
+    """Streamed, not yet ACKed: id -> (resend deadline, times streamed)."""
+    retry: dict = field(default_factory=dict)
+    """Ids queued again after a timeout: id -> times streamed so far."""
 
 
 class Catchup:
@@ -157,6 +175,10 @@ class Catchup:
                 if mark == _PARKED:
                     self._history.add((group_id, peer))
                     self._parked.add(peer)
+                    # Probe it: the probes scheduled before the restart are
+                    # lost, and a quiet peer with nothing to give would
+                    # never speak first (it may be there, waiting for news).
+                    self._next_round[(group_id, peer)] = now + FIRST_TIMEOUT
                 elif mark:
                     self._history.add((group_id, peer))
                     self._undecided[(group_id, peer)] = now + NEGOTIATE_TIMEOUT
@@ -223,6 +245,20 @@ class Catchup:
             else:
                 self._on_query(peer, message, now)
 
+    def on_acks(self, peer: bytes, acks: list[bytes], now: float) -> None:
+        """The peer ACKed ``acks``: streamed gives among them are settled,
+        which makes room in the window for more."""
+        settled = False
+        for (_, p), give in self._give.items():
+            if p == peer and give.flight:
+                flight = give.flight
+                for message_id in acks:
+                    if flight.pop(message_id, None) is not None:
+                        settled = True
+        if settled:
+            self._engine._last_answer[peer] = now
+            self._engine._schedule_flush(peer, now)
+
     def _on_query(self, peer: bytes, message: ReconcileMessage, now: float) -> None:
         store = self._store
         if not store.is_shared(message.group_id, peer):
@@ -262,7 +298,14 @@ class Catchup:
             self._failures.pop(key, None)
             self._engine.stats["reconcile_sessions_done"] += 1
             self._next_round[key] = now + self._interval * (1 if self._leads(peer) else 2)
-            self._clear_history(*key)
+            if key in self._give:
+                # What it found is still to be given, from memory: a durable
+                # mark covers it until it is (a restart that loses the queue
+                # then hellos the peer and syncs the group again, by
+                # reconciliation or, if the peer says nothing, by records).
+                self._mark(key)
+            else:
+                self._clear_history(*key)
 
     # -- sessions -------------------------------------------------------------
     def _leads(self, peer: bytes) -> bool:
@@ -282,7 +325,7 @@ class Catchup:
     def _start(self, group_id: bytes, peer: bytes, now: float) -> None:
         key = (group_id, peer)
         give = self._give.get(key)
-        if give is not None and give.items:
+        if give is not None and (give.items or give.flight):
             # Still giving what the last session found: a new one would find
             # the same again and give it twice.  Look again later.
             self._next_round[key] = now + min(self._interval, 10 * FIRST_TIMEOUT)
@@ -290,9 +333,10 @@ class Catchup:
         index = self._store.range_index(group_id)
         if not len(index):
             # Nothing to give: the peer's sessions give us what we lack.
+            # Look again later (never leave a due round behind: it would
+            # be due for ever).
             self._clear_history(group_id, peer)
-            if self._leads(peer):
-                self._next_round[key] = now + self._interval
+            self._next_round[key] = now + self._interval * (1 if self._leads(peer) else 2)
             return
         session = Session(group_id, index)
         timeout = self._failures.get(key, FIRST_TIMEOUT)
@@ -323,6 +367,12 @@ class Catchup:
             engine._schedule_flush(peer, now)
             engine.stats["reconcile_fallbacks"] += 1
         self._clear_history(group_id, peer)
+
+    def _mark(self, key: tuple[bytes, bytes]) -> None:
+        """A durable "history not yet synced" mark for (group, peer)."""
+        if key not in self._history:
+            self._history.add(key)
+            self._store.set_meta(_history_key(*key), _NEW)
 
     def _clear_history(self, group_id: bytes, peer: bytes) -> None:
         self._undecided.pop((group_id, peer), None)
@@ -360,6 +410,13 @@ class Catchup:
                 store.set_meta(_history_key(group_id, peer), _PARKED)
                 self._give.pop((group_id, peer), None)
                 self._runs.pop((group_id, peer), None)
+                # Always a probe ahead: without one, a parked peer that
+                # never speaks first (it restarted and forgot us, or holds
+                # nothing) would never be reconciled again.
+                key = (group_id, peer)
+                at = now + self._failures.get(key, FIRST_TIMEOUT)
+                if self._next_round.get(key, at + 1) > at:
+                    self._next_round[key] = at
 
     def _drop_parked_records(self, now: float) -> None:
         """Records made for parked peers (appends, relays, REQUESTs) go at
@@ -413,16 +470,42 @@ class Catchup:
                 self._engine.stats["reconcile_timeouts"] += 1
                 del self._runs[key]
                 self._failures[key] = min(run.timeout * 2, max(self._interval, FIRST_TIMEOUT))
-                self._next_round[key] = now + run.timeout
+                # The session's timeout was the wait: probe again now (the
+                # next one waits twice as long), so an absent peer is probed
+                # at most once per ``reconcile_interval``, not once per two.
+                self._next_round[key] = now
+        self._expire_gives(now)
         for key, at in list(self._next_round.items()):
             if now >= at:
                 self._start(*key, now)
+
+    def _expire_gives(self, now: float) -> None:
+        """Streamed gives not ACKed in time go to the front of the queue
+        again (a datagram was lost); after ``GIVE_TRIES`` they are left to
+        the next reconciliation, which finds them again."""
+        for (group_id, peer), give in list(self._give.items()):
+            if not give.flight:
+                continue
+            expired = [(mid, tries) for mid, (at, tries) in give.flight.items() if now >= at]
+            if not expired:
+                continue
+            for mid, tries in expired:
+                del give.flight[mid]
+                if tries < GIVE_TRIES:
+                    give.retry[mid] = tries
+                    give.items.appendleft(mid)
+                else:
+                    self._engine.stats["reconcile_gives_abandoned"] += 1
+            self._engine._schedule_flush(peer, now)
 
     def next_time(self) -> float | None:
         times = [run.deadline for run in self._runs.values()]
         times.extend(self._next_round.values())
         times.extend(self._undecided.values())
         times.extend(at for at, _ in self._probes.values())
+        for give in self._give.values():
+            if give.flight:
+                times.append(min(at for at, _ in give.flight.values()))
         engine = self._engine
         for peer, speaks in self._supports.items():
             heard = engine.last_heard(peer)
@@ -438,45 +521,56 @@ class Catchup:
 
     def idle(self) -> bool:
         return not (self._runs or self._out or any(
-            g.items for g in self._give.values()
+            g.items or g.flight for g in self._give.values()
         ))
 
     # -- output -------------------------------------------------------------
-    def fill(self, peer: bytes, payload: Payload, epoch: int) -> None:
-        """Before the engine picks records for ``peer``: feed queued
-        differences into records, and add reconcile messages and features."""
+    def fill(self, peer: bytes, payload: Payload, now: float) -> None:
+        """Before the engine picks records for ``peer``: stream queued
+        differences as MESSAGEs, and add reconcile messages and features."""
         payload.features |= FEATURE_RECONCILE
         for key in [k for k in self._give if k[1] == peer]:
-            self._feed_gives(key, epoch)
+            self._feed_gives(key, payload, now)
         out = self._out.pop(peer, None)
         if out:
             payload.reconcile.extend(out)
             self._engine.stats["reconcile_out"] += len(out)
 
-    def _feed_gives(self, key: tuple[bytes, bytes], epoch: int) -> None:
+    def _feed_gives(self, key: tuple[bytes, bytes], payload: Payload, now: float) -> None:
         group_id, peer = key
         store = self._store
+        give = self._give[key]
         if group_id in store.groups_with_new_records(peer):
             return  # the window has waiting records already: they go first
-        room = self._engine.config.max_inflight - store.inflight_count(peer, group_id)
-        items = self._give[key].items
+        room = (
+            self._engine.config.max_inflight
+            - store.inflight_count(peer, group_id)
+            - len(give.flight)
+        )
+        items = give.items
         index = store.range_index(group_id)
+        rtt = self._engine.rtt(peer)
+        deadline = now + max(GIVE_TIMEOUT, 4 * rtt if rtt else 0.0)
         while room > 0 and items:
             item = items[0]
             if isinstance(item, bytes):
                 items.popleft()
-                room -= self._give_one(item, peer, group_id, epoch)
+                room -= self._give_one(item, None, peer, give, payload, deadline)
                 continue
             lo = index.rank(item.next)
             hi = len(index) if item.upper == INFINITY else index.rank(item.upper)
             keys = index.keys(lo, min(hi, lo + room))
+            # One batch read for the window's worth, in (timestamp, id) order.
+            cache = store.get_messages([key_id(k) for k in keys])
             stopped = False
             for k in keys:
                 mid = key_id(k)
                 if mid in item.ahead:
                     item.ahead.discard(mid)
                 elif mid not in item.exclude:
-                    given, complete = self._give_with_parents(k, item, peer, group_id, epoch, room)
+                    given, complete = self._give_with_parents(
+                        k, item, index, peer, give, payload, deadline, room, cache
+                    )
                     room -= given
                     if not complete:
                         stopped = True  # the window is full before k went
@@ -491,29 +585,44 @@ class Catchup:
                 items.popleft()
             if stopped:
                 break
-        if not items:
+        peak = len(give.flight)
+        if peak > self._engine.stats["reconcile_inflight_peak"]:
+            self._engine.stats["reconcile_inflight_peak"] = peak
+        if not items and not give.flight:
             del self._give[key]
+            if key not in self._runs:
+                self._clear_history(*key)  # all given
 
     def _give_with_parents(
-        self, key: bytes, item: _Cursor, peer: bytes, group_id: bytes, epoch: int, room: int
+        self,
+        key: bytes,
+        item: _Cursor,
+        index,
+        peer: bytes,
+        give: _Give,
+        payload: Payload,
+        deadline: float,
+        room: int,
+        cache: dict,
     ) -> tuple[int, bool]:
         """Give the message at ``key``, first its parents that this range
         still has to give (depth first): (id, timestamp) order is not causal
         order for messages of the same second, and a receiver that gets a
-        child first holds it and REQUESTs the parent.  Returns (records
-        made, whether the message itself was given)."""
+        child first holds it and REQUESTs the parent.  Returns (messages
+        given, whether the message itself was given)."""
         store = self._store
-        index = store.range_index(group_id)
         mid = key_id(key)
         if item.walk is not None and item.walk[0] == key:
             _, stack, seen = item.walk  # resume where the window stopped it
         else:
-            stack = [(mid, key, self._parents(mid))]
+            message = cache.get(mid) or store.get_message(mid)
+            stack = [(mid, key, _parents(message), message)]
             seen = {mid}
         item.walk = None
         given = 0
+        flight = give.flight
         while stack:
-            current, current_key, parents = stack[-1]
+            current, current_key, parents, message = stack[-1]
             head = current_key[:8]
             parent_to_give = None
             while parents:
@@ -529,6 +638,7 @@ class Catchup:
                     or parent in seen
                     or parent in item.ahead
                     or parent in item.exclude
+                    or parent in flight
                     or parent_key not in index
                     or store.get_record(parent, peer) is not None
                 ):
@@ -537,25 +647,46 @@ class Catchup:
                 break
             if parent_to_give is not None:
                 seen.add(parent_to_give)
-                stack.append((parent_to_give, head + parent_to_give, self._parents(parent_to_give)))
+                parent_message = cache.get(parent_to_give) or store.get_message(parent_to_give)
+                stack.append(
+                    (parent_to_give, head + parent_to_give, _parents(parent_message), parent_message)
+                )
                 continue
             if given >= room:
                 item.walk = (key, stack, seen)
                 return given, False
             stack.pop()
-            given += self._give_one(current, peer, group_id, epoch)
+            given += self._give_one(current, message, peer, give, payload, deadline)
             if current != mid:
                 item.ahead.add(current)
         return given, True
 
-    def _parents(self, message_id: bytes) -> list[bytes]:
-        message = self._store.get_message(message_id)
-        return list(message.parents) if message is not None else []
-
-    def _give_one(self, mid: bytes, peer: bytes, group_id: bytes, epoch: int) -> int:
-        store = self._store
-        if store.get_record(mid, peer) is not None or not store.has_message(mid):
-            return 0
-        store.insert_record(Record(mid, peer, group_id, _MESSAGE, 0, epoch))
-        self._engine.stats["reconcile_gives"] += 1
+    def _give_one(
+        self,
+        mid: bytes,
+        message,
+        peer: bytes,
+        give: _Give,
+        payload: Payload,
+        deadline: float,
+    ) -> int:
+        """Stream one message to the peer (no record: tracked in
+        ``give.flight`` until ACKed)."""
+        if mid in give.flight or self._store.get_record(mid, peer) is not None:
+            return 0  # on its way already, or a record sends it
+        if message is None:
+            message = self._store.get_message(mid)
+            if message is None:
+                return 0
+        payload.messages.append(message)
+        tries = give.retry.pop(mid, 0) + 1
+        give.flight[mid] = (deadline, tries)
+        stats = self._engine.stats
+        stats["reconcile_gives"] += 1
+        if tries > 1:
+            stats["reconcile_gives_resent"] += 1
         return 1
+
+
+def _parents(message) -> list[bytes]:
+    return list(message.parents) if message is not None else []

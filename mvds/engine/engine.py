@@ -367,6 +367,8 @@ class Engine:
     def _on_acks(self, peer: bytes, acks: list[bytes], now: float) -> None:
         store = self.store
         self.stats["acks_in"] += len(acks)
+        if self._catchup is not None:
+            self._catchup.on_acks(peer, acks, now)  # streamed gives (catchup.py)
         settled = False
         for message_id in acks:
             record = store.get_record(message_id, peer)
@@ -708,7 +710,7 @@ class Engine:
         announce = peer in self._announce
         self._announce.discard(peer)
         if self._catchup is not None:  # differences into records, reconcile messages
-            self._catchup.fill(peer, payload, epoch)
+            self._catchup.fill(peer, payload, now)
         sent: list[Record] = []
         for record in store.due_records(peer, epoch):
             if self._gives_up(record, now):

@@ -94,10 +94,22 @@ class NodeSpec:
     """Hand messages over after their parents (causal) or on arrival."""
     rules: str = "auto"
     """How the policy is applied: see :data:`RULES`."""
+    reconcile: bool = False
+    """Catch up by range-based set reconciliation (docs/PROTOCOL.md 16)."""
+    park_after: float = 120.0
+    """With ``reconcile``: ticks of silence before a peer is parked."""
+    reconcile_interval: float = 300.0
+    """With ``reconcile``: ticks between anti-entropy rounds."""
 
     def engine_config(self, seed: int) -> EngineConfig:
         """The engine settings this node runs with."""
-        extra = SPEC_RULES if resolve_rules(self.policy, self.rules) == "spec" else {}
+        extra: dict = dict(SPEC_RULES) if resolve_rules(self.policy, self.rules) == "spec" else {}
+        if self.reconcile:
+            extra.update(
+                reconcile=True,
+                park_after=self.park_after,
+                reconcile_interval=self.reconcile_interval,
+            )
         return EngineConfig(
             mode=self.mode,
             delivery=self.delivery,

@@ -9,6 +9,8 @@ report) lists a scenario's parameters and defaults.
 
 from __future__ import annotations
 
+import dataclasses
+
 import random
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -305,6 +307,50 @@ AVAILABILITY = Scenario(
 )
 
 
+# -- catch-up: the reference and availability scenarios, reconciliation on/off ---
+
+
+def _reconcile_params() -> list[Param]:
+    return [
+        Param("reconcile", True, "catch up by range-based set reconciliation "
+              "(docs/PROTOCOL.md section 16); false: plain MVDS", kind="bool"),
+        Param("park_after", 30.0, "with reconcile: ticks of silence before a peer is parked",
+              minimum=0.0),
+        Param("reconcile_interval", 60.0, "with reconcile: ticks between anti-entropy rounds",
+              minimum=1.0),
+    ]
+
+
+def _with_reconcile(setup: Setup, p: dict[str, Any]) -> Setup:
+    if not p["reconcile"]:
+        return setup
+    setup.nodes = [
+        dataclasses.replace(
+            node, reconcile=True, park_after=p["park_after"],
+            reconcile_interval=p["reconcile_interval"],
+        )
+        for node in setup.nodes
+    ]
+    return setup
+
+
+CATCHUP_REFERENCE = Scenario(
+    "catchup-reference",
+    "Does reconciliation answer the catch-up question? The reference scenario "
+    "(90% of sends dropped) with reconciliation on or off.",
+    [*REFERENCE.params, *_reconcile_params()],
+    lambda p, rng: _with_reconcile(build_reference(p, rng), p),
+)
+
+CATCHUP_AVAILABILITY = Scenario(
+    "catchup-availability",
+    "Does reconciliation answer the catch-up question? The availability scenario "
+    "(A and B online 10% of ticks, C 90%) with reconciliation on or off.",
+    [*AVAILABILITY.params, *_reconcile_params()],
+    lambda p, rng: _with_reconcile(build_availability(p, rng), p),
+)
+
+
 # -- relay: through C, or through a semi-connected D ---------------------------
 
 
@@ -500,6 +546,8 @@ SCENARIOS: dict[str, Scenario] = {
         SWEEP_POLICY,
         SWEEP_AVAILABILITY,
         SWEEP_MODE,
+        CATCHUP_REFERENCE,
+        CATCHUP_AVAILABILITY,
     )
 }
 """Every scenario by name, in the order ``mvds sim --list`` shows them."""
@@ -512,6 +560,9 @@ ALL_RUNS: list[tuple[str, str, dict[str, str]]] = [
     ("reference-lossless", "reference", {"offline": "0"}),
     ("reference-causal", "reference", {"delivery": "causal"}),
     ("reference-engine-rules", "reference", {"rules": "engine"}),
+    # Catch-up by reconciliation against plain MVDS, same scenario (issue 15).
+    ("catchup-reference-plain", "catchup-reference", {"reconcile": "false"}),
+    ("catchup-availability-plain", "catchup-availability", {"reconcile": "false"}),
     # Every policy under the same rules: the policy's shape against the
     # engine's rules.
     ("sweep-policy-spec", "sweep-policy", {"rules": "spec"}),

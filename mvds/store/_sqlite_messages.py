@@ -353,6 +353,37 @@ class MessageLog:
         row = self._db.one("SELECT encoded FROM messages WHERE rid = ?", (rid,))
         return None if row is None else decode_stored(row[0], mid)
 
+    def get_messages(self, mids: list[bytes]) -> dict[bytes, Message]:
+        """Many messages, one query per 500 for those not in memory."""
+        out: dict[bytes, Message] = {}
+        rest = []
+        for mid in mids:
+            unwritten = self._unwritten.get(mid)
+            if unwritten is not None:
+                out[mid] = unwritten.message
+                continue
+            recent = self.recent.by_id.get(mid) or self._prefetched.get(mid)
+            if recent is not None:
+                out[mid] = recent
+            else:
+                rest.append(mid)
+        for start in range(0, len(rest), 500):
+            chunk = rest[start : start + 500]
+            rows = self._db.all(
+                "SELECT i.id, m.encoded FROM message_ids i JOIN messages m ON m.rid = i.rid"
+                f" WHERE i.id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            for mid, encoded in rows:
+                mid = bytes(mid)
+                out[mid] = decode_stored(encoded, mid)
+        for mid in rest:
+            if mid not in out:
+                message = self.get_message(mid)  # not indexed yet (this session's)
+                if message is not None:
+                    out[mid] = message
+        return out
+
     def get_stored(self, mid: bytes) -> StoredMessage | None:
         u = self._unwritten.get(mid)
         if u is not None:

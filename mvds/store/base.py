@@ -116,6 +116,16 @@ class Store(Protocol):
 
     def get_message(self, message_id: bytes) -> Message | None: ...
 
+    def get_messages(self, message_ids: list[bytes]) -> dict[bytes, Message]:
+        """The stored ones of ``message_ids`` (a batch read: streaming a
+        range of history should not cost one query per message)."""
+        out = {}
+        for message_id in message_ids:
+            message = self.get_message(message_id)
+            if message is not None:
+                out[message_id] = message
+        return out
+
     def get_stored(self, message_id: bytes) -> StoredMessage | None: ...
 
     def add_message(

@@ -97,6 +97,10 @@ class MemoryStore:
         stored = self._messages.get(message_id)
         return stored.message if stored is not None else None
 
+    def get_messages(self, message_ids: list[bytes]) -> dict[bytes, Message]:
+        messages = self._messages
+        return {m: messages[m].message for m in message_ids if m in messages}
+
     def get_stored(self, message_id: bytes) -> StoredMessage | None:
         return self._messages.get(message_id)
 

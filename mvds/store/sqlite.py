@@ -270,6 +270,9 @@ class SQLiteStore:
     def get_message(self, message_id: bytes) -> Message | None:
         return self._messages.get_message(message_id)
 
+    def get_messages(self, message_ids: list[bytes]) -> dict[bytes, Message]:
+        return self._messages.get_messages(message_ids)
+
     def get_stored(self, message_id: bytes) -> StoredMessage | None:
         return self._messages.get_stored(message_id)
 

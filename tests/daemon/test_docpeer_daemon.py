@@ -347,7 +347,8 @@ def test_a_daemon_with_reconciliation_on_gives_a_plain_peer_its_history_as_plain
     daemon = Daemon(node).start()
     me = docpeer.DocIdentity.generate()
     peer = docpeer.DocPeer(me)
-    link = docpeer.DocLink(me, node_id)
+    # The plaintext envelope: the reference implementation's own wire.
+    link = docpeer.DocLink(me, node_id, plaintext=True)
     try:
         history = [
             bytes.fromhex(line)
@@ -356,7 +357,7 @@ def test_a_daemon_with_reconciliation_on_gives_a_plain_peer_its_history_as_plain
         ]
         # Shared with a peer after the history was written.
         cli("peer", "add", str(node), "doc", me.public.hex(), "%s:%d" % peer.address,
-            "--group", "chat", check=True)
+            "--group", "chat", "--plaintext", check=True)
         address = tuple(daemon.status()["listen"].rsplit(":", 1))
         address = (address[0], int(address[1]))
         peer.send(link, address, docpeer.DocPayload())  # a hello, without features

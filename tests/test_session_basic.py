@@ -127,10 +127,10 @@ def test_lost_initiations_are_retried_with_backoff_and_jitter():
         net.flush(now)
         now = round(now + 0.05, 2)
     gaps = [b_ - a_ for a_, b_ in zip(times, times[1:])]
-    # 1 s eight times (STEADY_RETRIES), then 2, 4, 8, 16 s (doubling), each
-    # stretched by up to 10% jitter.
-    bases = [1] * 8 + [2, 4, 8, 16]
-    assert len(gaps) in (11, 12), gaps
+    # 1 s eight times (STEADY_RETRIES), then 2, 4, 8 s (doubling) and 8 s
+    # (MAX_RETRY_S) from then on, each stretched by up to 10% jitter.
+    bases = [1] * 8 + [2, 4, 8, 8, 8]
+    assert len(gaps) in (12, 13), gaps
     for gap, base in zip(gaps, bases):
         assert base <= gap <= base * 1.1 + 0.05
     net.drop = lambda src, dst, data: False

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from interop import docpeer
-from interop.docvectors import doc_vectors
+from interop.docvectors import doc_vectors, session_vectors
 from mvds.engine import Engine, EngineConfig, MessageAcknowledged, MessageReceived
 from mvds.secure import EnvelopeCodec, EnvelopeError, Identity
 from mvds.store.memory import MemoryStore
@@ -262,27 +262,10 @@ def test_malformed_payloads_are_refused_by_both(data):
 # --- sessions: docpeer's DocSession against the document's session vectors --------
 
 
-def _session_vectors() -> dict[str, bytes]:
-    import re
-
-    from interop.docvectors import DOC_PATH
-
-    block = re.search(r"### Session test vectors.*?```text\n(.*?)```", DOC_PATH.read_text(), re.S).group(1)
-    values: dict[str, str] = {}
-    name = None
-    for line in block.splitlines():
-        if not line.strip():
-            continue
-        if line.startswith(" "):
-            values[name] += line.strip()
-        else:
-            name, _, value = (part.strip() for part in line.partition("="))
-            values[name] = value
-    return {k: bytes.fromhex(v) for k, v in values.items()}
 
 
 def test_docpeer_sessions_reproduce_the_documented_handshake_and_transport():
-    S = _session_vectors()
+    S = session_vectors()
     alice = docpeer.DocIdentity(ALICE_PRIVATE)
     bob = docpeer.DocIdentity(BOB_PRIVATE)
     initiator = docpeer.DocSession(alice, bob.public)

@@ -10,6 +10,7 @@ import re
 
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from interop.docvectors import session_vectors
 from mvds.secure import Identity
 from mvds.secure import cookie as cookie_module
 from mvds.secure import session as session_module
@@ -32,23 +33,9 @@ GEN = _load("session_vectors")
 BASE = _load("protocol_vectors")
 
 
-def _doc_vectors() -> dict[str, bytes]:
-    block = re.search(r"### Session test vectors.*?```text\n(.*?)```", SECTION, re.S).group(1)
-    values: dict[str, str] = {}
-    name = None
-    for line in block.splitlines():
-        if not line.strip():
-            continue
-        if line.startswith(" "):
-            values[name] += line.strip()
-        else:
-            name, _, value = (part.strip() for part in line.partition("="))
-            assert name not in values
-            values[name] = value
-    return {k: bytes.fromhex(v) for k, v in values.items()}
 
 
-V = _doc_vectors()
+V = session_vectors(DOC)
 
 
 def test_documented_vectors_are_what_the_code_computes():

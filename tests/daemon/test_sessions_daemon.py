@@ -553,7 +553,7 @@ def test_recorded_daemon_traffic_cannot_be_opened_with_both_static_keys(tmp_path
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
     from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-    from interop.docvectors import doc_vectors
+    from interop.docvectors import doc_vectors, session_vectors
     from mvds.secure import Identity
     from mvds.secure.keys import direction_key
 
@@ -568,7 +568,7 @@ def test_recorded_daemon_traffic_cannot_be_opened_with_both_static_keys(tmp_path
             return False
 
     # The attack is right: with the ephemeral key it opens the documented traffic.
-    S = _session_vectors()
+    S = session_vectors()
     base = doc_vectors()
     _, keys = _attack(S["initiation_alice_to_bob"], S["response_bob_to_alice"], base["bob_private"],
                       base["alice_private"], dh(S["alice_ephemeral_private"], S["response_bob_to_alice"][12:44]))
@@ -617,21 +617,3 @@ def test_recorded_daemon_traffic_cannot_be_opened_with_both_static_keys(tmp_path
     assert opened == 0
 
 
-def _session_vectors() -> dict[str, bytes]:
-    """The documented session vectors."""
-    import re
-
-    from interop.docvectors import DOC_PATH
-
-    block = re.search(r"### Session test vectors.*?```text\n(.*?)```", DOC_PATH.read_text(), re.S).group(1)
-    values: dict[str, str] = {}
-    name = None
-    for line in block.splitlines():
-        if not line.strip():
-            continue
-        if line.startswith(" "):
-            values[name] += line.strip()
-        else:
-            name, _, value = (part.strip() for part in line.partition("="))
-            values[name] = value
-    return {k: bytes.fromhex(v) for k, v in values.items()}

@@ -159,7 +159,12 @@ async def test_a_node_delays_cuts_and_heals_per_peer(tmp_path):
     async with Node.open(config=config) as a, Node.open(listen="127.0.0.1:0") as b:
         await a.add_peer("b", b.peer_id, "%s:%d" % b.address, ["chat"])
         await b.add_peer("a", a.peer_id, "%s:%d" % a.address, ["chat"])
-        await trio.sleep(0.5)  # the handshake, also delayed
+        # The handshake is delayed too, and may collide and retry: time only
+        # the message, once both ends hold a session.
+        with trio.fail_after(20):
+            while not all(n.status_now()["peers"][0]["session"]["established"]
+                          for n in (a, b)):
+                await trio.sleep(0.05)
         started = trio.current_time()
         await a.append("chat", b"slow")
         async for message in b.messages(0):

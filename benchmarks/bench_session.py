@@ -4,7 +4,7 @@ Handshakes: an initiator and a responder SessionManager in one process,
 each handshake a real sans-IO exchange (initiation -> response -> first
 transport datagram), both sides' work counted together.  Transport: seal
 on one manager, open on the other, 1,200-byte datagrams, as the daemon
-would (compare with secure.envelope, the static-key envelope).
+would.
 """
 
 from __future__ import annotations

@@ -119,18 +119,24 @@ def raw_sender():
     return s
 
 
+def capture_sent(node) -> list:
+    """Every (datagram, address) the node sends from now on, still sent."""
+    captured: list = []
+    original = node.transport.send
+
+    def spy(datagrams):
+        captured.extend(datagrams)
+        original(datagrams)
+
+    node.transport.send = spy
+    return captured
+
+
 async def test_hostile_datagrams_are_dropped_counted_and_honest_sync_goes_on(tmp_path):
     async with mvds.open_node() as a, mvds.open_node() as b:
         await pair(a, b)
         target = b.address
-        captured = []
-        original = a.transport.send
-
-        def spy(datagrams):
-            captured.extend(datagrams)
-            original(datagrams)
-
-        a.transport.send = spy
+        captured = capture_sent(a)
         await a.append("chat", b"first")
         await collect(b, 1)
         stranger = SessionManager(Identity.generate(), keepalive_s=0)
@@ -160,14 +166,7 @@ async def test_hostile_datagrams_are_dropped_counted_and_honest_sync_goes_on(tmp
 async def test_replayed_datagrams_are_rejected():
     async with mvds.open_node() as a, mvds.open_node() as b:
         await pair(a, b)
-        captured = []
-        original = a.transport.send
-
-        def spy(datagrams):
-            captured.extend(datagrams)
-            original(datagrams)
-
-        a.transport.send = spy
+        captured = capture_sent(a)
         await a.append("chat", b"once")
         await collect(b, 1)
         await trio.sleep(0.05)

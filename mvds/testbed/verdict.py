@@ -169,7 +169,7 @@ def markdown(name: str, verdict: dict[str, Any], extra: dict[str, Any] | None = 
         ("appends refused (node down)", verdict["refused_appends"]),
         ("wall time (s)", verdict["elapsed_s"]),
     ]
-    if verdict.get("kernel"):  # --netns: what nftables and tc did
+    if "kernel" in verdict:  # --netns: what nftables and tc did
         k = verdict["kernel"]
         rows.append(("kernel: dropped on cut links / dropped by loss / duplicated / queue full",
                      f"{k.get('cut', 0)} / {k.get('loss', 0)} / {k.get('duplicate', 0)} / "

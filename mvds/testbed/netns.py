@@ -51,6 +51,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -306,6 +307,8 @@ class NetnsTestbed(Testbed):
         self.kernel: dict[str, Counter[str]] = {name: Counter() for name in scenario.names}
         """Kernel counters of rulesets already replaced (a move reloads them)."""
         self.swept: list[str] = []
+        self.timings: dict[str, float] = {}
+        """Seconds to build the network and to tear it down."""
 
     def ns(self, name: str) -> str:
         return namespace(self.run_id, self.index[name])
@@ -405,7 +408,9 @@ class NetnsTestbed(Testbed):
 
     # -- life cycle --------------------------------------------------------------
     async def start_nodes(self) -> None:
+        started = time.monotonic()
         await trio.to_thread.run_sync(self.build_network)
+        self.timings["network_s"] = round(time.monotonic() - started, 2)
         await super().start_nodes()
 
     def stop_all(self) -> None:
@@ -418,7 +423,9 @@ class NetnsTestbed(Testbed):
                         self.kernel[node.name] += self.nft_counters(node) + self.tc_drops(node)
                     except (TestbedError, ValueError):
                         pass
+            started = time.monotonic()
             self.teardown()
+            self.timings["teardown_s"] = round(time.monotonic() - started, 2)
 
     async def relocate(self, node: TNode) -> None:
         """A new address on the stopped node's eth0; its neighbours' rules
@@ -465,7 +472,7 @@ class NetnsTestbed(Testbed):
         self.extra_report["netns"] = {
             "run": self.run_id, "netem": self.netem, "kernel": kernel, "transport": transport,
             "addresses": {n.name: n.host for n in self.nodes.values()},
-            "swept": self.swept,
+            "swept": self.swept, **self.timings,
         }
         # read in stop_all, which the run calls before it writes the report
         self.extra_report["kernel_counters"] = {name: dict(c) for name, c in self.kernel.items()}

@@ -89,6 +89,18 @@ def test_names_addresses_and_counters():
     assert rule_counters(listing) == {"loss": 5, "cut": 0}
 
 
+def test_why_netns_cannot_run_is_one_line(monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert netns.unavailable() == "--netns needs root (network namespaces, nftables, tc)"
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(netns.shutil, "which", lambda tool: None if tool == "nft" else "/bin/" + tool)
+    assert netns.unavailable() == "--netns needs `nft` (Debian package nftables)"
+    result = subprocess.run([sys.executable, "-m", "mvds", "testbed", "run",
+                             str(HERE / "scenarios" / "netns3.toml"), "--netns", "--compose"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and result.stderr.strip() == "mvds: --compose and --netns: pick one"
+
+
 # -- live ---------------------------------------------------------------------------
 
 

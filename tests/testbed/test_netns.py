@@ -132,7 +132,7 @@ def test_three_nodes_across_namespaces_pass_with_kernel_drops(kernel, tmp_path):
                           capture_output=True, text=True, timeout=120)
     wall = time.monotonic() - started
     assert proc.returncode == 0 and "**PASS**" in proc.stdout, proc.stdout + proc.stderr
-    assert "faults 3/3" in proc.stderr
+    assert "faults 7/7" in proc.stderr
     report = json.loads((out / "report.json").read_text())
     verdict = report["verdict"]
     assert verdict["missing"] == verdict["duplicates"] == verdict["causal_violations"] == 0
@@ -150,7 +150,8 @@ def test_three_nodes_across_namespaces_pass_with_kernel_drops(kernel, tmp_path):
     assert report["netns"]["addresses"]["c"] == netns.moved_address(0)
     c_config = (out / "nodes" / "c" / "mvds.toml").read_text()
     assert f'"{netns.moved_address(0)}:{netns.PORT}"' in c_config
-    assert (out / "nodes" / "c" / "daemon.log").read_text().count('"node.started"') == 2
+    for name in ("a", "c"):  # a killed and restarted, c moved: both started twice
+        assert (out / "nodes" / name / "daemon.log").read_text().count('"node.started"') == 2, name
     # Nothing of the run is left: namespaces, links, tables.
     run_pid = run_of(report["netns"]["run"] + "-hub")
     assert run_pid is not None and ours(run_pid) == []

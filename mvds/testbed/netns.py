@@ -244,12 +244,14 @@ def alive(pid: int) -> bool:
 
 
 def sweep() -> list[str]:
-    """Delete every namespace a dead runner left (its pid is in the name);
+    """Delete every namespace a dead runner left (its pid is in the name),
+    and any named for this process (left by an earlier run in it, or by a
+    dead process whose pid this one reuses: a run cleans up after itself);
     the names deleted."""
     gone = []
     for name in namespaces():
         pid = run_of(name)
-        if pid is not None and pid != os.getpid() and not alive(pid):
+        if pid is not None and (pid == os.getpid() or not alive(pid)):
             remove_namespace(name)
             gone.append(name)
     return gone
@@ -265,6 +267,7 @@ def unavailable() -> str | None:
         if shutil.which(tool) is None:
             return f"--netns needs `{tool}` (Debian package {package})"
     trial = f"{PREFIX}{os.getpid()}-probe"
+    remove_namespace(trial)  # a probe of a dead process with this pid
     try:
         sh("ip", "netns", "add", trial)
         sh("ip", "-n", trial, "link", "add", "p0", "type", "veth", "peer", "name", "p1")

@@ -1,6 +1,6 @@
 """``mvds testbed``: scenarios with real daemons (docs/TESTBED.md).
 
-    mvds testbed run SCENARIO [--out DIR] [--no-live] [--compose [--image IMAGE]]
+    mvds testbed run SCENARIO [--out DIR] [--no-live] [--compose [--image IMAGE] | --netns]
                                                         run it, print the verdict, exit 0/1
     mvds testbed check SCENARIO                         validate a scenario file
     mvds testbed generate KIND --nodes N [...]          print a scenario for a topology
@@ -22,7 +22,7 @@ class Terminated(Exception):
 
 
 async def _run_until_signal(scenario, out: Path, progress, compose: bool = False,
-                            image: str | None = None):
+                            image: str | None = None, netns: bool = False):
     """The run, cancelled cleanly (daemons stopped) by SIGTERM; Ctrl-C is
     trio's KeyboardInterrupt, with the same clean-up."""
     import trio
@@ -37,7 +37,8 @@ async def _run_until_signal(scenario, out: Path, progress, compose: bool = False
             async with trio.open_nursery() as nursery:
                 async def run() -> None:
                     nonlocal result
-                    result = await run_testbed(scenario, out, progress, compose=compose, image=image)
+                    result = await run_testbed(scenario, out, progress, compose=compose, image=image,
+                                               netns=netns)
                     nursery.cancel_scope.cancel()
 
                 nursery.start_soon(run)
@@ -74,6 +75,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--compose", action="store_true",
                      help="run every node in its own container of a generated docker compose project "
                      "(one network per link; docs/TESTBED.md)")
+    run.add_argument("--netns", action="store_true",
+                     help="run every node in its own Linux network namespace, links shaped by "
+                     "nftables and tc in the kernel (root; docs/TESTBED.md)")
     run.add_argument("--image", metavar="IMAGE",
                      help="with --compose: use this prebuilt image instead of building one from the "
                      "checkout (default: build $MVDS_IMAGE or mvds-node:testbed on $MVDS_BASE_IMAGE)")
@@ -157,6 +161,8 @@ def run_command(args: argparse.Namespace) -> int:
         f"{scenario.name}-{time.strftime('%Y%m%dT%H%M%S')}")
     if args.image and not args.compose:
         raise CliError("--image goes with --compose")
+    if args.compose and args.netns:
+        raise CliError("--compose and --netns: pick one")
     live = not args.no_live
     tty = sys.stderr.isatty()
 
@@ -169,14 +175,15 @@ def run_command(args: argparse.Namespace) -> int:
 
     try:
         verdict = trio.run(_run_until_signal, scenario, out, progress if live else None,
-                           args.compose, args.image)
+                           args.compose, args.image, args.netns)
     except TestbedError as exc:
         raise CliError(str(exc)) from None
     except (Terminated, KeyboardInterrupt, BaseExceptionGroup) as exc:
         if isinstance(exc, BaseExceptionGroup) and exc.split(KeyboardInterrupt)[0] is None:
             raise
         sys.stderr.write("\nmvds testbed: interrupted; the daemons were stopped"
-                         f"{' and the compose project taken down' if args.compose else ''}\n")
+                         f"{' and the compose project taken down' if args.compose else ''}"
+                         f"{' and the namespaces removed' if args.netns else ''}\n")
         return 143 if isinstance(exc, Terminated) else 130
     if live and tty:
         sys.stderr.write("\n")

@@ -21,13 +21,20 @@ Dockerfile builds:
 - kill is ``docker kill -s KILL`` and restart ``docker start`` (the
   entrypoint runs again, idempotently); pause is ``compose pause`` (the
   cgroup freezer: like SIGSTOP, the kernel keeps queueing UDP for it);
+- move is ``docker stop``, then on each of the node's link networks
+  ``docker network disconnect`` and ``connect --ip`` with an address of
+  that link's /29 neither end uses (:func:`free_address`; a cut link gets
+  it at its heal), ``docker start``, and each neighbour told the node's new
+  address on their link through its control API (``add_peer``), as local
+  mode does; a neighbour restarted later is told again (its entrypoint
+  re-adds the addresses the project was generated with);
 - each node's volume is a bind mount of ``OUT/nodes/NAME``: the runner
   drives the control API of the daemon inside the container through its
   socket there (``/data/mvds.sock``), writes its links file there and the
   store stays there for inspection after the project is gone.
 
-``move`` (a new address) and more than one group are refused with one
-line: the entrypoint shares one group over every link.  The project is
+More than one group is refused with one line: the entrypoint shares one
+group over every link.  The project is
 taken down whole (``down -v``, networks removed) however the run ends.
 """
 
@@ -129,6 +136,13 @@ def link_addresses(block: ipaddress.IPv4Network, index: int) -> tuple[str, str, 
     return f"{base}/29", str(base + 2), str(base + 3)
 
 
+def free_address(subnet: str, in_use: set[str]) -> str:
+    """The lowest address of a link's /29 after its gateway that neither end
+    uses: where a moved end goes (five usable, two in use: never none)."""
+    hosts = list(ipaddress.IPv4Network(subnet).hosts())[1:]
+    return next(str(h) for h in hosts if str(h) not in in_use)
+
+
 def project(scenario: Scenario, name: str, image: str, out: Path, block: ipaddress.IPv4Network, *,
             build: dict[str, Any] | None, user: str | None) -> dict[str, Any]:
     """The compose project (a dict; JSON is YAML, so it is written as is)."""
@@ -194,15 +208,14 @@ class ComposeTestbed(Testbed):
         self.file = out / "compose.yml"
         self.links: dict[tuple[str, str], tuple[str, str, str]] = {}
         """Sorted pair -> (network, address of the first, of the second)."""
+        self.subnets: dict[tuple[str, str], str] = {}
+        self.moved: set[str] = set()
+        """Nodes whose addresses are no longer the generated ones."""
         self.up = False
 
     # -- setup -----------------------------------------------------------------
     def check(self) -> None:
         s = self.scenario
-        moves = [f for f in s.faults if f.action == "move"]
-        if moves:
-            raise TestbedError(f"--compose: 'move' (faults at {moves[0].at:g} s) is not supported in "
-                               "compose mode; run it as local processes")
         if len(s.groups) != 1 or set(s.groups[0].members) != set(s.names):
             raise TestbedError("--compose: one group shared by every node only "
                                "(the container entrypoint shares one group over every link)")
@@ -224,7 +237,8 @@ class ComposeTestbed(Testbed):
             self.write_links(self.nodes[name])
         block = pick_block(used_subnets(), os.getpid())
         for index, link in enumerate(s.links):
-            _, ip_a, ip_b = link_addresses(block, index)
+            subnet, ip_a, ip_b = link_addresses(block, index)
+            self.subnets[tuple(sorted((link.a, link.b)))] = subnet
             self.links[tuple(sorted((link.a, link.b)))] = (f"{self.name}-l{index}", ip_a, ip_b) \
                 if link.a < link.b else (f"{self.name}-l{index}", ip_b, ip_a)
         build = None
@@ -363,8 +377,11 @@ class ComposeTestbed(Testbed):
         elif fault.action == "restart":
             await self.docker("start", self.container(node.name), timeout=120)
             await self.wait_ready(node)
+            await self.refresh(node)
             assert self.nursery is not None
             self.follow(self.nursery, node)
+        elif fault.action == "move":
+            await self.move(node)
         elif fault.action == "pause":
             await trio.to_thread.run_sync(lambda: self.compose("pause", node.name))
             node.state = "paused"
@@ -374,8 +391,61 @@ class ComposeTestbed(Testbed):
         else:  # refused in check()
             raise TestbedError(f"--compose: fault {fault.action!r} is not supported")
 
+    def link_address(self, node: str, peer: str) -> str:
+        """``node``'s address on its link with ``peer``."""
+        pair = tuple(sorted((node, peer)))
+        _, first, second = self.links[pair]
+        return first if pair[0] == node else second
+
+    async def move(self, node: TNode) -> None:
+        """Stopped, a new address on each of its link networks, started, and
+        its neighbours told (see the module docstring)."""
+        container = self.container(node.name)
+        await self.docker("stop", "--time", "2", container, timeout=60)
+        self.retire(node, "moving")
+        for pair, (network, first, second) in list(self.links.items()):
+            if node.name not in pair:
+                continue
+            new = free_address(self.subnets[pair], {first, second})
+            self.links[pair] = (network, new, second) if pair[0] == node.name else (network, first, new)
+            other = pair[1] if pair[0] == node.name else pair[0]
+            if other in node.cut:
+                continue  # disconnected: the heal connects it with the new address
+            await self.docker("network", "disconnect", "--force", network, container)
+            await self.docker("network", "connect", "--ip", new, network, container)
+        await self.docker("start", container, timeout=120)
+        await self.wait_ready(node)
+        await self.refresh(node)
+        self.moved.add(node.name)
+        for peer in self.scenario.neighbours(node.name):
+            if self.nodes[peer].state == "running":
+                await self.tell(self.nodes[peer], node)
+        assert self.nursery is not None
+        self.follow(self.nursery, node)
+
+    async def refresh(self, node: TNode) -> None:
+        """After a start: its entrypoint re-added the generated addresses of
+        its neighbours; those that moved since are told again."""
+        for peer in self.scenario.neighbours(node.name):
+            if peer in self.moved:
+                await self.tell(node, self.nodes[peer])
+
+    async def tell(self, node: TNode, about: TNode) -> None:
+        """Give ``node``'s daemon ``about``'s current address on their link."""
+        peer_id = (self.out / "peers" / about.name).read_text().strip()
+        groups = self.scenario.shares(node.name).get(about.name, [])
+        try:
+            async with await AsyncControlClient.connect(node.socket) as client:
+                await client.request("add_peer", name=about.name, peer_id=peer_id,
+                                     address=f"{self.link_address(about.name, node.name)}:{PORT}",
+                                     groups=groups)
+        except CONTROL_ERRORS:
+            pass  # down: told when it restarts
+
     def write_report(self, verdict: dict[str, Any], counters: dict[str, dict[str, int]]) -> None:
         verdict["mode"] = f"compose ({' '.join(self.command)}, image {self.image})"
+        self.extra_report["link_addresses"] = {  # where each end was at the end (moves change it)
+            f"{a}-{b}": {a: first, b: second} for (a, b), (_, first, second) in self.links.items()}
         super().write_report(verdict, counters)
 
 

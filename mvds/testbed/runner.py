@@ -61,6 +61,7 @@ class TNode:
     path: Path
     port: int
     peer_id: str = ""
+    host: str = "127.0.0.1"
     process: subprocess.Popen | None = None
     log: IO[bytes] | None = None
     state: str = "stopped"
@@ -78,6 +79,11 @@ class TNode:
     @property
     def socket(self) -> Path:
         return self.path / "mvds.sock"
+
+    @property
+    def address(self) -> str:
+        """Where its daemon listens and its neighbours send (``host:port``)."""
+        return f"{self.host}:{self.port}"
 
 
 def author_of(text: str | None, scenario: str) -> str | None:
@@ -106,6 +112,8 @@ class Testbed:
         self.latencies: list[float] = []
         self.fault_log: list[dict[str, Any]] = []
         """Each fault as applied: when it started and when it was done (s)."""
+        self.extra_report: dict[str, Any] = {}
+        """What a mode adds to report.json (netns: the kernel's counters)."""
 
     # -- setup -----------------------------------------------------------------
     def prepare(self) -> None:
@@ -116,11 +124,11 @@ class Testbed:
         nodes_dir = self.out / "nodes"
         if nodes_dir.exists() and any(nodes_dir.iterdir()):
             raise TestbedError(f"{nodes_dir} already holds nodes: use a fresh --out directory")
-        for name in s.names:
+        for index, name in enumerate(s.names):
             path = nodes_dir / name
-            port = self._free_port(used)
-            _, identity = init_node_dir(path, listen=f"127.0.0.1:{port}")
-            self.nodes[name] = TNode(name, path, port, identity.peer_id_hex)
+            host, port = self.place(index, used)
+            _, identity = init_node_dir(path, listen=f"{host}:{port}")
+            self.nodes[name] = TNode(name, path, port, identity.peer_id_hex, host=host)
         for index, name in enumerate(s.names):
             node = self.nodes[name]
             spec = s.node(name)
@@ -135,11 +143,23 @@ class Testbed:
             config.groups = [g.name for g in s.groups if name in g.members]
             config.links = str((node.path / "links.toml").resolve())
             config.peers = [
-                PeerConfig(peer, self.nodes[peer].peer_id, f"127.0.0.1:{self.nodes[peer].port}", groups)
+                PeerConfig(peer, self.nodes[peer].peer_id, self.nodes[peer].address, groups)
                 for peer, groups in s.shares(name).items()
             ]
             save_config(node.path / "mvds.toml", config)
             self.write_links(node)
+
+    def place(self, index: int, used: set[int]) -> tuple[str, int]:
+        """The address node number ``index`` starts on: loopback, a free port."""
+        return "127.0.0.1", self._free_port(used)
+
+    async def relocate(self, node: TNode) -> None:
+        """A new address for a stopped node (a move): a new loopback port."""
+        node.port = self._free_port({n.port for n in self.nodes.values()})
+
+    def launcher(self, node: TNode) -> list[str]:
+        """What the daemon's command line is run under (netns: ``ip netns exec``)."""
+        return []
 
     @staticmethod
     def _free_port(used: set[int]) -> int:
@@ -168,7 +188,7 @@ class Testbed:
         if node.log is None:
             node.log = open(node.path / "daemon.log", "ab")
         node.process = subprocess.Popen(
-            [self.python, "-m", "mvds", "run", str(node.path)],
+            [*self.launcher(node), self.python, "-m", "mvds", "run", str(node.path)],
             stdout=node.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             process_group=0, preexec_fn=die_with_parent(),
         )
@@ -375,9 +395,9 @@ class Testbed:
                 node.process.send_signal(signal.SIGTERM)
                 await trio.to_thread.run_sync(node.process.wait)
                 self.retire(node, "moving")
-                node.port = self._free_port({n.port for n in self.nodes.values()})
+                await self.relocate(node)
                 config = load_config(node.path / "mvds.toml")
-                config.listen = f"127.0.0.1:{node.port}"
+                config.listen = node.address
                 save_config(node.path / "mvds.toml", config)
             self.spawn(node)
             await self.wait_ready(node)
@@ -402,7 +422,7 @@ class Testbed:
             try:
                 async with await AsyncControlClient.connect(other.socket) as client:
                     await client.request("add_peer", name=node.name, peer_id=node.peer_id,
-                                         address=f"127.0.0.1:{node.port}", groups=groups)
+                                         address=node.address, groups=groups)
             except CONTROL_ERRORS:
                 pass
 
@@ -512,6 +532,7 @@ class Testbed:
             "faults": self.fault_log,
             "arrivals": {n.name: {mid: round(at, 3) for mid, at in n.seen_at.items()}
                          for n in self.nodes.values()},
+            **self.extra_report,
         }
         (self.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         (self.out / "summary.md").write_text(markdown(self.scenario.name, verdict))
@@ -562,13 +583,20 @@ class Testbed:
 
 
 async def run_testbed(scenario: Scenario, out: Path, progress: Callable[[str], None] | None = None,
-                      *, compose: bool = False, image: str | None = None) -> dict[str, Any]:
+                      *, compose: bool = False, image: str | None = None,
+                      netns: bool = False) -> dict[str, Any]:
     """Run ``scenario`` as local processes, or (``compose``) as a docker
-    compose project (:mod:`mvds.testbed.compose`; ``image``: a prebuilt one)."""
-    if compose:
+    compose project (:mod:`mvds.testbed.compose`; ``image``: a prebuilt one),
+    or (``netns``) with each node in its own Linux network namespace
+    (:mod:`mvds.testbed.netns`)."""
+    if netns:
+        from mvds.testbed.netns import NetnsTestbed
+
+        testbed: Testbed = NetnsTestbed(scenario, out, progress=progress)
+    elif compose:
         from mvds.testbed.compose import ComposeTestbed
 
-        testbed: Testbed = ComposeTestbed(scenario, out, progress=progress, image=image)
+        testbed = ComposeTestbed(scenario, out, progress=progress, image=image)
     else:
         testbed = Testbed(scenario, out, progress=progress)
     return await testbed.run()

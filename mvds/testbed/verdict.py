@@ -169,6 +169,13 @@ def markdown(name: str, verdict: dict[str, Any], extra: dict[str, Any] | None = 
         ("appends refused (node down)", verdict["refused_appends"]),
         ("wall time (s)", verdict["elapsed_s"]),
     ]
+    if "kernel" in verdict:  # --netns: what nftables and tc did
+        k = verdict["kernel"]
+        rows.append(("kernel: dropped on cut links / dropped by loss / duplicated / queue full",
+                     f"{k.get('cut', 0)} / {k.get('loss', 0)} / {k.get('duplicate', 0)} / "
+                     f"{k.get('queue_full', 0)}"))
+    if verdict.get("mode"):
+        rows.append(("mode", verdict["mode"]))
     for key, value in (extra or {}).items():
         rows.append((key, value))
     lines += [f"| {k} | {v} |" for k, v in rows]

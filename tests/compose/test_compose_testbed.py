@@ -4,7 +4,8 @@ Two scenarios through a generated compose project: the shipped research
 sketch (radio schedules, 20% radio loss, per-link latency and jitter) and
 a generated 8-node ring with 5% loss per link, cut into two halves by
 ``docker network disconnect`` and healed, one node SIGKILLed
-(``docker kill``) and restarted, one paused (``compose pause``).  Each
+(``docker kill``) and restarted, one paused (``compose pause``), one moved
+to new addresses (one of its links cut at the time).  Each
 must pass the verdict (every acknowledged message on every node exactly
 once, in causal order) and leave no container or network behind.
 """
@@ -42,6 +43,10 @@ node = "n3"
 at = "2.5s"
 action = "pause"
 node = "n7"
+[[faults]]
+at = "3s"
+action = "move"
+node = "n5"
 [[faults]]
 at = "4s"
 action = "restart"
@@ -127,19 +132,27 @@ def test_the_research_sketch_passes_in_compose(tmp_path, env):
         "a": ["l0", "l1"], "b": ["l0", "l2"], "c": ["l1", "l3"], "d": ["l2", "l3"]}
 
 
-def test_a_generated_8_node_ring_with_cuts_kills_and_pauses_passes_in_compose(tmp_path, env):
+def test_a_generated_8_node_ring_with_cuts_kills_pauses_and_a_move_passes_in_compose(tmp_path, env):
     generated = subprocess.run(
         [sys.executable, "-m", "mvds", "testbed", "generate", "ring", "--nodes", "8", "--loss", "0.05",
          "--latency", "0.01", "--duration", "60", "--stop", "6"],
         capture_output=True, text=True, check=True, env=env)
     scenario = tmp_path / "ring8.toml"
     scenario.write_text(generated.stdout + RING_FAULTS)
-    run(scenario, tmp_path / "out", env)
+    spec = run(scenario, tmp_path / "out", env)
     logs = (tmp_path / "out" / "nodes" / "n3" / "daemon.log").read_text()
     assert logs.count('"node.started"') == 2, "n3 was killed and started again"
+    # n5 moved: a new address on both its links (n5-n6 was cut then: it got it at the heal),
+    # and it still got and gave every message (the verdict).
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    generated = spec["services"]["n5"]["networks"]
+    for key, peer in (("n4-n5", "n4"), ("n5-n6", "n6")):
+        now = report["link_addresses"][key]["n5"]
+        assert now not in {n["ipv4_address"] for n in generated.values()}, key
+        assert now != report["link_addresses"][key][peer]
+    assert (tmp_path / "out" / "nodes" / "n5" / "daemon.log").read_text().count('"node.started"') == 2
     # The cut was real: what one half appended while the ring was cut in two
     # reached the other half only after the heal.
-    report = json.loads((tmp_path / "out" / "report.json").read_text())
     faults = {f["action"]: f for f in report["faults"]}
     cut_done, heal_started = faults["partition"]["done"], faults["heal"]["started"]
     halves = ({"n2", "n3", "n4", "n5"}, {"n6", "n7", "n8", "n1"})

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mvds.testbed.compose import ComposeTestbed, link_addresses, pick_block, project
+from mvds.testbed.compose import ComposeTestbed, free_address, link_addresses, pick_block, project
 from mvds.testbed.generate import Params, generate
 from mvds.testbed.runner import TestbedError as RunError  # (not a test class)
 from mvds.testbed.scenario import Fault, load_scenario
@@ -63,11 +63,18 @@ def test_link_networks_avoid_docker_networks_in_use():
         link_addresses(BLOCK, 8192)
 
 
-def test_move_and_several_groups_are_refused_with_one_line(tmp_path):
+def test_a_moved_end_takes_an_address_of_its_link_that_neither_end_uses():
+    subnet, a, b = link_addresses(BLOCK, 1)
+    assert free_address(subnet, {a, b}) == "10.210.0.12"  # .9 is the gateway
+    assert free_address(subnet, {"10.210.0.12", b}) == "10.210.0.10"  # moved again: back to a free one
+    assert free_address(subnet, {"10.210.0.10", "10.210.0.11", "10.210.0.12", "10.210.0.13"}) \
+        == "10.210.0.14"  # .15 is the broadcast address
+
+
+def test_several_groups_are_refused_with_one_line_and_move_is_not(tmp_path):
     scenario = load_scenario(ROOT / "scenarios" / "sketch.toml")
     moved = dataclasses.replace(scenario, faults=(Fault(at=2.0, action="move", node="a"),))
-    with pytest.raises(RunError, match="'move'.*not supported in compose mode"):
-        ComposeTestbed(moved, tmp_path).check()
+    ComposeTestbed(moved, tmp_path).check()  # move: a new address on each link network
     group = scenario.groups[0]
     split = dataclasses.replace(scenario, groups=(dataclasses.replace(group, members=("a", "b")),))
     with pytest.raises(RunError, match="one group shared by every node"):

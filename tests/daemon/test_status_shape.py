@@ -13,7 +13,7 @@ from mvds.secure import Identity
 
 EXPECTED_TOP = [
     "bytes_in", "bytes_out", "datagrams_in", "datagrams_out", "delivery", "drops", "engine",
-    "epoch_ms", "findings", "groups", "keepalive_s", "last_seq", "listen", "messages_stored",
+    "epoch_ms", "findings", "groups", "invites", "keepalive_s", "last_seq", "listen", "messages_stored",
     "mode", "node", "online", "peer_id", "peers", "receive_buffer", "receive_buffer_small",
     "running", "sessions", "unknown_senders", "uptime_s",
 ]

@@ -125,6 +125,9 @@ def decode_code(text: str) -> InviteCode:
         raw = base64.b32decode(data + "=" * (-len(data) % 8))
     except (ValueError, TypeError):
         raise PairingError("the invite code is mistyped (it has characters base32 does not)") from None
+    if base64.b32encode(raw).decode("ascii").rstrip("=") != data:
+        # The last character's unused bits, or a length base32 cannot make.
+        raise PairingError("the invite code is mistyped or incomplete (its checksum does not match)")
     body, checksum = raw[:-CHECKSUM_SIZE], raw[-CHECKSUM_SIZE:]
     if len(raw) <= CHECKSUM_SIZE or hashlib.sha256(CHECKSUM_LABEL + body).digest()[:CHECKSUM_SIZE] != checksum:
         raise PairingError("the invite code is mistyped or incomplete (its checksum does not match)")

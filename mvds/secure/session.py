@@ -367,6 +367,10 @@ class SessionManager:
     def cancel_accept(self, peer_id: bytes) -> None:
         self._accepting.pop(bytes(peer_id), None)
 
+    def knows(self, peer_id: bytes) -> bool:
+        """Whether ``peer_id`` is a peer here (configured, or just paired)."""
+        return bytes(peer_id) in self._peers
+
     def remove_peer(self, peer_id: bytes) -> None:
         peer = self._peers.pop(bytes(peer_id), None)
         if peer is not None:

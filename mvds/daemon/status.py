@@ -161,7 +161,23 @@ def live_peer(
         "group_mismatches": group_mismatches,
         "acknowledged": acks.acked[peer_id],
         "last_ack_s": acks.last_ack_s(peer_id, now),
+        "pending_oldest_s": oldest_pending_s(engine.store, peer_id, now),
     }
+
+
+def oldest_pending_s(store: Any, peer_id: bytes, now: float) -> float | None:
+    """Age (s, by its timestamp) of the oldest message sent to ``peer_id``
+    and not acknowledged yet, None if nothing is in flight.
+
+    Reads only the in-flight records (memory in both stores, at most the
+    window per group) and their messages (one batch read), never the
+    never-sent backlog: a status call does not scan the store.  A message
+    stamped in the future (another node's clock) counts as 0 s old."""
+    ids = store.inflight_messages(peer_id)
+    if not ids:
+        return None
+    stamps = [message.timestamp for message in store.get_messages(ids).values()]
+    return round(max(0.0, now - min(stamps)), 1) if stamps else None
 
 
 def live_top(

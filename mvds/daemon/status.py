@@ -132,6 +132,7 @@ def live_peer(
     engine_counts = engine.peer_stats.get(peer_id, Counter())
     counters = state.counters
     session: dict[str, Any] | None = None
+    skew = None
     if state.config.plaintext:
         heard = engine.last_heard(peer_id)
         reachable = heard is not None and now - heard < offline_after
@@ -140,6 +141,7 @@ def live_peer(
         raw = sessions.status(peer_id, clock)
         reachable, heard_s = raw["reachable"], raw["last_heard_s"]
         session = session_json(raw)
+        skew = raw["clock_skew_s"]
     return {
         "resolved": format_address(*state.address[:2]) if state.address else None,
         "reachable": reachable,
@@ -162,6 +164,7 @@ def live_peer(
         "acknowledged": acks.acked[peer_id],
         "last_ack_s": acks.last_ack_s(peer_id, now),
         "pending_oldest_s": oldest_pending_s(engine.store, peer_id, now),
+        "clock_skew_s": None if skew is None else round(skew, 1),
     }
 
 

@@ -266,6 +266,8 @@ class _Peer:
         self.last_initiated: float | None = None
         self.next_attempt = 0.0  # keepalive peers without a session: next handshake try
         self.failed_attempts = 0
+        self.clock_skew: float | None = None
+        """Its wall clock minus ours (s), from its last accepted initiation's timestamp."""
 
     def sessions(self) -> list[Session]:
         return [s for s in (self.current, self.previous, self.next) if s is not None]
@@ -527,6 +529,11 @@ class SessionManager:
                 self._initiate(peer, now, extra_addr=addr, answer=True)
             return None
         peer.greatest_timestamp = timestamp
+        # Its wall clock at sending minus ours now (the one-way delay, ms,
+        # is the error): mvds doctor reports a large skew.
+        peer.clock_skew = (
+            (timestamp >> 32) - 2**62 + (timestamp & 0xFFFFFFFF) / 1e9 - (now + self.wall_offset)
+        )
         if peer.pending is not None:
             if self.public < peer.peer_id and not yielding:
                 # Both initiated: the smaller public key's initiation wins, unless
@@ -910,6 +917,7 @@ class SessionManager:
                 for c in paths.candidates.values()
             ],
             "keepalive": peer.keepalive and self.keepalive_s > 0,
+            "clock_skew_s": peer.clock_skew,
         }
 
     def state_size(self) -> dict[str, int]:

@@ -18,7 +18,7 @@ EXPECTED_TOP = [
     "running", "sessions", "unknown_senders", "uptime_s",
 ]
 EXPECTED_PEER = [
-    "acknowledged", "address", "bytes_in", "bytes_out", "datagrams_in", "datagrams_out",
+    "acknowledged", "address", "bytes_in", "bytes_out", "clock_skew_s", "datagrams_in", "datagrams_out",
     "group_mismatches", "groups", "id", "last_ack_s", "last_heard_s", "name", "payloads_in",
     "payloads_out", "pending", "pending_oldest_s", "plaintext", "rate_limited", "reachable", "requests_capped",
     "resolved", "retransmissions", "rtt_ms", "session", "unresolved", "unresolved_for_s",

@@ -559,6 +559,8 @@ class Node:
             raise NodeError("the invite code holds no address")
         self.sessions.accept_invite(inviter, code_fields.psk, code_fields.slot, targets)
         started = self.now()
+        had = {parse_group(g) for g in self.config.all_groups()}
+        added_groups = [g for g in code_fields.groups if parse_group(g) not in had]
         first = code_fields.addresses[0]
         edit = self._edit(lambda config: pairing.trust(
             config, peer_name, inviter, first, code_fields.groups, own_id=self.peer_id))
@@ -584,8 +586,18 @@ class Node:
                             "groups": list(code_fields.groups)}
                 await trio.sleep(0.05)
         self.sessions.cancel_accept(inviter)
-        if existing is None and self.config.peer_named(peer_name) is not None:
-            await self.remove_peer(peer_name)
+        if existing is None:  # undo: the peer and the groups this pairing added
+
+            def undo(config: NodeConfig) -> NodeConfig:
+                for peer in config.peers:
+                    if peer.peer_id == inviter:
+                        config = admin.remove_peer(config, peer.name)
+                for group in added_groups:
+                    if any(parse_group(g) == parse_group(group) for g in config.all_groups()):
+                        config = admin.leave(config, group)
+                return config
+
+            await self._submit(edit=undo)
         hint = ""
         if code_fields.expires <= time.time():
             hint = f" (by this machine's clock it expired {format_utc(code_fields.expires)})"

@@ -118,8 +118,7 @@ def decode_code(text: str) -> InviteCode:
         raise PairingError("an invite code is a string")
     cleaned = "".join(text.split()).lower()
     if not cleaned.startswith(CODE_PREFIX):
-        raise PairingError(f"not an invite code (it starts with {CODE_PREFIX!r}; "
-                           "make one with: mvds invite DIR)")
+        raise PairingError(f"not an invite code (one starts with {CODE_PREFIX!r})")
     data = cleaned[len(CODE_PREFIX):].replace("-", "").upper()
     try:
         raw = base64.b32decode(data + "=" * (-len(data) % 8))

@@ -34,9 +34,10 @@ async def test_a_used_code_is_refused_and_nothing_stays_configured():
     async with mvds.open_node() as a, mvds.open_node() as b, mvds.open_node() as c:
         code = await a.invite(["chat"])
         await b.accept(code, timeout=10)
+        await c.join("mine")
         with pytest.raises(NodeError, match="refused or did not answer: the code may be expired or used"):
             await c.accept(code, timeout=2)
-        assert c.config.peers == []
+        assert c.config.peers == [] and c.config.groups == ["mine"]  # as before the accept
         assert [p.peer_id for p in a.config.peers] == [b.peer_id]
         assert a.status_now()["invites"] == {"pending": 0, "used": 1, "expired": 0}
 

@@ -77,6 +77,9 @@ def render(status: dict[str, Any]) -> str:
         " (own and received)",
         f"groups   {', '.join(status['groups']) or '-'}",
     ]
+    invites = status.get("invites") or {}
+    if any(invites.values()):
+        lines.append("invites  " + ", ".join(f"{n} {state}" for state, n in invites.items() if n))
     if status.get("running"):
         lines.append(
             f"traffic  in {plural(status['datagrams_in'], 'datagram')} / {human_bytes(status['bytes_in'])},"

@@ -35,6 +35,8 @@ def test_plurals_units_and_sync_progress():
     assert "12 of 40 pending, oldest 5 m, last ack 3 m ago" in render(status(1, peer=live))
     assert "2 s ago" in text
     assert "4 messages" in render(status(4))
+    assert "invites" not in text
+    assert "invites  1 pending, 2 used" in render(status(1, invites={"pending": 1, "used": 2, "expired": 0}))
 
 
 def test_helpers():

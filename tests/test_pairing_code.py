@@ -82,3 +82,13 @@ def test_the_book_bounds_invites_and_uses_each_once(tmp_path):
     with pytest.raises(PairingError, match="expired"):
         again.use(invites[1].slot, b"\x02" * 32, 1061.0)
     assert (tmp_path / "invites.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_reachable_addresses():
+    from mvds.daemon.pairing import reachable_addresses
+
+    assert reachable_addresses("10.1.2.3", 7400) == ["10.1.2.3:7400"]
+    assert reachable_addresses("::1", 7400) == ["[::1]:7400"]
+    wildcard = reachable_addresses("0.0.0.0", 7400)
+    assert wildcard and all(a.endswith(":7400") for a in wildcard) and len(wildcard) <= 4
+    assert "127.0.0.1:7400" in wildcard and wildcard[-1] == "127.0.0.1:7400"  # loopback last

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from mvds.daemon import admin
-from mvds.daemon.config import NodeConfig, format_address, parse_address
+from mvds.daemon.config import NodeConfig, format_address
 from mvds.durable import atomic_write
 from mvds.ids import parse_group
 from mvds.secure.session import MAX_INVITE_ADDRESSES, MAX_INVITES

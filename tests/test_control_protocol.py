@@ -113,6 +113,10 @@ def test_parse_request_gives_checked_arguments():
     assert request == Request("append", {"group": "chat", "body": b"hi", "ephemeral": False}, [1])
     assert parse_request(b'{"op":"subscribe"}').args == {"since": 0, "group": None, "follow": False, "own": False}
     assert parse_request(b'{"op":"ping"}') == Request("ping", {}, None)
+    assert parse_request(b'{"op":"invite","groups":["chat"]}').args == {
+        "groups": ["chat"], "expires": 600.0, "name": None, "addresses": None}
+    assert parse_request(b'{"op":"accept","code":"mvds1-x","timeout":5}').args == {
+        "code": "mvds1-x", "name": None, "timeout": 5.0}
 
 
 @pytest.mark.parametrize(
@@ -128,6 +132,10 @@ def test_parse_request_gives_checked_arguments():
         (b'{"op": "add_peer", "name": "a", "peer_id": "b", "address": "c", "groups": [""], "id": 3}',
          "'groups' must be a list of group names"),
         (b'{"op": "append_many", "group": "g", "texts": [1], "id": 3}', "'texts' must be a list"),
+        (b'{"op": "invite", "expires": 0, "id": 3}', "'expires' must be between"),
+        (b'{"op": "invite", "addresses": [], "id": 3}', "'addresses' must be a list"),
+        (b'{"op": "accept", "id": 3}', "missing field 'code'"),
+        (b'{"op": "accept", "code": "x", "timeout": 4000, "id": 3}', "'timeout' must be between"),
         (b"\xff", "not JSON"),
         (b"[" * 100_000, "not JSON"),
     ],

@@ -22,6 +22,8 @@ COMMANDS: dict[str, str] = {
     "init": "init",
     "id": "id",
     "peer": "peer",
+    "invite": "pair",
+    "accept": "pair",
     "share": "groups",
     "unshare": "groups",
     "join": "groups",

@@ -84,6 +84,8 @@ def fix(finding: dict[str, Any], directory: str, status: dict[str, Any]) -> str:
     if problem == "unknown_sender":
         return (f"if you know that node, trust it: mvds peer add {directory} NAME "
                 f"{finding['claimed_id']} {finding['source']} --group G")
+    if problem == "clock_skew":
+        return f"synchronise the clocks of both machines (NTP: timedatectl set-ntp true) on {peer} or here"
     if problem == "small_receive_buffer":
         return "raise the limit: sysctl -w net.core.rmem_max=4194304 (then restart the daemon)"
     return "-"

@@ -77,6 +77,9 @@ def render(status: dict[str, Any]) -> str:
         " (own and received)",
         f"groups   {', '.join(status['groups']) or '-'}",
     ]
+    invites = status.get("invites") or {}
+    if any(invites.values()):
+        lines.append("invites  " + ", ".join(f"{n} {state}" for state, n in invites.items() if n))
     if status.get("running"):
         lines.append(
             f"traffic  in {plural(status['datagrams_in'], 'datagram')} / {human_bytes(status['bytes_in'])},"
@@ -123,9 +126,10 @@ def render(status: dict[str, Any]) -> str:
 
 
 def progress(peer: dict[str, Any]) -> str:
-    """Sync progress towards a peer this run: ``12 of 40 pending, last ack
-    3 m ago`` (40: the 12 waiting plus the 28 it acknowledged since the
-    daemon started); ``in sync`` when nothing waits."""
+    """Sync progress towards a peer this run: ``12 of 40 pending, oldest
+    5 m, last ack 3 m ago`` (40: the 12 waiting plus the 28 it acknowledged
+    since the daemon started; oldest: the age of the oldest message sent and
+    not acknowledged); ``in sync`` when nothing waits."""
     waiting = peer["pending"]["offer"] + peer["pending"]["message"]
     acked = peer.get("acknowledged")
     if acked is None:  # stopped: only the store's records
@@ -133,6 +137,9 @@ def progress(peer: dict[str, Any]) -> str:
     if not waiting:
         return "in sync"
     text = f"{waiting} of {waiting + acked} pending"
+    oldest = peer.get("pending_oldest_s")
+    if oldest is not None:
+        text += f", oldest {human_duration(oldest)}"
     last = peer.get("last_ack_s")
     if last is not None:
         text += f", last ack {human_duration(last)} ago"

@@ -59,6 +59,8 @@ class ControlServer:
             "groups": self._groups,
             "leave": self._leave,
             "wait_ack": self._wait_ack,
+            "invite": self._invite,
+            "accept": self._accept,
         }
         assert set(self._ops) | {"subscribe"} == protocol.OPS
 
@@ -209,6 +211,14 @@ class ControlServer:
         peers: Any = args["peers"] if args["peers"] is not None else args["count"]
         acked = await self.node.wait_acked(bytes.fromhex(args["id"]), peers, timeout=args["timeout"])
         return {"acked": acked}
+
+    async def _invite(self, args: dict[str, Any]) -> dict[str, Any]:
+        code = await self.node.invite(args["groups"], expires=args["expires"], name=args["name"],
+                                      addresses=args["addresses"])
+        return {"code": code}
+
+    async def _accept(self, args: dict[str, Any]) -> dict[str, Any]:
+        return await self.node.accept(args["code"], name=args["name"], timeout=args["timeout"])
 
     async def _subscribe(self, stream: trio.SocketStream, request: Request) -> None:
         since, group, follow, own = (request.args[k] for k in ("since", "group", "follow", "own"))

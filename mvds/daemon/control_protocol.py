@@ -291,6 +291,28 @@ def _wait_ack(request: dict[str, Any]) -> dict[str, Any]:
     return {"id": message_id, "count": count, "peers": peers, "timeout": float(timeout)}
 
 
+def _invite(request: dict[str, Any]) -> dict[str, Any]:
+    groups = _field(request, "groups", list, [])
+    if not all(isinstance(g, str) and g for g in groups):
+        raise RequestError("'groups' must be a list of group names")
+    addresses = _field(request, "addresses", list, None)
+    if addresses is not None and not (addresses and all(isinstance(a, str) and a for a in addresses)):
+        raise RequestError("'addresses' must be a list of HOST:PORT strings")
+    expires = _field(request, "expires", (int, float), 600.0)
+    if not 0 < expires <= 7 * 86400:
+        raise RequestError("'expires' must be between 0 and 604800 seconds")
+    return {"groups": groups, "expires": float(expires), "name": _field(request, "name", str, None),
+            "addresses": addresses}
+
+
+def _accept(request: dict[str, Any]) -> dict[str, Any]:
+    timeout = _field(request, "timeout", (int, float), 30.0)
+    if not 0 < timeout <= 3600:
+        raise RequestError("'timeout' must be between 0 and 3600 seconds")
+    return {"code": _field(request, "code", str), "name": _field(request, "name", str, None),
+            "timeout": float(timeout)}
+
+
 _OPS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "ping": _no_args,
     "status": _no_args,
@@ -306,6 +328,8 @@ _OPS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "groups": _no_args,
     "leave": _group,
     "wait_ack": _wait_ack,
+    "invite": _invite,
+    "accept": _accept,
 }
 
 OPS = frozenset(_OPS)

@@ -30,6 +30,14 @@ from mvds.ids import parse_group
 MAX_UNKNOWN_SENDERS = 32
 """Distinct claimed sender ids remembered (the most recent ones)."""
 
+CLOCK_SKEW_LIMIT_S = 60.0
+"""A peer's clock this far (s) from ours is a finding.  Measured from the
+timestamp in the peer's last handshake initiation to us (so only for peers
+that initiated since we started), accurate to the network delay.  Sync does
+not need agreeing clocks, but message timestamps (shown by tail, used by
+reconciliation and the status's "oldest") are each node's own wall clock:
+a minute off means a broken clock, not network delay."""
+
 @dataclass
 class UnknownSender:
     """One claimed sender id that is not a trusted peer."""
@@ -230,6 +238,15 @@ def diagnose(status: dict[str, Any], now: float | None = None) -> list[dict[str,
                 detail += f"; {plural(waiting, 'record')} waiting"
             out.append({"peer": name, "problem": "unreachable", "detail": detail,
                         "last_heard_s": heard})
+        skew = peer.get("clock_skew_s")
+        if skew is not None and abs(skew) >= CLOCK_SKEW_LIMIT_S:
+            side = "ahead of" if skew > 0 else "behind"
+            out.append({
+                "peer": name, "problem": "clock_skew", "clock_skew_s": skew,
+                "detail": f"clock skew ~{abs(skew):.0f} s: {name}'s clock is {side} this node's "
+                          "(from its last handshake); message times from the two nodes "
+                          "disagree by that much",
+            })
         for mismatch in peer.get("group_mismatches", []):
             label = mismatch["group"] or mismatch["group_id"][:16] + "..."
             detail = (f"{name} sent {plural(mismatch['messages'], 'message')} of group {label} "

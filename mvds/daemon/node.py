@@ -34,7 +34,7 @@ from typing import Any, AsyncIterator, Callable
 
 import trio
 
-from mvds.daemon import admin
+from mvds.daemon import admin, pairing
 from mvds.daemon.acks import AckBook, AckWaiter, wanted_peers
 from mvds.daemon.commands import Command, NodeError, address_arg, checked_body, known_group
 from mvds.daemon.config import ConfigError, NodeConfig, format_address, parse_address
@@ -73,6 +73,10 @@ STORE_ERROR_LOG_INTERVAL = 10.0
 """The same store error is logged at once, then at most once per this many
 seconds, with how often it happened since the previous line."""
 
+
+
+def format_utc(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(timestamp))
 
 
 def wall_clock() -> float:
@@ -151,6 +155,14 @@ class Node:
         self._resume_engine = True  # the first step resumes the stored schedule
         link_peers(config, *self.peers.sync(config), self.codec, self.sessions)
         push_config(self.engine, store, config, self.now())
+        try:
+            self.invites = pairing.InviteBook.load(nodedir.path / "invites.json" if nodedir else None)
+        except pairing.PairingError as exc:
+            raise NodeError(str(exc)) from None
+        for invite in self.invites.pending(time.time()):
+            self.sessions.offer_invite(invite.slot, self._invite_psk(invite))
+        self._adopt: set[bytes] = set()
+        """Peers paired in this step: their session is kept when the config adds them."""
         # Nothing of the retired static-key envelope is read: an old node
         # directory's nonce file and replay/<peer> meta rows are ignored.
 
@@ -259,6 +271,7 @@ class Node:
                 nursery.start_soon(self.transport.run_sender)
                 nursery.start_soon(self._resolve_loop)
                 nursery.start_soon(self._reachability_loop)
+                nursery.start_soon(self._invite_loop)
                 if self._radio is not None:
                     nursery.start_soon(run_radio, self._radio, self.transport, self._radio_up, self.log)
                 task_status.started()
@@ -435,6 +448,163 @@ class Node:
         """Stop sharing a group with a peer."""
         await self._submit(edit=self._edit(lambda config: admin.unshare(config, group, peer_name)))
 
+    # -- pairing (mvds/daemon/pairing.py; docs/PROTOCOL.md "Pairing") ------------
+    def _invite_psk(self, invite: pairing.Invite) -> bytes:
+        return pairing.invite_psk(bytes.fromhex(invite.secret), self.peer_id)
+
+    async def invite(
+        self,
+        groups: list[str] | tuple[str, ...] = (),
+        *,
+        expires: float = pairing.DEFAULT_EXPIRES_S,
+        name: str | None = None,
+        addresses: list[str] | tuple[str, ...] | None = None,
+    ) -> str:
+        """A single-use invite code (valid ``expires`` seconds) that pairs the
+        node that accepts it with this one and shares ``groups`` both ways.
+        ``name`` names the new peer here (default ``peer-`` and its id's
+        first hex digits); ``addresses`` are where the other node can reach
+        this one (default: the listen address, every interface address for
+        0.0.0.0).  The node must be running until the code is used."""
+        groups = list(groups)
+        try:
+            for group in groups:
+                admin.join(self.config, group)  # a bad name: refused here, nothing made
+            if name is not None:
+                admin.check_text("peer name", name)
+                if not name:
+                    raise ValueError("a peer name must not be empty")
+            if addresses is None:
+                host = parse_address(self.config.listen)[0]
+                addresses = pairing.reachable_addresses(host, self.address[1])
+            for address in addresses:
+                parse_address(address)
+            wall = time.time()
+            invite = self.invites.create(groups, float(expires), name, wall)
+            code = pairing.encode_code(pairing.InviteCode(
+                self.peer_id, bytes.fromhex(invite.secret), invite.slot, int(invite.expires),
+                tuple(addresses), tuple(groups)))
+        except ValueError as exc:  # AdminError, PairingError, a bad address
+            raise NodeError(str(exc)) from None
+        except OSError as exc:
+            raise NodeError(f"cannot save the invite: {exc.strerror or exc}") from None
+        self.sessions.offer_invite(invite.slot, self._invite_psk(invite))
+        self.log.info("invite.created", slot=invite.slot, groups=groups,
+                      expires_in_s=round(invite.expires - wall, 1))
+        return code
+
+    def _paired(self, event: Any) -> Command | None:
+        """A session-layer pairing event into the config edit that follows it."""
+        address = format_address(*event.addr[:2])
+        if isinstance(event, sessions_mod.InviteAnswered):
+            self.log.info("pairing.answered", peer=self._peer_name(event.peer_id), address=address)
+            return Command(edit=lambda config: pairing.set_address(config, event.peer_id, address))
+        wall = time.time()
+        try:
+            invite = self.invites.use(event.slot, event.peer_id, wall)  # saved before trusting
+        except (pairing.PairingError, OSError) as exc:
+            self.sessions.remove_peer(event.peer_id)
+            self.log.warning("pairing.refused", claimed_peer=event.peer_id.hex(), source=address,
+                             slot=event.slot, reason=str(exc))
+            return None
+        name = invite.name or pairing.default_name(event.peer_id)
+        self._adopt.add(event.peer_id)
+        self.log.info("invite.used", slot=event.slot, peer=name, peer_id=event.peer_id.hex(),
+                      source=address, groups=invite.groups)
+        own = self.peer_id
+        return Command(edit=lambda config: pairing.trust(
+            config, name, event.peer_id, address, invite.groups, own_id=own))
+
+    async def _invite_loop(self) -> None:
+        """Withdraw invites as they expire (checked every second; the
+        acceptance itself checks the expiry again)."""
+        logged: set[tuple[int, float]] = set()
+        while True:
+            await trio.sleep(REACHABILITY_CHECK)
+            wall = time.time()
+            pending = {i.slot for i in self.invites.pending(wall)}
+            for invite in self.invites.invites:
+                if invite.slot not in pending:
+                    self.sessions.withdraw_invite(invite.slot)  # idempotent
+                    if invite.state(wall) == "expired" and (invite.slot, invite.created) not in logged:
+                        logged.add((invite.slot, invite.created))
+                        self.log.info("invite.expired", slot=invite.slot)
+
+    async def accept(self, code: str, *, name: str | None = None, timeout: float = 30.0) -> dict[str, Any]:
+        """Pair with the node that made ``code`` (:meth:`invite`): trust it,
+        share the code's groups with it, and wait (up to ``timeout`` s) until
+        it answered with the invite's secret and trusts this node too.
+        Returns ``{"peer": name, "peer_id": hex, "groups": [...]}``; a code
+        that is mistyped, expired, used, or a node that does not answer is a
+        :class:`NodeError` (and nothing of the pairing stays configured)."""
+        try:
+            code_fields = pairing.decode_code(code)
+        except pairing.PairingError as exc:
+            raise NodeError(str(exc)) from None
+        inviter = code_fields.peer_id
+        if inviter == self.peer_id:
+            raise NodeError("this invite code was made by this node; accept it on another one")
+        if name is not None:
+            try:
+                admin.check_text("peer name", name)
+            except ValueError as exc:
+                raise NodeError(str(exc)) from None
+        if not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
+            raise NodeError("timeout is between 0 and 3600 seconds")
+        existing = next((p for p in self.config.peers if p.peer_id == inviter), None)
+        peer_name = existing.name if existing else (name or pairing.default_name(inviter))
+        v6 = ":" in parse_address(self.config.listen)[0]
+        targets = pairing.socket_addresses(code_fields.addresses, v6)
+        if not code_fields.addresses:
+            raise NodeError("the invite code holds no address")
+        self.sessions.accept_invite(inviter, code_fields.psk, code_fields.slot, targets)
+        started = self.now()
+        had = {parse_group(g) for g in self.config.all_groups()}
+        added_groups = [g for g in code_fields.groups if parse_group(g) not in had]
+        first = code_fields.addresses[0]
+        edit = self._edit(lambda config: pairing.trust(
+            config, peer_name, inviter, first, code_fields.groups, own_id=self.peer_id))
+        try:
+            await self._submit(edit=edit)
+        except NodeError:
+            self.sessions.cancel_accept(inviter)
+            raise
+        entry = next((p for p in self.config.peers if p.peer_id == inviter), None)
+        state = self.peers.get(inviter)
+        if state is not None:
+            await self._resolve_peer(state)
+        self.engine.announce(inviter, self.now())
+        self._wake.set()
+        with trio.move_on_after(timeout):
+            while True:
+                heard = self.engine.last_heard(inviter)
+                if heard is not None and heard >= started:
+                    assert entry is not None
+                    self.log.info("pairing.done", peer=entry.name, peer_id=inviter.hex(),
+                                  groups=list(code_fields.groups))
+                    return {"peer": entry.name, "peer_id": inviter.hex(),
+                            "groups": list(code_fields.groups)}
+                await trio.sleep(0.05)
+        self.sessions.cancel_accept(inviter)
+        if existing is None:  # undo: the peer and the groups this pairing added
+
+            def undo(config: NodeConfig) -> NodeConfig:
+                for peer in config.peers:
+                    if peer.peer_id == inviter:
+                        config = admin.remove_peer(config, peer.name)
+                for group in added_groups:
+                    if any(parse_group(g) == parse_group(group) for g in config.all_groups()):
+                        config = admin.leave(config, group)
+                return config
+
+            await self._submit(edit=undo)
+        hint = ""
+        if code_fields.expires <= time.time():
+            hint = f" (by this machine's clock it expired {format_utc(code_fields.expires)})"
+        self.log.warning("pairing.failed", peer_id=inviter.hex(), timeout_s=timeout)
+        raise NodeError("the inviting node refused or did not answer: the code may be expired "
+                        f"or used, or the node unreachable{hint}")
+
     async def messages(
         self,
         since: int = 0,
@@ -610,6 +780,10 @@ class Node:
                 # A new session: say so at once with a payload, so the peer's
                 # engine hears from us and pulls its backed-off records forward.
                 engine.announce(event.peer_id, now)
+            elif isinstance(event, (sessions_mod.InviteAccepted, sessions_mod.InviteAnswered)):
+                paired = self._paired(event)
+                if paired is not None:
+                    queue.append(paired)
         old_config = self.config
         config, staged = apply_edits(old_config, queue, self.nodedir.config if self.nodedir else None)
         try:
@@ -681,7 +855,8 @@ class Node:
         peers it adds, moves or removes in the registry and the codec."""
         self.config = new
         changed, removed = self.peers.sync(new)
-        link_peers(new, changed, removed, self.codec, self.sessions)
+        link_peers(new, changed, removed, self.codec, self.sessions, keep=self._adopt)
+        self._adopt.clear()
         for peer_id in changed:  # new, moved or switched envelope: a fresh start
             self.engine.announce(peer_id, now)
             self.gate.unknown.forget(peer_id)
@@ -739,7 +914,7 @@ class Node:
             )
             for peer_id, state in self.peers.items()
         }
-        return build_status(
+        status = build_status(
             self.config,
             self.identity.peer_id_hex,
             pending=self.store.record_stats(),
@@ -752,6 +927,8 @@ class Node:
                 counters=self.counters, uptime_s=clock - self._started, now=now,
             ),
         )
+        status["invites"] = self.invites.summary(time.time())
+        return status
 
 
 open_node = Node.open

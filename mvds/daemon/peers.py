@@ -155,11 +155,14 @@ def link_peers(
     removed: Iterable[bytes],
     codec: Any,
     sessions: Any,
+    keep: Iterable[bytes] = (),
 ) -> None:
     """Follow :meth:`PeerRegistry.sync` in the envelope codec and the session
     layer: removed peers forgotten, new or moved ones (or ones that switched
     envelope) a fresh start, keepalives following the sharing (a session
-    peer sharing a group with us is kept reachable)."""
+    peer sharing a group with us is kept reachable).  ``keep``: new peers
+    whose session is already up (just paired: mvds/daemon/pairing.py)."""
+    keep = set(keep)
     v6 = ":" in parse_address(config.listen)[0]  # the socket's family
     entries = {entry.peer_id: entry for entry in config.peers}
     for peer_id in removed:
@@ -169,7 +172,8 @@ def link_peers(
     for peer_id in changed:
         entry = entries[peer_id]
         fresh.add(peer_id)
-        sessions.remove_peer(peer_id)
+        if peer_id not in keep:
+            sessions.remove_peer(peer_id)
         codec.add_peer(peer_id, plaintext=entry.plaintext)
         if not entry.plaintext:
             sessions.add_peer(

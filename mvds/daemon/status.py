@@ -132,6 +132,7 @@ def live_peer(
     engine_counts = engine.peer_stats.get(peer_id, Counter())
     counters = state.counters
     session: dict[str, Any] | None = None
+    skew = None
     if state.config.plaintext:
         heard = engine.last_heard(peer_id)
         reachable = heard is not None and now - heard < offline_after
@@ -140,6 +141,7 @@ def live_peer(
         raw = sessions.status(peer_id, clock)
         reachable, heard_s = raw["reachable"], raw["last_heard_s"]
         session = session_json(raw)
+        skew = raw["clock_skew_s"]
     return {
         "resolved": format_address(*state.address[:2]) if state.address else None,
         "reachable": reachable,
@@ -161,7 +163,24 @@ def live_peer(
         "group_mismatches": group_mismatches,
         "acknowledged": acks.acked[peer_id],
         "last_ack_s": acks.last_ack_s(peer_id, now),
+        "pending_oldest_s": oldest_pending_s(engine.store, peer_id, now),
+        "clock_skew_s": None if skew is None else round(skew, 1),
     }
+
+
+def oldest_pending_s(store: Any, peer_id: bytes, now: float) -> float | None:
+    """Age (s, by its timestamp) of the oldest message sent to ``peer_id``
+    and not acknowledged yet, None if nothing is in flight.
+
+    Reads only the in-flight records (memory in both stores, at most the
+    window per group) and their messages (one batch read), never the
+    never-sent backlog: a status call does not scan the store.  A message
+    stamped in the future (another node's clock) counts as 0 s old."""
+    ids = store.inflight_messages(peer_id)
+    if not ids:
+        return None
+    stamps = [message.timestamp for message in store.get_messages(ids).values()]
+    return round(max(0.0, now - min(stamps)), 1) if stamps else None
 
 
 def live_top(

@@ -53,6 +53,8 @@ from mvds.secure.replay import ReplayWindow
 
 __all__ = [
     "HandshakeRefused",
+    "InviteAccepted",
+    "InviteAnswered",
     "PathValidated",
     "PeerReachable",
     "PeerUnreachable",
@@ -95,6 +97,11 @@ QUEUE_MAX = 128
 """Payloads kept per peer while its handshake runs (MVDS retransmits the rest)."""
 CHALLENGE_INTERVAL_S = 1.0
 REPLAY_WINDOW = 8192
+MAX_INVITES = 16
+"""Pending invites a node offers at once (each may hold one unconfirmed
+handshake from an unknown key: the state an invite costs is bounded)."""
+MAX_INVITE_ADDRESSES = 4
+"""Addresses an accepting node sends each initiation to (the code's list)."""
 
 
 # -- outputs ---------------------------------------------------------------------
@@ -129,6 +136,27 @@ class PeerUnreachable:
 
 @dataclass(frozen=True)
 class PathValidated:
+    peer_id: bytes
+    addr: Any
+
+
+@dataclass(frozen=True)
+class InviteAccepted:
+    """Inviter side: the holder of invite ``slot``'s secret completed a
+    handshake as ``peer_id`` (its first transport datagram confirmed the
+    invite-psk session).  The peer is now known to the session layer with
+    the normal psk; the caller decides whether to trust it (config)."""
+
+    peer_id: bytes
+    slot: int
+    addr: Any
+
+
+@dataclass(frozen=True)
+class InviteAnswered:
+    """Acceptor side: the inviting node answered our invite-psk handshake
+    from ``addr`` (so it holds the secret); later handshakes use the normal psk."""
+
     peer_id: bytes
     addr: Any
 
@@ -238,6 +266,8 @@ class _Peer:
         self.last_initiated: float | None = None
         self.next_attempt = 0.0  # keepalive peers without a session: next handshake try
         self.failed_attempts = 0
+        self.clock_skew: float | None = None
+        """Its wall clock minus ours (s), from its last accepted initiation's timestamp."""
 
     def sessions(self) -> list[Session]:
         return [s for s in (self.current, self.previous, self.next) if s is not None]
@@ -276,6 +306,13 @@ class SessionManager:
         self._out: list[tuple[Any, bytes]] = []
         self._events: list[Any] = []
         self.counters: Counter[str] = Counter()
+        # Pairing (docs/PROTOCOL.md "Pairing"): invites we offer, slot -> psk,
+        # and per slot at most one handshake from a key we do not know yet;
+        # invites we accept, inviter id -> (psk, slot, extra addresses).
+        self._invites: dict[int, bytes] = {}
+        self._invitees: dict[int, _Peer] = {}
+        self._invite_sessions: dict[int, int] = {}  # local index -> slot
+        self._accepting: dict[bytes, tuple[bytes, int, tuple[Any, ...]]] = {}
 
     # -- configuration ---------------------------------------------------------------
     def add_peer(self, peer_id: bytes, address: Any = None, *, keepalive: bool = False,
@@ -297,6 +334,44 @@ class SessionManager:
             peer.paths.endpoint = address
             peer.paths.state = CONFIGURED
             peer.paths.configured = address
+
+    # -- pairing --------------------------------------------------------------------
+    def offer_invite(self, slot: int, psk: bytes) -> None:
+        """Accept initiations that carry invite ``slot`` (1-127) and prove ``psk``."""
+        if not 1 <= slot <= 127 or len(psk) != 32:
+            raise ValueError("an invite slot is 1-127 and its psk 32 bytes")
+        if slot not in self._invites and len(self._invites) >= MAX_INVITES:
+            raise ValueError(f"at most {MAX_INVITES} pending invites")
+        self._invites[slot] = bytes(psk)
+
+    def withdraw_invite(self, slot: int) -> None:
+        """Forget invite ``slot`` and any unconfirmed handshake made with it."""
+        self._invites.pop(slot, None)
+        self._drop_invitee(slot)
+
+    def _drop_invitee(self, slot: int) -> None:
+        peer = self._invitees.pop(slot, None)
+        if peer is not None and self._peers.get(peer.peer_id) is not peer:
+            for session in peer.sessions():
+                self._invite_sessions.pop(session.local_index, None)
+                self._erase(session)
+
+    def accept_invite(self, peer_id: bytes, psk: bytes, slot: int, addresses: Any = ()) -> None:
+        """Our next handshakes with ``peer_id`` carry invite ``slot`` and use
+        ``psk``, sent to its path and to ``addresses`` too, until one is answered."""
+        if not 1 <= slot <= 127 or len(psk) != 32:
+            raise ValueError("an invite slot is 1-127 and its psk 32 bytes")
+        self._accepting[bytes(peer_id)] = (bytes(psk), slot, tuple(addresses)[:MAX_INVITE_ADDRESSES])
+        peer = self._peers.get(bytes(peer_id))
+        if peer is not None:
+            self._drop_pending(peer)
+
+    def cancel_accept(self, peer_id: bytes) -> None:
+        self._accepting.pop(bytes(peer_id), None)
+
+    def knows(self, peer_id: bytes) -> bool:
+        """Whether ``peer_id`` is a peer here (configured, or just paired)."""
+        return bytes(peer_id) in self._peers
 
     def remove_peer(self, peer_id: bytes) -> None:
         peer = self._peers.pop(bytes(peer_id), None)
@@ -412,7 +487,9 @@ class SessionManager:
             peer = self._peers.get(rs)
             if peer is None:
                 unknown.append(bytes(rs))
-                raise LookupError
+                if not self._invites:
+                    raise LookupError
+                return  # an invite may vouch for it: decided after the payload
             handshake.psk = peer.psk
             found.append(peer)
 
@@ -422,9 +499,22 @@ class SessionManager:
             return self._refuse("unknown_peer", addr, claimed=unknown[0] if unknown else None)
         except NoiseError:
             return self._refuse("handshake_failed", addr, found[0] if found else None)
-        peer = found[0]
         if len(payload) != sw.INITIATION_PAYLOAD_SIZE:
-            return self._refuse("handshake_failed", addr, peer)
+            return self._refuse("handshake_failed", addr, found[0] if found else None)
+        # Pairing: the flags byte's upper 7 bits name an invite slot.  IKpsk2
+        # mixes the psk into the RESPONSE, so the initiation reads the same
+        # with any psk; the invite's psk is chosen here and proved by the
+        # initiator's first transport datagram (see _on_transport).
+        slot = payload[sw.TIMESTAMP_SIZE] >> 1
+        invite_psk = self._invites.get(slot) if slot else None
+        if found:
+            peer = found[0]
+        elif invite_psk is None:
+            return self._refuse("unknown_peer", addr, claimed=unknown[0])
+        else:
+            peer = self._invitee(slot, unknown[0])
+        if invite_psk is not None:
+            handshake.psk = invite_psk
         timestamp = int.from_bytes(payload[: sw.TIMESTAMP_SIZE], "big")
         yielding = bool(payload[sw.TIMESTAMP_SIZE] & sw.FLAG_ANSWER)
         if timestamp <= peer.greatest_timestamp:
@@ -439,6 +529,11 @@ class SessionManager:
                 self._initiate(peer, now, extra_addr=addr, answer=True)
             return None
         peer.greatest_timestamp = timestamp
+        # Its wall clock at sending minus ours now (the one-way delay, ms,
+        # is the error): mvds doctor reports a large skew.
+        peer.clock_skew = (
+            (timestamp >> 32) - 2**62 + (timestamp & 0xFFFFFFFF) / 1e9 - (now + self.wall_offset)
+        )
         if peer.pending is not None:
             if self.public < peer.peer_id and not yielding:
                 # Both initiated: the smaller public key's initiation wins, unless
@@ -461,11 +556,35 @@ class SessionManager:
             self._erase(peer.next)
         peer.next = session
         self._sessions[local_index] = session
+        if invite_psk is not None:
+            self._invite_sessions[local_index] = slot
         peer.paths.heard(addr, len(data), now)
         response, _ = sw.add_macs(body, peer.mac1_key, None)
         self._emit(peer, addr, response)
         self.counters["handshake_responded"] += 1
         return None
+
+    def _invitee(self, slot: int, peer_id: bytes) -> _Peer:
+        """The unconfirmed peer of invite ``slot``: one per slot (a newer key
+        replaces an older one's handshake; the real acceptor simply retries)."""
+        peer = self._invitees.get(slot)
+        if peer is None or peer.peer_id != peer_id:
+            self._drop_invitee(slot)
+            peer = self._invitees[slot] = _Peer(peer_id, None, False)
+        return peer
+
+    def _invite_confirmed(self, peer: _Peer, slot: int, addr: Any) -> None:
+        """The invite's secret is proved: the invite is used up (in memory at
+        once, so a second acceptor cannot race in) and the peer known with
+        the normal psk; the caller makes it trusted (or removes it)."""
+        self._invites.pop(slot, None)
+        if self._invitees.get(slot) is peer:
+            del self._invitees[slot]
+        self._drop_invitee(slot)
+        self._peers[peer.peer_id] = peer
+        peer.psk = sw.NO_PSK
+        self.counters["invite_accepted"] += 1
+        self._events.append(InviteAccepted(peer.peer_id, slot, addr))
 
     def _on_response(self, addr: Any, data: bytes, now: float) -> None:
         if len(data) != sw.RESPONSE_SIZE:
@@ -482,6 +601,9 @@ class SessionManager:
         except NoiseError:
             return self._refuse("handshake_failed", addr, peer)
         send, recv = handshake.split()  # type: ignore[union-attr]
+        if self._accepting.pop(peer.peer_id, None) is not None:
+            # The inviter answered with the invite's psk: it holds the code.
+            self._events.append(InviteAnswered(peer.peer_id, addr))
         local_index = peer.pending.local_index
         del self._pending[local_index]
         peer.pending = None
@@ -552,6 +674,9 @@ class SessionManager:
         peer = session.peer
         if session is peer.next:
             # The initiator's first datagram confirms the responder's session.
+            slot = self._invite_sessions.pop(session.local_index, None)
+            if slot is not None:
+                self._invite_confirmed(peer, slot, addr)
             peer.next = None
             self._install(peer, session, addr, now)
             if same_address(addr, session.response_addr):
@@ -621,6 +746,7 @@ class SessionManager:
     def _erase(self, session: Session) -> None:
         session.erase()
         self._sessions.pop(session.local_index, None)
+        self._invite_sessions.pop(session.local_index, None)
 
     # -- sending ---------------------------------------------------------------------------------
     def send(self, peer_id: bytes, payload: bytes, now: float) -> None:
@@ -671,11 +797,15 @@ class SessionManager:
             self._pending.pop(pending.local_index, None)
         pending.local_index = self._new_index()
         self._pending[pending.local_index] = peer
+        psk, flags, extra = peer.psk, sw.FLAG_ANSWER if answer else 0, ()
+        invite = self._accepting.get(peer.peer_id)
+        if invite is not None:  # pairing: the invite's psk and slot, to every address
+            psk, slot, extra = invite
+            flags |= slot << 1
         pending.handshake = HandshakeState(
             sw.PROTOCOL_PATTERN, True, sw.PROLOGUE, self._static,
-            remote_static=peer.peer_id, psk=peer.psk,
+            remote_static=peer.peer_id, psk=psk,
         )
-        flags = sw.FLAG_ANSWER if answer else 0
         body = sw.initiation_head(pending.local_index) + pending.handshake.write_message(
             self._timestamp(peer, now) + bytes((flags,))
         )
@@ -692,6 +822,9 @@ class SessionManager:
         self._emit(peer, target, message)
         if extra_addr is not None and not same_address(extra_addr, target):
             self._emit(peer, extra_addr, message)
+        for address in extra:
+            if not same_address(address, target) and not same_address(address, extra_addr):
+                self._out.append((address, message))
 
     # -- timers ------------------------------------------------------------------------------------
     def tick(self, now: float) -> None:
@@ -784,6 +917,7 @@ class SessionManager:
                 for c in paths.candidates.values()
             ],
             "keepalive": peer.keepalive and self.keepalive_s > 0,
+            "clock_skew_s": peer.clock_skew,
         }
 
     def state_size(self) -> dict[str, int]:

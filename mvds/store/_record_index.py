@@ -196,6 +196,13 @@ class RecordIndex:
         return where is _NEW_REQUEST or (where is _IN_FLIGHT and group is None)
 
     # -- queries ------------------------------------------------------------------
+    def inflight_messages(self, peer: bytes) -> list[bytes]:
+        """Message ids of ``peer``'s in-flight OFFER/MESSAGE records (not
+        REQUESTs): at most the window per group, read-only."""
+        placement = self._placement
+        return [mid for mid in self._inflight.get(peer, ())
+                if placement[(mid, peer)][1] is not None]
+
     def new_records(self, peer: bytes, group_id: bytes, limit: int) -> list[Record]:
         """Up to ``limit`` never-sent OFFER/MESSAGE records, oldest first."""
         queue = self._new.get(peer, {}).get(group_id)

@@ -392,6 +392,9 @@ class RecordBook:
     def inflight_count(self, peer: bytes, group_id: bytes) -> int:
         return self._index.inflight_count(peer, group_id)
 
+    def inflight_messages(self, peer: bytes) -> list[bytes]:
+        return self._index.inflight_messages(peer)  # in flight = hot: all in memory
+
     def request_count(self, peer: bytes) -> int:
         return self._index.request_count(peer) + self._cold_requests.get(peer, 0)
 

@@ -219,6 +219,11 @@ class Store(Protocol):
         """Smallest ``send_epoch`` of ``peer``'s in-flight records."""
         ...
 
+    def inflight_messages(self, peer: bytes) -> list[bytes]:
+        """Message ids of ``peer``'s in-flight OFFER/MESSAGE records (sent,
+        not yet acknowledged; at most the window per group).  For status."""
+        ...
+
     def inflight_count(self, peer: bytes, group_id: bytes) -> int:
         """In-flight OFFER/MESSAGE records of a group for ``peer`` (the window;
         REQUESTs do not count)."""

@@ -252,6 +252,9 @@ class MemoryStore:
     def inflight_count(self, peer: bytes, group_id: bytes) -> int:
         return self._index.inflight_count(peer, group_id)
 
+    def inflight_messages(self, peer: bytes) -> list[bytes]:
+        return self._index.inflight_messages(peer)
+
     def request_count(self, peer: bytes) -> int:
         return self._index.request_count(peer)
 

@@ -367,6 +367,9 @@ class SQLiteStore:
     def inflight_count(self, peer: bytes, group_id: bytes) -> int:
         return self._records.inflight_count(peer, group_id)
 
+    def inflight_messages(self, peer: bytes) -> list[bytes]:
+        return self._records.inflight_messages(peer)
+
     def request_count(self, peer: bytes) -> int:
         return self._records.request_count(peer)
 

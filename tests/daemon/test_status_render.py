@@ -18,7 +18,8 @@ def status(messages: int, **live) -> dict:
                         peers=[PeerConfig("bob", PEER.hex(), "127.0.0.1:7401", ["chat"])])
     pending = {(PEER, RecordType.MESSAGE): 12}
     peers_live = {PEER: {"reachable": True, "last_heard_s": 2.0, "acknowledged": 28,
-                         "last_ack_s": 185.0, "datagrams_in": 1, "datagrams_out": 1}}
+                         "last_ack_s": 185.0, "datagrams_in": 1, "datagrams_out": 1,
+                         **live.pop("peer", {})}}
     base = {"online": True, "uptime_s": 100.0, "datagrams_in": 1, "datagrams_out": 2,
             "bytes_in": 2048, "bytes_out": 3 * 1024 * 1024, "drops": {}}
     return build_status(config, "ab" * 32, pending=pending, messages_stored=messages,
@@ -30,8 +31,12 @@ def test_plurals_units_and_sync_progress():
     assert "store    1 message, last seq 1" in text
     assert "in 1 datagram / 2.0 KiB, out 2 datagrams / 3.0 MiB" in text
     assert "12 of 40 pending, last ack 3 m ago" in text
+    live = {"pending_oldest_s": 305.0}
+    assert "12 of 40 pending, oldest 5 m, last ack 3 m ago" in render(status(1, peer=live))
     assert "2 s ago" in text
     assert "4 messages" in render(status(4))
+    assert "invites" not in text
+    assert "invites  1 pending, 2 used" in render(status(1, invites={"pending": 1, "used": 2, "expired": 0}))
 
 
 def test_helpers():

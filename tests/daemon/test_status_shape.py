@@ -13,14 +13,14 @@ from mvds.secure import Identity
 
 EXPECTED_TOP = [
     "bytes_in", "bytes_out", "datagrams_in", "datagrams_out", "delivery", "drops", "engine",
-    "epoch_ms", "findings", "groups", "keepalive_s", "last_seq", "listen", "messages_stored",
+    "epoch_ms", "findings", "groups", "invites", "keepalive_s", "last_seq", "listen", "messages_stored",
     "mode", "node", "online", "peer_id", "peers", "receive_buffer", "receive_buffer_small",
     "running", "sessions", "unknown_senders", "uptime_s",
 ]
 EXPECTED_PEER = [
-    "acknowledged", "address", "bytes_in", "bytes_out", "datagrams_in", "datagrams_out",
+    "acknowledged", "address", "bytes_in", "bytes_out", "clock_skew_s", "datagrams_in", "datagrams_out",
     "group_mismatches", "groups", "id", "last_ack_s", "last_heard_s", "name", "payloads_in",
-    "payloads_out", "pending", "plaintext", "rate_limited", "reachable", "requests_capped",
+    "payloads_out", "pending", "pending_oldest_s", "plaintext", "rate_limited", "reachable", "requests_capped",
     "resolved", "retransmissions", "rtt_ms", "session", "unresolved", "unresolved_for_s",
 ]
 EXPECTED_SESSION = [

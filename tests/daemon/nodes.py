@@ -25,3 +25,16 @@ async def collect(node, count, since=0, timeout=10.0, group=None):
             if len(out) >= count:
                 return out
     return out
+
+
+async def sessions_settled(*nodes, timeout=20.0):
+    """Wait until every node's session peers are established with no
+    handshake in flight (start-up handshakes may cross and retry)."""
+    def settled(node) -> bool:
+        return all(p["session"] is None or (p["session"]["established"]
+                                            and not p["session"]["handshake_pending"])
+                   for p in node.status_now()["peers"])
+
+    with trio.fail_after(timeout):
+        while not all(settled(n) for n in nodes):
+            await trio.sleep(0.02)

@@ -264,3 +264,24 @@ def test_a_restart_that_loses_gives_in_progress_still_syncs_the_history():
     net._transmit = transmit
     net.run(200)
     assert sorted(net.received_ids("b")) == sorted(ids)
+
+
+def test_news_for_a_parked_peer_survives_a_restart_after_an_empty_probe():
+    """Found by the property tests at 400 examples: a parked b, probed it
+    while a held nothing (the empty probe cleared the "reconcile when back"
+    mark), then appended: the record for b was dropped, with only an
+    in-memory probe to stand for it, and a crashed.  The restarted a had no
+    mark, b held nothing and never queried: b never got the message.
+    Dropping a parked peer's records now always leaves a durable mark."""
+    config = replace(ON, park_after=10.0, reconcile_interval=30.0)
+    net = Net(seed=0)
+    net.add("a", config)
+    net.add("b", config)
+    net.share(GROUP, "a", "b")
+    net.run(24)  # parked on both sides at ~10 s, probed (empty) at ~12 s
+    assert net.engines["a"].stats["reconcile_parked"] == 1
+    message = net.append("a", b"news for a quiet peer")
+    net.run(1)
+    net.crash("a")
+    net.run(120)
+    assert net.received_ids("b") == [message.id]

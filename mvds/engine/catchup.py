@@ -68,7 +68,13 @@ from typing import TYPE_CHECKING
 from mvds.engine.reconcile import INFINITY, Session, respond
 from mvds.engine.records import UNKNOWN_GROUP, Mode, Record, RecordType
 from mvds.store.rangeindex import key_id
-from mvds.wire import FEATURE_RECONCILE, Mode as RangeMode, Payload, ReconcileMessage
+from mvds.wire import (
+    FEATURE_RECONCILE,
+    FEATURE_SKETCH,
+    Mode as RangeMode,
+    Payload,
+    ReconcileMessage,
+)
 
 if TYPE_CHECKING:
     from mvds.engine.engine import Engine
@@ -168,6 +174,8 @@ class Catchup:
         """Peers asked whether they speak it: (next hello, wait after it).  A
         hello can be lost: until the peer answers, it is repeated at 0.5,
         1, 2, 4 ... seconds (a few datagrams before the deadline)."""
+        self._sketches: dict[bytes, bool] = {}
+        """Peers that answer ESTIMATE ranges with sketches (16.9)."""
         self._parked: set[bytes] = set()
         """Peers silent longer than ``park_after``: no records are kept for
         them, one mark per (group, peer) says "reconcile when back"."""
@@ -230,6 +238,7 @@ class Catchup:
         speaks = bool(payload.features & FEATURE_RECONCILE)
         known = self._supports.get(peer)
         self._supports[peer] = speaks
+        self._sketches[peer] = bool(payload.features & FEATURE_SKETCH)
         if not speaks:
             if known is not False:
                 self._plain(peer, now)
@@ -343,7 +352,10 @@ class Catchup:
             self._clear_history(group_id, peer)
             self._next_round[key] = now + self._interval * (1 if self._leads(peer) else 2)
             return
-        session = Session(group_id, index)
+        # A sketch answer is many datagrams, all needed: after a session
+        # timed out (loss), the next ones split (each datagram on its own).
+        sketch = self._sketches.get(peer, False) and key not in self._failures
+        session = Session(group_id, index, sketch=sketch)
         timeout = self._failures.get(key, FIRST_TIMEOUT)
         self._runs[key] = _Run(session, now + timeout, timeout)
         self._next_round.pop(key, None)
@@ -544,7 +556,7 @@ class Catchup:
     def fill(self, peer: bytes, payload: Payload, now: float) -> None:
         """Before the engine picks records for ``peer``: stream queued
         differences as MESSAGEs, and add reconcile messages and features."""
-        payload.features |= FEATURE_RECONCILE
+        payload.features |= FEATURE_RECONCILE | FEATURE_SKETCH
         for key in [k for k in self._give if k[1] == peer]:
             self._feed_gives(key, payload, now)
         out = self._out.pop(peer, None)

@@ -309,6 +309,7 @@ class Catchup:
             self._done_at[key] = now
             self._failures.pop(key, None)
             self._engine.stats["reconcile_sessions_done"] += 1
+            self._engine.stats["reconcile_sketches_decoded"] += run.session.sketches
             self._next_round[key] = now + self._interval * (1 if self._leads(peer) else 2)
             if run.stale:
                 self._next_round[key] = now  # it may have missed dropped news

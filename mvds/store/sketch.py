@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import struct
 from typing import Iterable
 
 STRATA = 12
@@ -84,10 +85,11 @@ def item_hash(short_key: bytes) -> bytes:
     return hashlib.blake2b(short_key, digest_size=24, person=_PERSON).digest()
 
 
+_UNPACK = struct.Struct("<5I4x").unpack
+
+
 def _words(h: bytes) -> tuple[int, int, int, int, int]:
-    w = int.from_bytes(h[:20], "little")
-    mask = 0xFFFFFFFF
-    return (w & mask, (w >> 32) & mask, (w >> 64) & mask, (w >> 96) & mask, (w >> 128) & mask)
+    return _UNPACK(h)
 
 
 def _stratum(word: int) -> int:
@@ -107,22 +109,43 @@ class Sketch:
         self.keys = [0] * n
         self.checks = [0] * n
         self.estimator = bytearray(ESTIMATOR_SIZE)
-        for key in short_keys:
-            self.add(key)
+        self.update(short_keys)
 
     def add(self, short_key: bytes) -> None:
         """Add one item (its short key)."""
-        h = item_hash(short_key)
-        check, w1, w2, w3, w4 = _words(h)
-        value = int.from_bytes(short_key, "big")
+        self.update((short_key,))
+
+    def update(self, short_keys: Iterable[bytes]) -> None:
+        """Add items (the loop of :meth:`add`, inlined: building the table
+        of a large group is a hash and seven updates per item)."""
         counts, keys, checks = self.counts, self.keys, self.checks
+        estimator = self.estimator
         full = FULL_SUBTABLE
-        for t, w in enumerate((w1, w2, w3)):
-            c = t * full + w % full
+        second, third = full, 2 * full
+        unpack = _UNPACK
+        blake2b = hashlib.blake2b
+        from_bytes = int.from_bytes
+        last = STRATA - 1
+        for short_key in short_keys:
+            h = blake2b(short_key, digest_size=24, person=_PERSON).digest()
+            check, w1, w2, w3, w4 = unpack(h)
+            value = from_bytes(short_key, "big")
+            c = w1 % full
             counts[c] += 1
             keys[c] ^= value
             checks[c] ^= check
-        self.estimator[_stratum(w4) * BUCKETS + h[20] % BUCKETS] ^= h[21]
+            c = second + w2 % full
+            counts[c] += 1
+            keys[c] ^= value
+            checks[c] ^= check
+            c = third + w3 % full
+            counts[c] += 1
+            keys[c] ^= value
+            checks[c] ^= check
+            stratum = (w4 & -w4).bit_length() - 1 if w4 else last
+            if stratum > last:
+                stratum = last
+            estimator[stratum * BUCKETS + h[20] % BUCKETS] ^= h[21]
 
     def table(self, subtable: int) -> bytes:
         """The encoded table of ``3 * subtable`` cells (a fold of ours)."""

@@ -4,6 +4,10 @@
   store): two sets share N items and each holds D more, ``scattered`` (the
   extra items' timestamps spread over the whole history) or ``recent`` (all
   newer than the shared history: two nodes that each wrote while apart).
+  Sketches (PROTOCOL 16.9) on, as between two current nodes; the
+  ``-split-only`` variant turns them off (fingerprint splitting alone).
+  The sketches' one-off build (a hash per item, at first use per group) is
+  reported apart (``sketch_build_seconds``), not in ``seconds``.
   Round trips until the initiator knows the whole difference, bytes of the
   reconcile Payloads both ways (encoded, without envelopes), and those bytes
   divided by the ids of the difference (2 D x 32 bytes).  D = 0 is the
@@ -77,7 +81,7 @@ def diff(shared: int, extra: int, case: str, sketch: bool = True) -> dict[str, f
     a = RangeIndex(common + only_a)
     b = RangeIndex(common + only_b)
     built = time.perf_counter()
-    if sketch:
+    if sketch and extra:
         a.sketch()  # built once per group, then kept up to date on append
         b.sketch()
     sketch_build = time.perf_counter() - built
@@ -250,9 +254,12 @@ def benchmarks(quick: bool) -> list[Benchmark]:
     joining = 1_000 if quick else 50_000
     out = [
         Benchmark(
-            name=f"reconcile.diff.{case}",
-            description=f"{shared:,} shared + {extra:,} each side, {case}: reconciler alone",
-            run=lambda case=case: diff(shared, extra, case),
+            name=f"reconcile.diff.{case}{'' if sketch else '-split-only'}",
+            description=(
+                f"{shared:,} shared + {extra:,} each side, {case}: reconciler alone"
+                + ("" if sketch else ", sketches off (PROTOCOL 16.9)")
+            ),
+            run=lambda case=case, sketch=sketch: diff(shared, extra, case, sketch),
             metrics={
                 "round_trips": "round trips",
                 "bytes": "B",
@@ -260,11 +267,13 @@ def benchmarks(quick: bool) -> list[Benchmark]:
                 "datagrams_out": "datagrams",
                 "datagrams_in": "datagrams",
                 "seconds": "s",
+                "sketches_decoded": "sketches",
+                "sketch_build_seconds": "s",
             },
             targets={"round_trips": "<= 4", "bytes_per_difference_id_byte": "<= 2"},
-            params={"shared": shared, "extra_each_side": extra, "case": case},
+            params={"shared": shared, "extra_each_side": extra, "case": case, "sketch": sketch},
         )
-        for case in ("scattered", "recent")
+        for case, sketch in (("scattered", True), ("recent", True), ("scattered", False))
     ]
     out.append(
         Benchmark(

@@ -114,6 +114,14 @@ least four round-trip times)."""
 GIVE_TRIES = 4
 """Times a give is streamed before it is left to the next reconciliation."""
 
+PATIENCE_CAP = 4.0
+"""Most times ``park_after`` a peer's parking silence grows to: a peer that
+keeps coming back from long gaps is parked after at most this."""
+
+PATIENCE_DECAY = 0.98
+"""Per payload heard after a short silence, the raised parking silence
+shrinks by this factor (back to ``park_after`` after about 70 such)."""
+
 _PARKED = b"2"
 """Mark value: the peer was parked; reconcile the group when it is back."""
 
@@ -160,6 +168,17 @@ class Catchup:
         self._interval = config.reconcile_interval
         self._me = config.node_id
         self._park_after = config.park_after
+        self._waiting: dict[bytes, float] = {}
+        """Per peer, when we first sent it something since we last heard it."""
+        self._patience: dict[bytes, float] = {}
+        """Per peer, the silence after which it is parked: ``park_after``,
+        raised to twice a wait for its answer that ended with one (up to
+        ``PATIENCE_CAP`` times ``park_after``), so that a peer behind a
+        lossy link, heard between long gaps, is not taken for an absent
+        one again and again (each parking drops its records, which only a
+        reconciliation -- several round trips through the loss -- brings
+        back).  It decays back towards ``park_after`` while the peer is
+        heard often."""
         self._supports: dict[bytes, bool] = {}
         self._runs: dict[tuple[bytes, bytes], _Run] = {}
         self._failures: dict[tuple[bytes, bytes], float] = {}
@@ -250,12 +269,33 @@ class Catchup:
             self._reconcile_all(peer, now)
         elif silence is not None and silence > self._park_after:
             self._reconcile_all(peer, now)  # back after a long absence
+        waited = self._waiting.pop(peer, None)
+        self._learn_patience(peer, None if waited is None else now - waited)
         for message in payload.reconcile:
             self._engine.stats["reconcile_in"] += 1
             if message.reply:
                 self._on_reply(peer, message, now)
             else:
                 self._on_query(peer, message, now)
+
+    def _learn_patience(self, peer: bytes, silence: float | None) -> None:
+        """``silence``: how long we waited for the peer to answer anything
+        since we last sent it something (None: we sent nothing since we
+        last heard it, so its silence was idleness, which says nothing)."""
+        if silence is None:
+            return
+        base = self._park_after
+        patience = self._patience.get(peer, base)
+        if silence > base / 2:
+            # Heard after a long gap: that gap was loss (or a short
+            # absence), not a departure; wait longer before parking it.
+            patience = min(PATIENCE_CAP * base, max(patience, 2 * silence))
+        else:
+            patience = max(base, patience * PATIENCE_DECAY)
+        if patience > base:
+            self._patience[peer] = patience
+        else:
+            self._patience.pop(peer, None)
 
     def on_acks(self, peer: bytes, acks: list[bytes], now: float) -> None:
         """The peer ACKed ``acks``: streamed gives among them are settled,
@@ -475,7 +515,7 @@ class Catchup:
         for peer, speaks in self._supports.items():
             if speaks and peer not in self._parked:
                 heard = engine.last_heard(peer)
-                if heard is not None and now - heard > self._park_after:
+                if heard is not None and now - heard > self._patience.get(peer, self._park_after):
                     self._park(peer, now)
         if self._parked:
             self._drop_parked_records(now)
@@ -539,7 +579,7 @@ class Catchup:
         for peer, speaks in self._supports.items():
             heard = engine.last_heard(peer)
             if speaks and peer not in self._parked and heard is not None:
-                times.append(heard + self._park_after + 1e-6)
+                times.append(heard + self._patience.get(peer, self._park_after) + 1e-6)
         return min(times) if times else None
 
     def pending(self, peer: bytes) -> bool:
@@ -558,6 +598,7 @@ class Catchup:
         """Before the engine picks records for ``peer``: stream queued
         differences as MESSAGEs, and add reconcile messages and features."""
         payload.features |= FEATURE_RECONCILE | FEATURE_SKETCH
+        self._waiting.setdefault(peer, now)  # an answer measures the gap
         for key in [k for k in self._give if k[1] == peer]:
             self._feed_gives(key, payload, now)
         out = self._out.pop(peer, None)

@@ -102,7 +102,7 @@ class RangeIndex:
 
     def sketch(self) -> Sketch:
         """The group's set-difference summary (:mod:`mvds.store.sketch`),
-        built on first use (a hash per item: ~4 s at a million) and kept up
+        built on first use (a hash per item: about 2 s at a million) and kept up
         to date on every add after that."""
         if self._sketch is None:
             self._sketch = Sketch(key[:SHORT_KEY] for key in self)

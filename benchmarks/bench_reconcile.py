@@ -189,6 +189,10 @@ def join(count: int, reconcile: bool) -> dict[str, float]:
             "messages_per_s": count / elapsed,
             "wire_bytes_per_message": wire / count,
             "peak_records": peak[0],
+            # Sent again (a datagram lost, or an ACK late): records
+            # retransmitted and streamed gives resent.
+            "resent": status["engine"].get("retransmissions", 0)
+            + status["engine"].get("reconcile_gives_resent", 0),
         }
     finally:
         for daemon in daemons:
@@ -295,7 +299,7 @@ def benchmarks(quick: bool) -> list[Benchmark]:
                 run=lambda reconcile=reconcile: join(joining, reconcile),
                 metrics={"seconds": "s", "messages_per_s": "msg/s",
                          "wire_bytes_per_message": "B/msg", "peak_records": "records",
-                         "peak_inflight_gives": "messages"},
+                         "peak_inflight_gives": "messages", "resent": "messages"},
                 targets={"peak_inflight_gives": "<= max_inflight (1,024)" if reconcile else ""},
                 params={"messages": joining, "body_bytes": 256, "reconcile": reconcile},
             )

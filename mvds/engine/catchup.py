@@ -24,6 +24,10 @@ records, paced like every other record:
   peer is O(groups), and nothing is sent to it but the reconciliation
   queries that probe for it (backing off up to ``reconcile_interval``).
   Anything from it unparks it; its marked groups are then reconciled.
+  A peer that answered only after a long wait (a lossy link, not an
+  absence) is given up to ``PATIENCE_CAP`` times longer before it is
+  parked again; dropping records for a parked peer always leaves its
+  durable mark, so a restart does not forget the news it lacks.
 * **Anti-entropy**: each (group, peer) again ``reconcile_interval`` seconds
   after its last completed session.  In sync, that is one fingerprint each
   way.
@@ -119,7 +123,7 @@ PATIENCE_CAP = 4.0
 keeps coming back from long gaps is parked after at most this."""
 
 PATIENCE_DECAY = 0.98
-"""Per payload heard after a short silence, the raised parking silence
+"""Per answer that came after a short wait, the raised parking silence
 shrinks by this factor (back to ``park_after`` after about 70 such)."""
 
 _PARKED = b"2"
@@ -254,6 +258,8 @@ class Catchup:
                 del self._runs[key]
             for key in [k for k in self._failures if k[1] == peer]:
                 del self._failures[key]
+        waited = self._waiting.pop(peer, None)
+        self._learn_patience(peer, None if waited is None else now - waited)
         speaks = bool(payload.features & FEATURE_RECONCILE)
         known = self._supports.get(peer)
         self._supports[peer] = speaks
@@ -269,8 +275,6 @@ class Catchup:
             self._reconcile_all(peer, now)
         elif silence is not None and silence > self._park_after:
             self._reconcile_all(peer, now)  # back after a long absence
-        waited = self._waiting.pop(peer, None)
-        self._learn_patience(peer, None if waited is None else now - waited)
         for message in payload.reconcile:
             self._engine.stats["reconcile_in"] += 1
             if message.reply:
@@ -287,7 +291,7 @@ class Catchup:
         base = self._park_after
         patience = self._patience.get(peer, base)
         if silence > base / 2:
-            # Heard after a long gap: that gap was loss (or a short
+            # Answered after a long wait: that was loss (or a short
             # absence), not a departure; wait longer before parking it.
             patience = min(PATIENCE_CAP * base, max(patience, 2 * silence))
         else:

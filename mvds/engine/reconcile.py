@@ -519,7 +519,11 @@ class Session:
     def _on_sketch(self, r: Range) -> list[ReconcileMessage]:
         """Collect a SKETCH slice; once the table is whole, decode it."""
         size = r.cells
-        if size not in sk.SIZES or (self._slices and size not in self._slices):
+        if (
+            size not in sk.SIZES
+            or size < (self._estimating or 0)  # an answer to an earlier ask
+            or (self._slices and size not in self._slices)
+        ):
             return []  # one table at a time (memory is bounded by one)
         parts = self._slices.setdefault(size, {})
         parts[r.offset] = r.sketch

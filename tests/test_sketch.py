@@ -250,3 +250,33 @@ def test_an_estimate_of_part_of_the_group_is_split():
     assert all(m.ranges[0].mode is Mode.SKETCH and m.reply for m in sketches)
     cells = b"".join(m.ranges[0].sketch for m in sketches)
     assert len(cells) == 3 * sketches[0].ranges[0].cells * sk.CELL_SIZE
+
+
+def test_an_earlier_tables_slices_arriving_late_are_ignored():
+    """The first table did not decode; while the larger one is on its way,
+    duplicates of the first arrive again: they must not block it."""
+    common, only_a, only_b = _sets(SKETCH_MIN_ITEMS, 300, 300, 8)
+    a = RangeIndex(common + only_a)
+    b = RangeIndex(common + only_b)
+    seen: list = []
+    original = sk.estimate
+    calls = []
+
+    def low_then_true(ours, theirs):
+        calls.append(1)
+        return 30.0 if len(calls) == 1 else original(ours, theirs)
+
+    def replay_old(replies):
+        tables = [r for r in replies if r.ranges[0].mode is Mode.SKETCH]
+        if tables and not seen:
+            seen.extend(tables)
+            return replies
+        return (seen if tables else []) + replies
+
+    sk.estimate = low_then_true
+    try:
+        session, _, _ = _run(a, b, drop=replay_old)
+    finally:
+        sk.estimate = original
+    _exact(session, only_a, only_b)
+    assert session.sketches == 1 and len(calls) == 2

@@ -4,6 +4,10 @@
   store): two sets share N items and each holds D more, ``scattered`` (the
   extra items' timestamps spread over the whole history) or ``recent`` (all
   newer than the shared history: two nodes that each wrote while apart).
+  Sketches (PROTOCOL 16.9) on, as between two current nodes; the
+  ``-split-only`` variant turns them off (fingerprint splitting alone).
+  The sketches' one-off build (a hash per item, at first use per group) is
+  reported apart (``sketch_build_seconds``), not in ``seconds``.
   Round trips until the initiator knows the whole difference, bytes of the
   reconcile Payloads both ways (encoded, without envelopes), and those bytes
   divided by the ids of the difference (2 D x 32 bytes).  D = 0 is the
@@ -72,12 +76,17 @@ def _payload_sizes(messages) -> tuple[int, int]:
     return sum(map(len, chunks)), len(chunks)
 
 
-def diff(shared: int, extra: int, case: str) -> dict[str, float]:
+def diff(shared: int, extra: int, case: str, sketch: bool = True) -> dict[str, float]:
     common, only_a, only_b = _sets(shared, extra, case)
     a = RangeIndex(common + only_a)
     b = RangeIndex(common + only_b)
+    built = time.perf_counter()
+    if sketch and extra:
+        a.sketch()  # built once per group, then kept up to date on append
+        b.sketch()
+    sketch_build = time.perf_counter() - built
     started = time.perf_counter()
-    session = Session(b"\x00" * 32, a)
+    session = Session(b"\x00" * 32, a, sketch=sketch)
     queries = session.start()
     round_trips = 0
     out_bytes = in_bytes = out_datagrams = in_datagrams = 0
@@ -98,7 +107,9 @@ def diff(shared: int, extra: int, case: str) -> dict[str, float]:
         lo, hi = a.rank(g.lower), a.rank(g.upper) if g.upper != b"\xff" * 41 else len(a)
         given |= {key_id(k) for k in a.keys(lo, hi) if key_id(k) not in g.exclude}
     assert given == {key_id(k) for k in only_a}, "wrong difference"
-    assert set(session.need) == {key_id(k) for k in only_b}, "wrong difference"
+    assert set(session.need) | set(session.need_keys) == (
+        {key_id(k) for k in only_b} if not session.need_keys else {k[:16] for k in only_b}
+    ), "wrong difference"
     total = out_bytes + in_bytes
     difference = 2 * extra * 32
     return {
@@ -108,6 +119,8 @@ def diff(shared: int, extra: int, case: str) -> dict[str, float]:
         "datagrams_out": out_datagrams,
         "datagrams_in": in_datagrams,
         "seconds": elapsed,
+        "sketches_decoded": session.sketches,
+        "sketch_build_seconds": sketch_build,
     }
 
 
@@ -176,6 +189,10 @@ def join(count: int, reconcile: bool) -> dict[str, float]:
             "messages_per_s": count / elapsed,
             "wire_bytes_per_message": wire / count,
             "peak_records": peak[0],
+            # Sent again (a datagram lost, or an ACK late): records
+            # retransmitted and streamed gives resent.
+            "resent": status["engine"].get("retransmissions", 0)
+            + status["engine"].get("reconcile_gives_resent", 0),
         }
     finally:
         for daemon in daemons:
@@ -241,9 +258,12 @@ def benchmarks(quick: bool) -> list[Benchmark]:
     joining = 1_000 if quick else 50_000
     out = [
         Benchmark(
-            name=f"reconcile.diff.{case}",
-            description=f"{shared:,} shared + {extra:,} each side, {case}: reconciler alone",
-            run=lambda case=case: diff(shared, extra, case),
+            name=f"reconcile.diff.{case}{'' if sketch else '-split-only'}",
+            description=(
+                f"{shared:,} shared + {extra:,} each side, {case}: reconciler alone"
+                + ("" if sketch else ", sketches off (PROTOCOL 16.9)")
+            ),
+            run=lambda case=case, sketch=sketch: diff(shared, extra, case, sketch),
             metrics={
                 "round_trips": "round trips",
                 "bytes": "B",
@@ -251,11 +271,13 @@ def benchmarks(quick: bool) -> list[Benchmark]:
                 "datagrams_out": "datagrams",
                 "datagrams_in": "datagrams",
                 "seconds": "s",
+                "sketches_decoded": "sketches",
+                "sketch_build_seconds": "s",
             },
             targets={"round_trips": "<= 4", "bytes_per_difference_id_byte": "<= 2"},
-            params={"shared": shared, "extra_each_side": extra, "case": case},
+            params={"shared": shared, "extra_each_side": extra, "case": case, "sketch": sketch},
         )
-        for case in ("scattered", "recent")
+        for case, sketch in (("scattered", True), ("recent", True), ("scattered", False))
     ]
     out.append(
         Benchmark(
@@ -277,7 +299,7 @@ def benchmarks(quick: bool) -> list[Benchmark]:
                 run=lambda reconcile=reconcile: join(joining, reconcile),
                 metrics={"seconds": "s", "messages_per_s": "msg/s",
                          "wire_bytes_per_message": "B/msg", "peak_records": "records",
-                         "peak_inflight_gives": "messages"},
+                         "peak_inflight_gives": "messages", "resent": "messages"},
                 targets={"peak_inflight_gives": "<= max_inflight (1,024)" if reconcile else ""},
                 params={"messages": joining, "body_bytes": 256, "reconcile": reconcile},
             )

@@ -32,6 +32,7 @@ from mvds.ids import _ID_DOMAIN, _pack_timestamp, _sha256
 
 __all__ = [
     "FEATURE_RECONCILE",
+    "FEATURE_SKETCH",
     "Message",
     "Mode",
     "Payload",
@@ -148,6 +149,14 @@ class Message:
 FEATURE_RECONCILE = 1
 """Bit of ``Payload.features``: the sender answers and sends Reconcile."""
 
+FEATURE_SKETCH = 2
+"""Bit of ``Payload.features``: the sender also answers ESTIMATE ranges with
+SKETCH ranges (docs/PROTOCOL.md section 16.9)."""
+
+ESTIMATOR_BYTES = 768
+SKETCH_CELL_BYTES = 21
+SKETCH_MAX_CELLS = 3 * 2520
+
 RECONCILE_INFINITY = b"\xff" * 41
 """The bound key above every item (see :mod:`mvds.store.rangeindex`)."""
 
@@ -161,6 +170,8 @@ class Mode(IntEnum):
     FINGERPRINT = 1
     IDLIST = 2
     IDLIST_REPLY = 3
+    ESTIMATE = 4
+    SKETCH = 5
 
 
 @dataclass(slots=True)
@@ -179,6 +190,13 @@ class Range:
     missing: bytes = b""
     """IDLIST_REPLY: bit ``i`` (byte ``i // 8``, bit ``i % 8``, least
     significant first) set when the replier lacks the list's ``i``-th id."""
+    sketch: bytes = b""
+    """ESTIMATE: the sender's strata estimator; SKETCH: cells of a table."""
+    cells: int = 0
+    """ESTIMATE: the smallest sub-table size wanted (0: the responder's
+    choice); SKETCH: the table's sub-table size."""
+    offset: int = 0
+    """SKETCH: index of the first cell in ``sketch``."""
 
 
 @dataclass(slots=True)
@@ -339,6 +357,12 @@ def _range_encoding(r: Range) -> bytes:
         parts.append(_length_delimited(b"\x32", identifier))
     if r.missing:
         parts.append(_length_delimited(b"\x3a", r.missing))
+    if r.sketch:
+        parts.append(_length_delimited(b"\x42", r.sketch))
+    if r.cells:
+        parts.append(b"\x48" + _varint(r.cells))
+    if r.offset:
+        parts.append(b"\x50" + _varint(r.offset))
     return b"".join(parts)
 
 
@@ -489,11 +513,20 @@ def _reconcile_from(index: int, pr: "_pb.Reconcile") -> ReconcileMessage:
             upper = _bound_key(at, prange.timestamp, prange.id)
         if upper <= previous:
             raise WireError(f"{at}: bounds must increase")
-        if prange.mode > Mode.IDLIST_REPLY:
+        if prange.mode > Mode.SKETCH:
             raise WireError(f"{at}: unknown mode {prange.mode}")
         mode = Mode(prange.mode)
         if mode is Mode.FINGERPRINT and len(prange.fingerprint) != 16:
             raise WireError(f"{at}: a fingerprint is 16 bytes")
+        if mode is Mode.ESTIMATE and len(prange.sketch) != ESTIMATOR_BYTES:
+            raise WireError(f"{at}: an estimator is {ESTIMATOR_BYTES} bytes")
+        if mode is Mode.SKETCH and (
+            not prange.sketch
+            or len(prange.sketch) % SKETCH_CELL_BYTES
+            or 3 * prange.cells > SKETCH_MAX_CELLS
+            or prange.offset + len(prange.sketch) // SKETCH_CELL_BYTES > 3 * prange.cells
+        ):
+            raise WireError(f"{at}: a sketch slice must be whole cells within its table")
         ranges.append(
             Range(
                 upper,
@@ -501,6 +534,9 @@ def _reconcile_from(index: int, pr: "_pb.Reconcile") -> ReconcileMessage:
                 prange.fingerprint,
                 _check_ids(f"{at} id", prange.ids),
                 prange.missing,
+                prange.sketch,
+                prange.cells,
+                prange.offset,
             )
         )
         previous = upper

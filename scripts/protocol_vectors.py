@@ -18,7 +18,16 @@ from mvds.secure.envelope import TYPE_RETIRED_STATIC
 from mvds.secure.keys import direction_key
 from mvds.engine.reconcile import INFINITY, MIN_BOUND, Session, fingerprint_of_ids, respond
 from mvds.store.rangeindex import RangeIndex, make_key
-from mvds.wire import FEATURE_RECONCILE, Message, Mode, Payload, Range, ReconcileMessage, encode_payload
+from mvds.wire import (
+    FEATURE_RECONCILE,
+    FEATURE_SKETCH,
+    Message,
+    Mode,
+    Payload,
+    Range,
+    ReconcileMessage,
+    encode_payload,
+)
 
 # RFC 7748 section 6.1: implementers can check their X25519 against the RFC too.
 ALICE_PRIVATE = bytes.fromhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
@@ -85,6 +94,33 @@ def reconcile_vectors() -> dict[str, Payload]:
     }
 
 
+def sketch_vectors() -> dict[str, bytes]:
+    """Section 16.9: the per-item hash of the ``message_id`` vector's item,
+    the ESTIMATE query of a holder of the twenty items of
+    ``reconcile_split_reply``, and their table at sub-table size 16."""
+    import hashlib
+
+    from mvds.store import sketch
+
+    vector_key = make_key(1700000000, message_id(GROUP, 1700000000, b"hello world"))
+    twenty = RangeIndex(
+        [make_key(1700000000 + i, hashlib.sha256(i.to_bytes(8, "little")).digest()) for i in range(20)]
+    )
+    estimate = ReconcileMessage(
+        GROUP,
+        MIN_BOUND,
+        [Range(INFINITY, Mode.ESTIMATE, sketch=bytes(twenty.sketch().estimator))],
+    )
+    return {
+        "sketch_short_key": vector_key[:16],
+        "sketch_item_hash": sketch.item_hash(vector_key[:16]),
+        "reconcile_estimate_query": encode_payload(
+            Payload(features=FEATURE_RECONCILE | FEATURE_SKETCH, reconcile=[estimate])
+        ),
+        "sketch_table_16": twenty.sketch().table(16),
+    }
+
+
 def _seal_at(sender: Identity, receiver: Identity, counter: int, payload: bytes) -> bytes:
     """The retired static-key envelope (type 0x01), kept only to reproduce
     the document's historic vectors: mvds no longer seals or opens it."""
@@ -126,6 +162,7 @@ def vectors() -> dict[str, bytes]:
             [message_id(GROUP, 1700000000, b"hello world"), bytes([0x11]) * 32]
         ),
         **{name: encode_payload(p) for name, p in reconcile_vectors().items()},
+        **sketch_vectors(),
     }
 
 

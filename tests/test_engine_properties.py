@@ -22,7 +22,7 @@ profile is derandomized by default, so failures reproduce.
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from harness import GROUP, GROUP2, Net, peer
@@ -102,6 +102,12 @@ def scenarios(draw):
         "duplicate": draw(st.sampled_from([0.0, 0.1, 0.3])),
         "jitter": draw(st.sampled_from([0.0, 0.05, 1.5])),
     }
+
+
+def _node(reconcile: bool, crashes=(), offline=()) -> dict:
+    """One node of a fixed scenario: batch mode, causal delivery, window 2."""
+    return {"mode": Mode.BATCH, "delivery": Delivery.CAUSAL, "max_inflight": 2,
+            "reconcile": reconcile, "crashes": list(crashes), "offline": list(offline)}
 
 
 def run_scenario(sc):
@@ -187,6 +193,28 @@ def run_scenario(sc):
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(scenarios())
+@example(  # found at 400 examples: news for a parked peer, then a restart
+    sc={
+        "names": "ABCDE",
+        "edges": [("A", "B"), ("A", "C"), ("A", "D"), ("A", "E")],
+        "late": [],
+        "edges2": [],
+        "members2": "",
+        "nodes": {
+            "A": _node(True),
+            "B": _node(True, crashes=[25.0]),
+            "C": _node(False),
+            "D": _node(False),
+            "E": _node(False),
+        },
+        "appends": [(24.0, "B", False)],
+        "second_group": False,
+        "seed": 0,
+        "loss": 0.0,
+        "duplicate": 0.0,
+        "jitter": 0.0,
+    }
+)
 def test_engines_converge_exactly_once_in_causal_order(sc):
     net, appended, own = run_scenario(sc)
     for name in sc["names"]:
@@ -250,11 +278,6 @@ def test_a_known_hard_case_reproduces():
         assert net.engines[name].is_quiet()
     assert any(info["group"] == GROUP2 for info in appended.values())
     assert peer("A") != peer("B")
-
-
-def _node(reconcile: bool, crashes=(), offline=()) -> dict:
-    return {"mode": Mode.BATCH, "delivery": Delivery.CAUSAL, "max_inflight": 2,
-            "reconcile": reconcile, "crashes": list(crashes), "offline": list(offline)}
 
 
 def test_a_parked_peer_is_always_probed():

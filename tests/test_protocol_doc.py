@@ -165,13 +165,14 @@ def test_section_16_schema_is_the_committed_proto(name):
 def test_section_16_extension_fields_and_key_bytes():
     from mvds.engine.reconcile import BUCKETS, IDLIST_THRESHOLD
     from mvds.engine.catchup import NEGOTIATE_TIMEOUT
-    from mvds.wire import FEATURE_RECONCILE
+    from mvds.wire import FEATURE_RECONCILE, FEATURE_SKETCH
 
     proto = (ROOT / "proto" / "mvds.proto").read_text()
     section = _section(16)
     for field in ("uint32 features = 10", "repeated Reconcile reconcile = 11"):
         assert field in proto and field in section
     assert FEATURE_RECONCILE == 1 and "bit 0 (value 1)" in section
+    assert FEATURE_SKETCH == 2 and "bit 1 (value 2)" in section
     assert f"**{BUCKETS} sub-ranges**" in section and f"more than\n{IDLIST_THRESHOLD} items" in section
     assert f"says nothing within {NEGOTIATE_TIMEOUT:.0f} s" in section
     # Every key byte in the table is (field number << 3) | wire type.
@@ -182,7 +183,7 @@ def test_section_16_extension_fields_and_key_bytes():
         for kind, name, number in re.findall(r"^\s*(?:repeated )?(\w+) (\w+) = (\d+);", body, re.M):
             numbers[f"{message}.{name}"] = (kind, int(number))
     rows = re.findall(r"^\| (\w+\.\w+)\s+\| `0x([0-9a-f]{2})`", section, re.M)
-    assert len(rows) == 14
+    assert len(rows) == 17
     for field, key in rows:
         kind, number = numbers[field]
         wire_type = 0 if kind in ("uint32", "int64", "bool") else 2
@@ -212,3 +213,30 @@ def test_section_16_vectors_decode_as_documented():
     (answer,) = decode_payload(VECTORS["reconcile_idlist_reply"]).reconcile
     (a,) = answer.ranges
     assert (a.mode, a.ids, a.missing) == (Mode.IDLIST_REPLY, [b"\x33" * 32], b"\x02")
+
+
+def test_section_16_9_sketch_vectors_recomputed_from_the_construction():
+    """The item hash is BLAKE2b as the section says; the table of the
+    twenty items minus the table of nineteen of them decodes to the one."""
+    import hashlib
+
+    from mvds.store import sketch
+    from mvds.store.rangeindex import make_key
+
+    section = _section(16)
+    assert "digest_size = 24" in section and '"mvds-rbsr-sketch"' in section
+    short = VECTORS["sketch_short_key"]
+    assert short == make_key(1700000000, VECTORS["message_id"])[:16]
+    assert VECTORS["sketch_item_hash"] == hashlib.blake2b(
+        short, digest_size=24, person=b"mvds-rbsr-sketch"
+    ).digest()
+    keys = [
+        make_key(1700000000 + i, hashlib.sha256(i.to_bytes(8, "little")).digest())[:16]
+        for i in range(20)
+    ]
+    table = VECTORS["sketch_table_16"]
+    assert len(table) == 3 * 16 * 21
+    assert sketch.decode(table, sketch.table_of(keys[1:], 16)) == ([keys[0]], [])
+    estimate = decode_payload(VECTORS["reconcile_estimate_query"])
+    assert estimate.features == 3
+    assert len(estimate.reconcile[0].ranges[0].sketch) == 12 * 64

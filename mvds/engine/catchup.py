@@ -24,6 +24,10 @@ records, paced like every other record:
   peer is O(groups), and nothing is sent to it but the reconciliation
   queries that probe for it (backing off up to ``reconcile_interval``).
   Anything from it unparks it; its marked groups are then reconciled.
+  A peer that answered only after a long wait (a lossy link, not an
+  absence) is given up to ``PATIENCE_CAP`` times longer before it is
+  parked again; dropping records for a parked peer always leaves its
+  durable mark, so a restart does not forget the news it lacks.
 * **Anti-entropy**: each (group, peer) again ``reconcile_interval`` seconds
   after its last completed session.  In sync, that is one fingerprint each
   way.
@@ -68,7 +72,13 @@ from typing import TYPE_CHECKING
 from mvds.engine.reconcile import INFINITY, Session, respond
 from mvds.engine.records import UNKNOWN_GROUP, Mode, Record, RecordType
 from mvds.store.rangeindex import key_id
-from mvds.wire import FEATURE_RECONCILE, Mode as RangeMode, Payload, ReconcileMessage
+from mvds.wire import (
+    FEATURE_RECONCILE,
+    FEATURE_SKETCH,
+    Mode as RangeMode,
+    Payload,
+    ReconcileMessage,
+)
 
 if TYPE_CHECKING:
     from mvds.engine.engine import Engine
@@ -108,6 +118,14 @@ least four round-trip times)."""
 GIVE_TRIES = 4
 """Times a give is streamed before it is left to the next reconciliation."""
 
+PATIENCE_CAP = 4.0
+"""Most times ``park_after`` a peer's parking silence grows to: a peer that
+keeps coming back from long gaps is parked after at most this."""
+
+PATIENCE_DECAY = 0.98
+"""Per answer that came after a short wait, the raised parking silence
+shrinks by this factor (back to ``park_after`` after about 70 such)."""
+
 _PARKED = b"2"
 """Mark value: the peer was parked; reconcile the group when it is back."""
 
@@ -117,6 +135,9 @@ class _Run:
     session: Session
     deadline: float
     timeout: float
+    stale: bool = False
+    """Records for the peer were dropped (parked) while it ran: its answers
+    may predate them, so its completion keeps the mark and looks again."""
 
 
 @dataclass
@@ -151,6 +172,17 @@ class Catchup:
         self._interval = config.reconcile_interval
         self._me = config.node_id
         self._park_after = config.park_after
+        self._waiting: dict[bytes, float] = {}
+        """Per peer, when we first sent it something since we last heard it."""
+        self._patience: dict[bytes, float] = {}
+        """Per peer, the silence after which it is parked: ``park_after``,
+        raised to twice a wait for its answer that ended with one (up to
+        ``PATIENCE_CAP`` times ``park_after``), so that a peer behind a
+        lossy link, heard between long gaps, is not taken for an absent
+        one again and again (each parking drops its records, which only a
+        reconciliation -- several round trips through the loss -- brings
+        back).  It decays back towards ``park_after`` while the peer is
+        heard often."""
         self._supports: dict[bytes, bool] = {}
         self._runs: dict[tuple[bytes, bytes], _Run] = {}
         self._failures: dict[tuple[bytes, bytes], float] = {}
@@ -165,6 +197,8 @@ class Catchup:
         """Peers asked whether they speak it: (next hello, wait after it).  A
         hello can be lost: until the peer answers, it is repeated at 0.5,
         1, 2, 4 ... seconds (a few datagrams before the deadline)."""
+        self._sketches: dict[bytes, bool] = {}
+        """Peers that answer ESTIMATE ranges with sketches (16.9)."""
         self._parked: set[bytes] = set()
         """Peers silent longer than ``park_after``: no records are kept for
         them, one mark per (group, peer) says "reconcile when back"."""
@@ -224,9 +258,12 @@ class Catchup:
                 del self._runs[key]
             for key in [k for k in self._failures if k[1] == peer]:
                 del self._failures[key]
+        waited = self._waiting.pop(peer, None)
+        self._learn_patience(peer, None if waited is None else now - waited)
         speaks = bool(payload.features & FEATURE_RECONCILE)
         known = self._supports.get(peer)
         self._supports[peer] = speaks
+        self._sketches[peer] = bool(payload.features & FEATURE_SKETCH)
         if not speaks:
             if known is not False:
                 self._plain(peer, now)
@@ -244,6 +281,25 @@ class Catchup:
                 self._on_reply(peer, message, now)
             else:
                 self._on_query(peer, message, now)
+
+    def _learn_patience(self, peer: bytes, silence: float | None) -> None:
+        """``silence``: how long we waited for the peer to answer anything
+        since we last sent it something (None: we sent nothing since we
+        last heard it, so its silence was idleness, which says nothing)."""
+        if silence is None:
+            return
+        base = self._park_after
+        patience = self._patience.get(peer, base)
+        if silence > base / 2:
+            # Answered after a long wait: that was loss (or a short
+            # absence), not a departure; wait longer before parking it.
+            patience = min(PATIENCE_CAP * base, max(patience, 2 * silence))
+        else:
+            patience = max(base, patience * PATIENCE_DECAY)
+        if patience > base:
+            self._patience[peer] = patience
+        else:
+            self._patience.pop(peer, None)
 
     def on_acks(self, peer: bytes, acks: list[bytes], now: float) -> None:
         """The peer ACKed ``acks``: streamed gives among them are settled,
@@ -297,8 +353,11 @@ class Catchup:
             self._done_at[key] = now
             self._failures.pop(key, None)
             self._engine.stats["reconcile_sessions_done"] += 1
+            self._engine.stats["reconcile_sketches_decoded"] += run.session.sketches
             self._next_round[key] = now + self._interval * (1 if self._leads(peer) else 2)
-            if key in self._give:
+            if run.stale:
+                self._next_round[key] = now  # it may have missed dropped news
+            elif key in self._give:
                 # What it found is still to be given, from memory: a durable
                 # mark covers it until it is (a restart that loses the queue
                 # then hellos the peer and syncs the group again, by
@@ -338,7 +397,10 @@ class Catchup:
             self._clear_history(group_id, peer)
             self._next_round[key] = now + self._interval * (1 if self._leads(peer) else 2)
             return
-        session = Session(group_id, index)
+        # A sketch answer is many datagrams, all needed: after a session
+        # timed out (loss), the next ones split (each datagram on its own).
+        sketch = self._sketches.get(peer, False) and key not in self._failures
+        session = Session(group_id, index, sketch=sketch)
         timeout = self._failures.get(key, FIRST_TIMEOUT)
         self._runs[key] = _Run(session, now + timeout, timeout)
         self._next_round.pop(key, None)
@@ -434,8 +496,19 @@ class Catchup:
             self._engine._next_due_stale = True
             for group_id in groups:
                 key = (group_id, peer)
+                # The dropped records stood for news the peer lacks: a
+                # durable mark must stand for it now (an earlier probe that
+                # found nothing to give cleared the parking mark), or a
+                # restart forgets it and a quiet peer never gets it.
+                if key not in self._history:
+                    self._history.add(key)
+                    store.set_meta(_history_key(group_id, peer), _PARKED)
+                run = self._runs.get(key)
+                if run is not None:
+                    run.stale = True
+                    continue
                 at = now + self._failures.get(key, FIRST_TIMEOUT)
-                if key not in self._runs and self._next_round.get(key, at + 1) > at:
+                if self._next_round.get(key, at + 1) > at:
                     self._next_round[key] = at
 
     def tick(self, now: float) -> None:
@@ -446,7 +519,7 @@ class Catchup:
         for peer, speaks in self._supports.items():
             if speaks and peer not in self._parked:
                 heard = engine.last_heard(peer)
-                if heard is not None and now - heard > self._park_after:
+                if heard is not None and now - heard > self._patience.get(peer, self._park_after):
                     self._park(peer, now)
         if self._parked:
             self._drop_parked_records(now)
@@ -510,7 +583,7 @@ class Catchup:
         for peer, speaks in self._supports.items():
             heard = engine.last_heard(peer)
             if speaks and peer not in self._parked and heard is not None:
-                times.append(heard + self._park_after + 1e-6)
+                times.append(heard + self._patience.get(peer, self._park_after) + 1e-6)
         return min(times) if times else None
 
     def pending(self, peer: bytes) -> bool:
@@ -528,7 +601,8 @@ class Catchup:
     def fill(self, peer: bytes, payload: Payload, now: float) -> None:
         """Before the engine picks records for ``peer``: stream queued
         differences as MESSAGEs, and add reconcile messages and features."""
-        payload.features |= FEATURE_RECONCILE
+        payload.features |= FEATURE_RECONCILE | FEATURE_SKETCH
+        self._waiting.setdefault(peer, now)  # an answer measures the gap
         for key in [k for k in self._give if k[1] == peer]:
             self._feed_gives(key, payload, now)
         out = self._out.pop(peer, None)

@@ -36,6 +36,8 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from typing import Callable, Iterable, Iterator
 
+from mvds.store.sketch import SHORT_KEY, Sketch
+
 BLOCK = 256
 """Most keys per block.  Smaller blocks make partial sums cheaper and the
 block prefix longer; 256 keeps both well under a millisecond at a million."""
@@ -73,7 +75,7 @@ class RangeIndex:
 
     __slots__ = (
         "_blocks", "_maxes", "_sums", "_prefix_count", "_prefix_sum", "_dirty", "_size",
-        "_has_id", "_ids",
+        "_has_id", "_ids", "_sketch",
     )
 
     def __init__(
@@ -96,6 +98,15 @@ class RangeIndex:
         self._dirty = 0
         """Blocks from this index on have stale prefix entries."""
         self._size = len(ordered)
+        self._sketch: Sketch | None = None
+
+    def sketch(self) -> Sketch:
+        """The group's set-difference summary (:mod:`mvds.store.sketch`),
+        built on first use (a hash per item: about 2 s at a million) and kept up
+        to date on every add after that."""
+        if self._sketch is None:
+            self._sketch = Sketch(key[:SHORT_KEY] for key in self)
+        return self._sketch
 
     def __len__(self) -> int:
         return self._size
@@ -148,6 +159,8 @@ class RangeIndex:
                 self._sums[b] -= right_sum
                 self._sums.insert(b + 1, right_sum)
         self._size += 1
+        if self._sketch is not None:
+            self._sketch.add(key[:SHORT_KEY])
         if self._ids is not None:
             self._ids.add(key[8:])
         if b < self._dirty:

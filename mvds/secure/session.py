@@ -489,6 +489,20 @@ class SessionManager:
         send.clear(), recv.clear()
         self._sessions[local_index] = session
         self._install(peer, session, addr, now)
+        if peer.next is not None:
+            # We answered one of the peer's initiations, unconfirmed so far,
+            # and our own handshake completed after it: ours is the newer, and
+            # the answered one must never become current later (the peer may
+            # already use it, so it keeps receiving, as the previous session).
+            # Promoting it on its first datagram would leave the two sides
+            # each sending on a session the other holds only as previous, and
+            # both directions dead once that expires (WireGuard demotes the
+            # same way).
+            demoted, peer.next = peer.next, None
+            if peer.previous is not None:
+                self._erase(peer.previous)
+            peer.previous = demoted
+            peer.previous_until = now + KEEP_PREVIOUS_S
         paths = peer.paths
         if same_address(addr, paths.endpoint):
             if paths.validate(addr, now):
@@ -554,6 +568,9 @@ class SessionManager:
             # The initiator's first datagram confirms the responder's session.
             peer.next = None
             self._install(peer, session, addr, now)
+            # A fresh session is up: an initiation of ours still pending is
+            # redundant (its late response is refused as unknown_index).
+            self._drop_pending(peer)
             if same_address(addr, session.response_addr):
                 if peer.paths.validate(addr, now):
                     self._events.append(PathValidated(peer.peer_id, addr))

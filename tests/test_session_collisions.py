@@ -4,7 +4,7 @@ the radio coming back, the retry schedule (sans-IO, a fake clock)."""
 from __future__ import annotations
 
 from mvds.secure import sessionwire as sw
-from mvds.secure.session import KEEP_PREVIOUS_S
+from mvds.secure.session import JITTER_FRACTION, KEEP_PREVIOUS_S, REKEY_TIMEOUT_S
 from sessionnet import pair
 
 
@@ -77,3 +77,58 @@ def test_a_confirmed_answer_drops_the_initiation_still_pending():
     assert [r.payload for r in net.received[a_addr]] == [b"from b"]  # b's queue went on the session
     net.run(0.2, 20.0, step=0.1)
     assert b.counters["handshake_initiated"] == 1 and a.counters["handshake_initiated"] == 1
+
+
+def test_link_up_retries_a_pending_handshake_at_once_and_restarts_fast_retries():
+    """The radio was down for 20 s: the retries backed off to MAX_RETRY_S.
+    When it comes back, the initiation goes out at once, and the next retry
+    is REKEY_TIMEOUT_S (+ jitter) later, not up to 8 s."""
+    net, a, b, a_addr, b_addr = pair()
+    net.drop = lambda src, dst, data: True
+    a.send(b.public, b"x", 0.0)
+    net.run(0.0, 20.0, step=0.05)
+    assert a.next_timer() - 20.0 > 1.0, "backed off"
+    before = a.counters["handshake_initiated"]
+    net.drop = lambda src, dst, data: False
+    a.link_up(20.0)
+    assert a.counters["handshake_initiated"] == before + 1
+    assert a.next_timer() <= 20.0 + REKEY_TIMEOUT_S * (1 + JITTER_FRACTION)
+    net.flush(20.0)
+    assert [r.payload for r in net.received[b_addr]] == [b"x"]
+    a.link_up(21.0)  # established: nothing to retry
+    assert a.datagrams_to_send() == [] and a.counters["handshake_initiated"] == before + 1
+
+
+def test_link_up_starts_a_handshake_for_a_keepalive_peer_that_yielded():
+    """A keepalive peer that yielded in a collision has no initiation of its
+    own pending; if its answer was lost, link_up still starts one at once."""
+    net, a, b, a_addr, b_addr = pair(keepalive=True)
+    low, high = sorted((a, b), key=lambda m: m.public)
+    high.tick(0.0)  # keepalive peer without a session: initiates
+    _out(high)  # lost
+    low.tick(0.0)
+    _deliver(net, low, high, _out(low), 0.0)  # high yields and answers
+    _out(high)  # the answer: lost
+    assert high._peers[low.public].pending is None and high._peers[low.public].current is None
+    high.link_up(0.5)
+    assert [d[0] for _, d in _out(high)] == [sw.TYPE_INITIATION]
+
+
+def test_a_collision_resends_ours_at_once_even_right_after_a_retry():
+    """The peer's initiation shows it is up now: the smaller key resends its
+    own at once, even 0.1 s after its last one (a retry wait is only 0.25 s,
+    a longer guard suppressed most such resends)."""
+    net, a, b, a_addr, b_addr = pair()
+    low, high = sorted((a, b), key=lambda m: m.public)
+    low.send(high.public, b"from low", 0.0)
+    _out(low)  # lost
+    high.send(low.public, b"from high", 0.1)
+    _deliver(net, high, low, _out(high), 0.1)
+    assert low.counters["collision"] == 1
+    resent = _out(low)
+    assert [d[0] for _, d in resent] == [sw.TYPE_INITIATION]
+    _deliver(net, low, high, resent, 0.1)  # high yields and answers
+    net.flush(0.1)
+    assert low.status(high.public, 0.1)["established"] and high.status(low.public, 0.1)["established"]
+    assert [r.payload for r in net.received[net.addr_of(high)]] == [b"from low"]
+    assert [r.payload for r in net.received[net.addr_of(low)]] == [b"from high"]

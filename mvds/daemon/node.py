@@ -536,6 +536,10 @@ class Node:
         now = self.now()
         for peer_id in self.peers:
             self.engine.announce(peer_id, now)
+        # Pending handshakes go out again now, not after a backoff that grew
+        # while the radio was down (SessionManager.link_up).
+        self.sessions.link_up(time.monotonic())
+        self._send_session_output()
         self._wake.set()
 
     async def _reachability_loop(self) -> None:

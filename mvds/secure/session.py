@@ -26,8 +26,7 @@ Lifetimes (WireGuard's numbers, see docs/PROTOCOL.md "Sessions"):
 - a lost handshake is retried every ``REKEY_TIMEOUT_S``, ``STEADY_RETRIES``
   times, then doubling to ``MAX_RETRY_S``, plus up to ``JITTER_FRACTION`` random jitter; a peer
   without keepalives gives up after ``REKEY_ATTEMPT_S`` until the next send;
-  :meth:`SessionManager.link_up` (the local radio came back) retries at once
-  and starts the schedule over.
+  :meth:`SessionManager.link_up` (the local radio came back) retries at once.
 
 Nothing here is ever written to disk: nonces start at 0 in every session
 and the replay windows live in memory, so a restart, a restore or a
@@ -726,26 +725,23 @@ class SessionManager:
 
     def link_up(self, now: float) -> None:
         """The local link came back up (the daemon: its radio schedule turned
-        it on): every handshake still pending goes out again at once, and
-        its retries start over at ``REKEY_TIMEOUT_S``; a keepalive peer
-        without a session gets an initiation at once.
+        it on): every handshake still pending goes out again at once, and a
+        keepalive peer without a session gets an initiation at once.
 
-        Why: the retries made while the link was down were lost on the way
-        out and left the backoff long; a bursty device is reachable only
-        in short windows, and the start of ours is the best moment to try.
-        Called once per transition, so it cannot flood a peer (and the
-        peer's per-source limit still applies).
+        Why: the start of our up-window is the best moment to try, and the
+        retries made while the link was down were lost on the way out.  The
+        backoff is not reset: a dead peer costs one more initiation per
+        transition, not a burst of fast retries (resetting it gained nothing
+        measurable in scripts/handshake_sim.py).
         """
         for peer in self._peers.values():
             pending = peer.pending
             if pending is not None:
-                pending.attempts = 0
                 if pending.sent_at < now:
                     self._initiate(peer, now)
             elif peer.keepalive and self.keepalive_s > 0 and (
                 peer.current is None or not peer.current.usable(now)
             ):
-                peer.failed_attempts = 0
                 peer.next_attempt = now
                 self._initiate(peer, now)
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from mvds.secure import sessionwire as sw
 from mvds.secure.session import (
+    JITTER_FRACTION,
     KEEP_PREVIOUS_S,
+    MAX_RETRY_S,
+    REKEY_TIMEOUT_S,
+    STEADY_RETRIES,
     REJECT_AFTER_S,
     REKEY_AFTER_S,
     Received,
@@ -117,7 +121,7 @@ def test_lost_initiations_are_retried_with_backoff_and_jitter():
     a.send(b.public, b"x", 0.0)
     times = []
     now = 0.0
-    while now < 40.0:
+    while now < 60.0:
         before = a.counters["handshake_initiated"]
         timer = a.next_timer()
         if timer is not None and timer <= now:
@@ -125,16 +129,23 @@ def test_lost_initiations_are_retried_with_backoff_and_jitter():
         if a.counters["handshake_initiated"] > before or now == 0.0:
             times.append(now)
         net.flush(now)
-        now = round(now + 0.05, 2)
+        now = round(now + 0.01, 2)
     gaps = [b_ - a_ for a_, b_ in zip(times, times[1:])]
-    # 1 s eight times (STEADY_RETRIES), then 2, 4, 8 s (doubling) and 8 s
-    # (MAX_RETRY_S) from then on, each stretched by up to 10% jitter.
-    bases = [1] * 8 + [2, 4, 8, 8, 8]
-    assert len(gaps) in (12, 13), gaps
+    # REKEY_TIMEOUT_S (0.25 s) STEADY_RETRIES (16) times, then doubling up
+    # to MAX_RETRY_S (8 s) and 8 s from then on, each stretched by up to
+    # JITTER_FRACTION (50%).
+    bases = [REKEY_TIMEOUT_S] * STEADY_RETRIES
+    while bases[-1] < MAX_RETRY_S:
+        bases.append(min(bases[-1] * 2, MAX_RETRY_S))
+    assert bases[STEADY_RETRIES:] == [0.5, 1, 2, 4, 8]
+    bases += [MAX_RETRY_S] * 10
+    assert len(gaps) >= STEADY_RETRIES + 5 + 2, gaps
     for gap, base in zip(gaps, bases):
-        assert base <= gap <= base * 1.1 + 0.05
+        assert base <= gap <= base * (1 + JITTER_FRACTION) + 0.011, (gap, base)
+    stretch = [gap / base - 1 for gap, base in zip(gaps, bases)]
+    assert max(stretch) - min(stretch) > JITTER_FRACTION / 2, "the jitter spreads the retries"
     net.drop = lambda src, dst, data: False
-    net.run(40.0, 90.0)
+    net.run(60.0, 80.0)
     assert [r.payload for r in net.received[b_addr]] == [b"x"]
 
 

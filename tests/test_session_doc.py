@@ -72,8 +72,10 @@ def test_constants_table_matches_the_code():
     assert f"| `REJECT_AFTER_S`                 | {s.REJECT_AFTER_S:.0f} s" in SECTION
     assert s.REJECT_AFTER_MESSAGES == 2**64 - 2**13 - 1
     assert f"| `KEEP_PREVIOUS_S`                | {s.KEEP_PREVIOUS_S:.0f} s" in SECTION
-    assert f"| `REKEY_TIMEOUT_S`                | {s.REKEY_TIMEOUT_S:.0f} s, {s.STEADY_RETRIES} times, then doubling to {s.MAX_RETRY_S:.0f} s, + up to {s.JITTER_FRACTION:.0%} jitter" in SECTION
+    assert f"| `REKEY_TIMEOUT_S`                | {s.REKEY_TIMEOUT_S:g} s, {s.STEADY_RETRIES} times, then doubling to {s.MAX_RETRY_S:.0f} s, + up to {s.JITTER_FRACTION:.0%} jitter" in SECTION
     assert f"| `REKEY_ATTEMPT_S`                | {s.REKEY_ATTEMPT_S:.0f} s" in SECTION
+    assert f"(at most every {s.COLLISION_RESEND_S:g} s)" in SECTION
+    assert s.REPLAY_ANSWER_S == 1.0 and "(at most once per second;" in SECTION
     assert f"(default\n  {s.DEFAULT_KEEPALIVE_S:.0f} s; 0 = off)" in SECTION
     assert f"**{s.REACHABLE_MULTIPLE} × keepalive_s**" in SECTION
     assert f"at most {s.QUEUE_MAX} per peer" in SECTION

@@ -121,6 +121,8 @@ class Node:
         self.log = get_logger(node=identity.peer_id_hex[:8])
         self._rng = random.Random(config.seed)
         self._radio = RadioSchedule.parse(config.schedule) if config.schedule else None
+        self._window_fresh: set[bytes] = set()
+        """Peers not heard yet since our radio last came up (Engine.window_opened)."""
         self.peers = PeerRegistry(config.peer_max_bytes_per_s)
         self.gate = DatagramGate(
             self.codec, self.peers, sessions=self.sessions, max_datagram=config.max_datagram,
@@ -706,6 +708,11 @@ class Node:
         now = self.now()
         for peer_id in self.peers:
             self.engine.announce(peer_id, now)
+        # Pending handshakes go out again now, not after a backoff that grew
+        # while the radio was down (SessionManager.link_up).
+        self.sessions.link_up(time.monotonic())
+        self._window_fresh = set(self.peers)
+        self._send_session_output()
         self._wake.set()
 
     async def _reachability_loop(self) -> None:
@@ -791,6 +798,9 @@ class Node:
                 if self._resume_engine:
                     engine.resume(now)
                 for peer_id, payload in opened_all:
+                    if peer_id in self._window_fresh:  # first heard in this radio window
+                        self._window_fresh.discard(peer_id)
+                        engine.window_opened(peer_id, now)
                     if payload.messages:
                         self.groupcheck.check(
                             old_config, peer_id, payload.messages,

@@ -1,8 +1,12 @@
 """The simulated radio: "up 2s, down 6s" makes a node a bursty mobile device.
 
 A :class:`RadioSchedule` is a cycle of phases in seconds that repeats from
-the moment the node starts (the simulator's availability, tick by tick, is
-:mod:`mvds.sim.schedules`).  While down, the radio is off: nothing goes in
+the moment the node starts, or, ending in ``aligned``, from the Unix epoch
+(so that nodes with the same period keep the phases their configs give
+them whenever each one starts: two bursty nodes meant to be up together
+1 s of every 4 otherwise overlap by whatever their start times make of it,
+anywhere from 0 to 2 s).  The simulator's availability, tick by tick, is
+:mod:`mvds.sim.schedules`.  While down, the radio is off: nothing goes in
 or out, but the node keeps running (appends are accepted and stored, timers
 fire).  :func:`run_radio` is the trio task that switches it.
 """
@@ -22,12 +26,17 @@ class RadioSchedule:
     """Phases of (online?, seconds), cycling forever."""
 
     phases: tuple[tuple[bool, float], ...]
+    aligned: bool = False
+    """The cycle counts from the Unix epoch (wall clock), not from the start."""
 
     @classmethod
     def parse(cls, text: str) -> "RadioSchedule":
         phases = []
-        for part in text.split(","):
-            part = part.strip().lower()
+        parts = [part.strip().lower() for part in text.split(",")]
+        aligned = len(parts) > 1 and parts[-1] == "aligned"
+        if aligned:
+            parts.pop()
+        for part in parts:
             match = _PHASE.match(part)
             if not match:
                 raise ValueError(
@@ -39,7 +48,7 @@ class RadioSchedule:
             phases.append((match.group(1) == "up", seconds))
         if not any(up for up, _ in phases):
             raise ValueError("a schedule must have at least one 'up' phase")
-        return cls(tuple(phases))
+        return cls(tuple(phases), aligned)
 
     @property
     def period(self) -> float:
@@ -62,8 +71,13 @@ class RadioSchedule:
             position -= seconds
         return self.phases[0][0], self.phases[0][1]  # float edge: wrap around
 
+    def start_offset(self, wall: float) -> float:
+        """Where in the cycle a node starting at Unix time ``wall`` begins."""
+        return wall % self.period if self.aligned else 0.0
+
     def describe(self) -> str:
-        return ", ".join(f"{'up' if up else 'down'} {seconds:g}s" for up, seconds in self.phases)
+        text = ", ".join(f"{'up' if up else 'down'} {seconds:g}s" for up, seconds in self.phases)
+        return text + ", aligned" if self.aligned else text
 
 
 async def run_radio(
@@ -71,9 +85,11 @@ async def run_radio(
 ) -> None:
     """Switch ``transport.online`` by the schedule, forever; ``on_up`` runs
     each time the radio comes back (the node announces itself to its peers)."""
+    import time
+
     import trio  # here: the config module imports this one, and the CLI starts without trio
 
-    start = trio.current_time()
+    start = trio.current_time() - schedule.start_offset(time.time())
     while True:
         up, remaining = schedule.state_at(trio.current_time() - start)
         if up != transport.online:

@@ -356,6 +356,22 @@ class Engine:
         if last is not None and now - last < self.config.offline_after:
             return  # still reachable: no transition, no pull
         self._events.append(PeerReachable(peer))
+        self._pull_forward(peer, now, epoch)
+
+    def window_opened(self, peer: bytes, now: float) -> None:
+        """``peer`` is heard for the first time since our radio came back up:
+        both radios are up now, so make its records in long backoff due at
+        once, as hearing it after a silence does.
+
+        A bursty node (up 2 s of 4) hears its peers more often than
+        ``offline_after``, so the reachability rule never fires, and
+        retransmissions backed off to seconds mostly fall outside the short
+        shared windows.  The caller calls this once per peer per window,
+        which bounds it like the reachability transition.
+        """
+        self._pull_forward(peer, now, self.epoch(now))
+
+    def _pull_forward(self, peer: bytes, now: float, epoch: int) -> None:
         # Records waiting out the peer's round-trip time are not "in long
         # backoff": pulling them forward would resend what is still on its way.
         beyond = max(self.config.reachability_backoff, self._rto_epochs(peer) + 1)

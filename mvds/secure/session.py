@@ -25,7 +25,8 @@ Lifetimes (WireGuard's numbers, see docs/PROTOCOL.md "Sessions"):
   ``KEEP_PREVIOUS_S`` (datagrams in flight), then its keys are dropped;
 - a lost handshake is retried every ``REKEY_TIMEOUT_S``, ``STEADY_RETRIES``
   times, then doubling to ``MAX_RETRY_S``, plus up to ``JITTER_FRACTION`` random jitter; a peer
-  without keepalives gives up after ``REKEY_ATTEMPT_S`` until the next send.
+  without keepalives gives up after ``REKEY_ATTEMPT_S`` until the next send;
+  :meth:`SessionManager.link_up` (the local radio came back) retries at once.
 
 Nothing here is ever written to disk: nonces start at 0 in every session
 and the replay windows live in memory, so a restart, a restore or a
@@ -68,21 +69,35 @@ REJECT_AFTER_S = 180.0
 RESPONDER_REKEY_DELAY_S = 10.0
 REKEY_AFTER_MESSAGES = 2**60
 REJECT_AFTER_MESSAGES = 2**64 - 2**13 - 1
-REKEY_TIMEOUT_S = 1.0
-"""First handshake retry (WireGuard waits 5 s; MVDS paces its retransmissions
-in 300 ms epochs, so a lost handshake should not cost it 17 epochs)."""
+REKEY_TIMEOUT_S = 0.25
+"""The wait before the first handshake retries (WireGuard waits 5 s).  Short
+because bursty devices (the compose sketch: radios up 2 s of 4, 20% loss
+each way at each end, the two up together 1 s of 4) must complete a
+handshake inside a shared up-window.  scripts/handshake_sim.py, 1000
+seeds: with 1 s retries (8, 10% jitter) and no link_up 41% completed within
+the first shared window (p99 98 s); with this schedule, link_up and the
+collision resend 92% (p99 9.6 s).  The responder's per-source limit (5 a
+second, burst 10) is above it."""
+STEADY_RETRIES = 16
+"""A lost handshake is retried every REKEY_TIMEOUT_S this many times (about
+5 s: a lossy link needs several tries) before the wait doubles."""
 MAX_RETRY_S = 8.0
 """The longest wait between handshake attempts.  Short on purpose: a mostly
 offline device is reachable in short windows, and a retry that backs off to
 a minute misses them (the compose network's bursty nodes took 38 s to
 handshake with 60 s); a dead peer costs one 149-byte initiation per 8 s."""
-STEADY_RETRIES = 8
-COLLISION_RESEND_S = 0.25
+COLLISION_RESEND_S = 0.05
 """A collision (the peer's initiation while ours is pending) resends ours at
-once, at most this often."""
-"""A lost handshake is retried every REKEY_TIMEOUT_S this many times before
-the wait doubles (a lossy link needs several tries; a dead one is left alone)."""
-JITTER_FRACTION = 0.1
+once, at most this often: the peer is up now, and with retries every
+0.25 s a longer guard suppressed most of these resends (a 50 ms guard
+only absorbs duplicates)."""
+REPLAY_ANSWER_S = 1.0
+"""A refused replayed initiation starts a handshake of ours at most this often
+(a flood of replays costs at most one initiation a second)."""
+JITTER_FRACTION = 0.5
+"""Each retry wait is stretched by a random 0-50%: two nodes whose radios
+cycle with a common period must not retry in lockstep with it (8 s waits on
+a 4 s cycle hit the same phase every time with 10% jitter)."""
 REKEY_ATTEMPT_S = 90.0
 KEEP_PREVIOUS_S = 10.0
 COOKIE_VALID_S = 115.0
@@ -524,7 +539,7 @@ class SessionManager:
             # within the amplification limit), which cannot be replayed.
             peer.paths.heard(addr, len(data), now)
             if peer.pending is None and (
-                peer.last_initiated is None or now - peer.last_initiated >= REKEY_TIMEOUT_S
+                peer.last_initiated is None or now - peer.last_initiated >= REPLAY_ANSWER_S
             ):
                 self._initiate(peer, now, extra_addr=addr, answer=True)
             return None
@@ -611,6 +626,20 @@ class SessionManager:
         send.clear(), recv.clear()
         self._sessions[local_index] = session
         self._install(peer, session, addr, now)
+        if peer.next is not None:
+            # We answered one of the peer's initiations, unconfirmed so far,
+            # and our own handshake completed after it: ours is the newer, and
+            # the answered one must never become current later (the peer may
+            # already use it, so it keeps receiving, as the previous session).
+            # Promoting it on its first datagram would leave the two sides
+            # each sending on a session the other holds only as previous, and
+            # both directions dead once that expires (WireGuard demotes the
+            # same way).
+            demoted, peer.next = peer.next, None
+            if peer.previous is not None:
+                self._erase(peer.previous)
+            peer.previous = demoted
+            peer.previous_until = now + KEEP_PREVIOUS_S
         paths = peer.paths
         if same_address(addr, paths.endpoint):
             if paths.validate(addr, now):
@@ -679,6 +708,9 @@ class SessionManager:
                 self._invite_confirmed(peer, slot, addr)
             peer.next = None
             self._install(peer, session, addr, now)
+            # A fresh session is up: an initiation of ours still pending is
+            # redundant (its late response is refused as unknown_index).
+            self._drop_pending(peer)
             if same_address(addr, session.response_addr):
                 if peer.paths.validate(addr, now):
                     self._events.append(PathValidated(peer.peer_id, addr))
@@ -825,6 +857,28 @@ class SessionManager:
         for address in extra:
             if not same_address(address, target) and not same_address(address, extra_addr):
                 self._out.append((address, message))
+
+    def link_up(self, now: float) -> None:
+        """The local link came back up (the daemon: its radio schedule turned
+        it on): every handshake still pending goes out again at once, and a
+        keepalive peer without a session gets an initiation at once.
+
+        Why: the start of our up-window is the best moment to try, and the
+        retries made while the link was down were lost on the way out.  The
+        backoff is not reset: a dead peer costs one more initiation per
+        transition, not a burst of fast retries (resetting it gained nothing
+        measurable in scripts/handshake_sim.py).
+        """
+        for peer in self._peers.values():
+            pending = peer.pending
+            if pending is not None:
+                if pending.sent_at < now:
+                    self._initiate(peer, now)
+            elif peer.keepalive and self.keepalive_s > 0 and (
+                peer.current is None or not peer.current.usable(now)
+            ):
+                peer.next_attempt = now
+                self._initiate(peer, now)
 
     # -- timers ------------------------------------------------------------------------------------
     def tick(self, now: float) -> None:

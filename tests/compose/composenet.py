@@ -272,15 +272,9 @@ class Network:
         are stored but are not 'received', so `mvds tail` does not list them)."""
         return {i for other, ids in self.sent.items() if other != node for i in ids}
 
-    def wait_delivered(self, nodes: tuple[str, ...] | list[str] = NODES, timeout: float = 240) -> dict:
+    def wait_delivered(self, nodes: tuple[str, ...] | list[str] = NODES, timeout: float = 120) -> dict:
         """Wait until each node's tail holds everything the others appended,
-        then check that nothing is missing, extra or repeated.
-
-        240 s: since sessions, the bursty nodes A and B (up 2 s of 4, 20%
-        loss, up together 1 s of 4) must complete a handshake inside those
-        windows before data flows; with C paused everything between A and D
-        goes through B, and 120 s was missed in 1 of 3 CI runs (6 messages
-        short).  The checks after the wait are unchanged."""
+        then check that nothing is missing, extra or repeated."""
         deadline = time.monotonic() + timeout
         while True:
             tails = self.on_all(nodes, self.tail)

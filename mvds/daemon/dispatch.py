@@ -147,7 +147,8 @@ class Dispatcher:
                     # mvds doctor shows it (a one-sided peer add).
                     self.unknown.seen(event.claimed, format_address(*event.addr[:2]), wall)
                 if self.warnings.count(f"handshake/{event.reason}", clock) is not None:
-                    log.warning(
+                    # A collision is both sides initiating at once: expected.
+                    (log.debug if event.reason == "collision" else log.warning)(
                         "handshake.refused", reason=event.reason,
                         source=format_address(*event.addr[:2]),
                         peer=None if event.peer_id is None else name(event.peer_id),

@@ -142,6 +142,9 @@ class DatagramGate:
     }
     """Session-layer counter -> the gate's drop reason."""
 
+    EXPECTED_DROPS = frozenset({"handshake_collision"})
+    """Drops that are part of the protocol working, logged at debug only."""
+
     def _count_session_drops(self, addr: Any, clock: float) -> None:
         """Mirror the session layer's drop counters into the gate's (logged, throttled)."""
         counters = self.sessions.counters
@@ -167,7 +170,10 @@ class DatagramGate:
                 fields["claimed_peer"] = claimed.hex()
             if detail:
                 fields["detail"] = detail
-            self.log.warning("datagram.dropped", **fields)
+            # Both sides initiating at once is normal start-up (one initiation
+            # wins): counted, logged at debug, not a warning.
+            level = self.log.debug if reason in self.EXPECTED_DROPS else self.log.warning
+            level("datagram.dropped", **fields)
 
     def seal(self, peer_id: bytes, payload: Payload, clock: float) -> list[tuple[bytes, Any]]:
         """The datagrams (with their destination) that carry ``payload``.

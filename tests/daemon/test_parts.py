@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 
 import structlog
+import structlog.testing
 import trio
 
 from mvds.daemon.config import NodeConfig, PeerConfig
@@ -153,3 +154,15 @@ def test_status_of_a_stopped_node_is_the_shared_builder_without_live_numbers():
     (entry,) = status["peers"]
     assert entry["pending"]["message"] == 4 and entry["pending"]["offer"] == 0
     assert entry["reachable"] is False and "datagrams_in" not in entry
+
+
+def test_a_handshake_collision_is_counted_but_not_a_warning():
+    """Both sides initiating at once is normal start-up: a debug line, while
+    a real drop (a replay) stays a warning; both are counted."""
+    a, b, a_side, gate = gate_pair()
+    with structlog.testing.capture_logs() as logs:
+        gate.drop("handshake_collision", A_ADDR, 0.0)
+        gate.drop("replay", A_ADDR, 0.0)
+    levels = {entry["reason"]: entry["log_level"] for entry in logs}
+    assert levels == {"handshake_collision": "debug", "replay": "warning"}
+    assert gate.drops.counts["handshake_collision"] == 1 and gate.drops.counts["replay"] == 1

@@ -7,7 +7,22 @@ import subprocess
 
 import pytest
 
+from procs import Daemon
 from storefaults import json_logs
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_daemon_outlives_its_module():
+    """A test that forgets to stop its `mvds run` leaves a process behind
+    that runs until the machine stops: stop it, and fail loudly."""
+    Daemon.started.clear()
+    yield
+    leaked = [d for d in Daemon.started if d.alive]
+    for daemon in leaked:
+        daemon.process.kill()
+        daemon.process.wait()
+    Daemon.started.clear()
+    assert not leaked, "daemons left running: " + ", ".join(str(d.path) for d in leaked)
 
 
 @pytest.fixture

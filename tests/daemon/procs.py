@@ -30,6 +30,10 @@ def cli(*args: str, input: str | bytes | None = None, timeout: float = 60, check
 class Daemon:
     """`mvds run DIR` as a child process, logging JSON to DIR/daemon.log."""
 
+    started: list["Daemon"] = []
+    """Every daemon started since the test module began (conftest stops and
+    reports any still running when the module ends: a leaked daemon)."""
+
     def __init__(self, path: Path, *extra: str) -> None:
         self.path = path
         self.extra = list(extra)
@@ -42,6 +46,7 @@ class Daemon:
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         log.close()
+        Daemon.started.append(self)
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:

@@ -330,6 +330,7 @@ def test_mixed_run_with_a_reference_sqlite_node_neither_stalls_nor_storms(tmp_pa
         assert len(tail_ids(daemon)) == count
     finally:
         ref.close()
+        stop_all([daemon])
 
 
 def test_a_daemon_with_reconciliation_on_gives_a_plain_peer_its_history_as_plain_mvds(tmp_path):

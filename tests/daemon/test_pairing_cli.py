@@ -9,7 +9,7 @@ import pytest
 
 from mvds.daemon.pairing import decode_code, encode_code
 from procs import Daemon, cli, stop_all, wait_until
-from test_examples import free_udp_ports
+from walkthroughs import free_udp_ports
 
 REFUSED = "the inviting node refused or did not answer: the code may be expired or used"
 

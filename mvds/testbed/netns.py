@@ -455,15 +455,9 @@ class NetnsTestbed(Testbed):
         verb = "add" if fault.action == "partition" else "delete"
 
         def cut() -> None:
-            for a, b in fault.links:
-                for x, y in ((a, b), (b, a)):
-                    node = self.nodes[x]
-                    if fault.action == "partition":
-                        node.cut.add(y)
-                    else:
-                        node.cut.discard(y)
-                    ns_exec(self.ns(x), "nft", verb, "element", "ip", TABLE, "cut",
-                            f"{{ {self.nodes[y].host} }}", check=fault.action == "partition")
+            for node, y in self.mark_cuts(fault):
+                ns_exec(self.ns(node.name), "nft", verb, "element", "ip", TABLE, "cut",
+                        f"{{ {self.nodes[y].host} }}", check=fault.action == "partition")
 
         await trio.to_thread.run_sync(cut)
 

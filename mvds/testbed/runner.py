@@ -367,16 +367,25 @@ class Testbed:
                                    "links": [list(pair) for pair in fault.links],
                                    "started": round(started, 3), "done": round(self.now(), 3)})
 
+    def mark_cuts(self, fault: Fault) -> list[tuple["TNode", str]]:
+        """Record a partition or heal in each end's ``cut`` set; the (node,
+        neighbour) pairs it changed, both directions of every link, for the
+        mode to apply (a links file here, nftables in --netns)."""
+        changed = []
+        for a, b in fault.links:
+            for x, y in ((a, b), (b, a)):
+                node = self.nodes[x]
+                if fault.action == "partition":
+                    node.cut.add(y)
+                else:
+                    node.cut.discard(y)
+                changed.append((node, y))
+        return changed
+
     async def apply(self, fault: Fault) -> None:
         if fault.action in ("partition", "heal"):
-            for a, b in fault.links:
-                for x, y in ((a, b), (b, a)):
-                    node = self.nodes[x]
-                    if fault.action == "partition":
-                        node.cut.add(y)
-                    else:
-                        node.cut.discard(y)
-                    self.write_links(node)
+            for node, _ in self.mark_cuts(fault):
+                self.write_links(node)
             return
         node = self.nodes[fault.node]
         assert node.process is not None

@@ -21,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
+from mvds.testbed.netns import alive as pid_alive
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 NODES = ("a", "b", "c", "d")
@@ -98,16 +100,6 @@ class ComposeError(AssertionError):
     pass
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def reap_abandoned(command: list[str]) -> list[str]:
     """Take down the networks of test sessions that died without tearing
     down (killed outright): project mvdstest-PID-* whose PID is gone."""
@@ -116,7 +108,7 @@ def reap_abandoned(command: list[str]) -> list[str]:
     reaped = []
     for project in sorted(set(listed.stdout.split())):
         match = re.fullmatch(r"mvdstest-(\d+)-[0-9a-f]+", project)
-        if match and not _alive(int(match.group(1))):
+        if match and not pid_alive(int(match.group(1))):
             _run([*command, "--project-name", project, "--file", str(COMPOSE_FILE), "down",
                   "--volumes", "--remove-orphans", "--rmi", "all", "--timeout", "1"],
                  timeout=180, cwd=ROOT, env={**os.environ, "MVDS_IMAGE": f"mvds-node:{project}"})

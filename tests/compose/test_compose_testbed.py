@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from composenet import ROOT, _alive, base_image, find_compose_or_reason, in_ci
+from composenet import ROOT, base_image, find_compose_or_reason, in_ci, pid_alive
 
 pytestmark = [pytest.mark.compose, pytest.mark.slow]
 
@@ -72,7 +72,7 @@ def reap_abandoned_testbeds() -> None:
 
     def dead(name: str) -> bool:
         match = re.match(r"mvdstb-(\d+)-", name)
-        return bool(match) and not _alive(int(match.group(1)))
+        return bool(match) and not pid_alive(int(match.group(1)))
 
     if gone := [n for n in names if dead(n)]:
         subprocess.run(["docker", "rm", "-f", "-v", *gone], capture_output=True, timeout=120)

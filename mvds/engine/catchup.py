@@ -53,6 +53,14 @@ synced" mark stays until everything a session found is given: a restart
 that loses them hellos the peer and syncs the group again.  A parked peer
 always has a probe scheduled (also after a restart), so two nodes never
 wait on each other to speak first.
+**Stream ACKs** (PROTOCOL 16.10): between two nodes that set
+``FEATURE_STREAM_ACK``, the new messages of a step are acknowledged by one
+StreamAck (their count and the fingerprint of their ids) instead of an ACK
+each -- 22 bytes per payload instead of 34 per message, and no per-ACK
+work.  The sender keeps the ids it sent the peer, in order (the sent log),
+finds the StreamAck's set in it (at its head, nearly always) and settles
+those ids as ACKs would; one it cannot find settles nothing, and the resends
+that follow are ACKed one by one, as duplicates always are.
 What *we* lack is not requested: each side gives, and a query from the peer
 starts our own session for that group (unless one just ran), so the peer's
 session gives us what we lack while ours gives it what it lacks -- nothing
@@ -557,6 +565,7 @@ class Catchup:
         store = self._store
         self._parked.add(peer)
         self._engine.stats["reconcile_parked"] += 1
+        self._sent.pop(peer, None)  # what it did not acknowledge is resent anyway
         for group_id, peers in store.sharing().items():
             if peer in peers:
                 self._history.add((group_id, peer))

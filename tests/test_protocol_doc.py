@@ -251,6 +251,7 @@ def test_section_16_10_stream_ack_vector_and_constants():
     assert FEATURE_STREAM_ACK == 4 and "bit 2 (value 4)" in section
     assert f"keeps the newest {catchup.SENT_LOG_LIMIT:,}" in section
     assert f"tries the first {catchup.SEARCH_LIMIT:,} starting" in section
+    assert f"mvds matches at most {catchup.MAX_STREAM_ACKS}" in section
     payload = decode_payload(VECTORS["stream_ack"])
     assert payload.features == 7 and payload.record_count() == 1
     (ack,) = payload.stream_acks

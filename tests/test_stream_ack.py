@@ -169,3 +169,20 @@ def test_a_stream_ack_settles_only_what_its_fingerprint_names():
 def test_malformed_stream_acks_are_rejected(data):
     with pytest.raises(WireError):
         decode_payload(data)
+
+
+def test_only_the_first_few_stream_acks_of_a_payload_are_matched():
+    """Matching costs hashes: a payload stuffed with StreamAcks buys work
+    for at most ``MAX_STREAM_ACKS`` of them."""
+    from mvds.engine.catchup import MAX_STREAM_ACKS
+
+    engine = _node()
+    engine.receive(peer("x"), Payload(features=OLDER | FEATURE_STREAM_ACK), 0.0)
+    engine.payloads_to_send(0.0)
+    sent = [engine.append(GROUP, b"n%d" % i, 1.0).id for i in range(10)]
+    engine.payloads_to_send(1.0)
+    acks = [StreamAck(1, fingerprint_of_ids([mid])) for mid in sent]
+    engine.receive(peer("x"), Payload(features=OLDER | FEATURE_STREAM_ACK, stream_acks=acks), 1.1)
+    assert engine.stats["stream_acked"] == MAX_STREAM_ACKS
+    assert engine.stats["stream_acks_ignored"] == 10 - MAX_STREAM_ACKS
+    assert engine.store.record_count() == 10 - MAX_STREAM_ACKS

@@ -147,6 +147,12 @@ SEARCH_LIMIT = 2048
 """Most positions of the sent log a stream ACK that does not match at its
 head is tried at (a SHA-256 each)."""
 
+MAX_STREAM_ACKS = 4
+"""Most StreamAcks of one payload that are matched (an honest node sends
+one per payload; the rest are ignored, counted): a StreamAck not at the
+head of the log costs up to ``SEARCH_LIMIT`` hashes, which a peer must not
+buy by the dozen with one datagram."""
+
 _PARKED = b"2"
 """Mark value: the peer was parked; reconcile the group when it is back."""
 
@@ -387,8 +393,11 @@ class Catchup:
         its own timer, and the peer ACKs a message it holds one by one."""
         stats = self._engine.stats
         log = self._sent.get(peer)
-        for ack in payload.stream_acks:
+        for n, ack in enumerate(payload.stream_acks):
             stats["stream_acks_in"] += 1
+            if n >= MAX_STREAM_ACKS:
+                stats["stream_acks_ignored"] += 1
+                continue
             found = _match(log, ack.count, ack.fingerprint) if log else None
             if found is None:
                 stats["stream_acks_unmatched"] += 1

@@ -17,7 +17,9 @@
   (control API ``share``).  Time until B has handed over all N, bytes on the
   wire (both directions, envelopes included), A's peak sync-state
   records for B (polled every 20 ms, so a lower bound of the true peak),
-  and A's peak of streamed gives in flight to B (in memory, exact).
+  and A's peak of streamed gives in flight to B (in memory, exact), and
+  each daemon's CPU seconds until A holds nothing for B (``/proc``: on a
+  shared machine steadier than wall time).
   ``plain`` is today's path (a record per historic message); both run in
   the same invocation.
 * ``reconcile.away.<plain|reconcile>``: B is stopped (SIGTERM) while A
@@ -30,6 +32,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import shutil
 import tempfile
@@ -127,6 +130,18 @@ def diff(shared: int, extra: int, case: str, sketch: bool = True) -> dict[str, f
 # -- a new peer joins: real daemons ---------------------------------------------------
 
 
+def _cpu_seconds(daemon: BenchDaemon) -> float:
+    """User + system CPU seconds the daemon's process has used (Linux
+    /proc; 0 elsewhere): on a machine shared with other work, a steadier
+    measure of a node's cost than wall time."""
+    try:
+        assert daemon.process is not None
+        fields = Path(f"/proc/{daemon.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, AssertionError, IndexError, ValueError):
+        return 0.0
+
+
 def join(count: int, reconcile: bool) -> dict[str, float]:
     base = Path(tempfile.mkdtemp(prefix="mvds-bench-join-"))
     daemons: list[BenchDaemon] = []
@@ -155,6 +170,7 @@ def join(count: int, reconcile: bool) -> dict[str, float]:
                 client.request("append_many", group=GROUP, texts=[body(offset + i) for i in range(n)])
         time.sleep(0.5)  # hellos exchanged, nothing pending
         bytes_before = a.status()["bytes_out"] + b.status()["bytes_out"]
+        cpu_before = [_cpu_seconds(d) for d in daemons]
         subscriber = Subscriber(b)
         peak = [0]
         done = threading.Event()
@@ -183,7 +199,12 @@ def join(count: int, reconcile: bool) -> dict[str, float]:
             time.sleep(0.05)
         status = a.status()
         wire = status["bytes_out"] + b.status()["bytes_out"] - bytes_before
+        cpu = [_cpu_seconds(d) - before for d, before in zip(daemons, cpu_before)]
         return {
+            # Until the sender holds nothing for the joiner (everything
+            # acknowledged), both daemons, status polling included.
+            "sender_cpu_s": cpu[0],
+            "receiver_cpu_s": cpu[1],
             "peak_inflight_gives": status["engine"].get("reconcile_inflight_peak", 0),
             "seconds": elapsed,
             "messages_per_s": count / elapsed,
@@ -255,7 +276,8 @@ def away(count: int, reconcile: bool) -> dict[str, float]:
 def benchmarks(quick: bool) -> list[Benchmark]:
     shared = 10_000 if quick else 1_000_000
     extra = 100 if quick else 1_000
-    joining = 1_000 if quick else 50_000
+    joining = 1_000 if quick else 100_000  # the issue's size
+    away_count = 1_000 if quick else 50_000
     out = [
         Benchmark(
             name=f"reconcile.diff.{case}{'' if sketch else '-split-only'}",
@@ -299,7 +321,8 @@ def benchmarks(quick: bool) -> list[Benchmark]:
                 run=lambda reconcile=reconcile: join(joining, reconcile),
                 metrics={"seconds": "s", "messages_per_s": "msg/s",
                          "wire_bytes_per_message": "B/msg", "peak_records": "records",
-                         "peak_inflight_gives": "messages", "resent": "messages"},
+                         "peak_inflight_gives": "messages", "resent": "messages",
+                         "sender_cpu_s": "s", "receiver_cpu_s": "s"},
                 targets={"peak_inflight_gives": "<= max_inflight (1,024)" if reconcile else ""},
                 params={"messages": joining, "body_bytes": 256, "reconcile": reconcile},
             )
@@ -309,15 +332,15 @@ def benchmarks(quick: bool) -> list[Benchmark]:
         out.append(
             Benchmark(
                 name=f"reconcile.away.{label}",
-                description=f"a peer away while {joining:,} messages are written ({label}), real daemons",
-                run=lambda reconcile=reconcile: away(joining, reconcile),
+                description=f"a peer away while {away_count:,} messages are written ({label}), real daemons",
+                run=lambda reconcile=reconcile: away(away_count, reconcile),
                 metrics={"records_for_absent_peer": "records",
                          "retransmissions_while_away": "records",
                          "seconds_to_catch_up": "s"},
                 targets={"records_for_absent_peer": "0 (parked)" if reconcile else "",
                          "retransmissions_while_away": "0" if reconcile else "",
                          "seconds_to_catch_up": "<= 10"},
-                params={"messages": joining, "body_bytes": 256, "reconcile": reconcile,
+                params={"messages": away_count, "body_bytes": 256, "reconcile": reconcile,
                         "park_after_s": 2.0},
             )
         )

@@ -33,6 +33,8 @@ from mvds.ids import _ID_DOMAIN, _pack_timestamp, _sha256
 __all__ = [
     "FEATURE_RECONCILE",
     "FEATURE_SKETCH",
+    "FEATURE_STREAM_ACK",
+    "StreamAck",
     "Message",
     "Mode",
     "Payload",
@@ -153,6 +155,11 @@ FEATURE_SKETCH = 2
 """Bit of ``Payload.features``: the sender also answers ESTIMATE ranges with
 SKETCH ranges (docs/PROTOCOL.md section 16.9)."""
 
+FEATURE_STREAM_ACK = 4
+"""Bit of ``Payload.features``: the sender settles what it sends by
+``StreamAck`` and acknowledges what it receives with them
+(docs/PROTOCOL.md section 16.10)."""
+
 ESTIMATOR_BYTES = 768
 SKETCH_CELL_BYTES = 21
 SKETCH_MAX_CELLS = 3 * 2520
@@ -215,6 +222,16 @@ class ReconcileMessage:
 
 
 @dataclass(slots=True)
+class StreamAck:
+    """One acknowledgement for the ``count`` new messages the sender got
+    from the peer since its previous one (docs/PROTOCOL.md 16.10):
+    ``fingerprint`` is the fingerprint (16.3) of their ids."""
+
+    count: int
+    fingerprint: bytes
+
+
+@dataclass(slots=True)
 class Payload:
     """One MVDS payload: ACK, OFFER and REQUEST ids and whole MESSAGEs, and
     mvds's extension fields (ignored by the reference implementation)."""
@@ -226,10 +243,17 @@ class Payload:
     features: int = 0
     """Extensions the sender speaks (``FEATURE_RECONCILE``); not a record."""
     reconcile: list[ReconcileMessage] = field(default_factory=list)
+    stream_acks: list[StreamAck] = field(default_factory=list)
+    """Acknowledgements of runs of messages (``FEATURE_STREAM_ACK``)."""
 
     def is_empty(self) -> bool:
         return not (
-            self.acks or self.offers or self.requests or self.messages or self.reconcile
+            self.acks
+            or self.offers
+            or self.requests
+            or self.messages
+            or self.reconcile
+            or self.stream_acks
         )
 
     def record_count(self) -> int:
@@ -239,6 +263,7 @@ class Payload:
             + len(self.requests)
             + len(self.messages)
             + len(self.reconcile)
+            + len(self.stream_acks)
         )
 
 
@@ -379,8 +404,14 @@ def encode_reconcile(message: ReconcileMessage) -> bytes:
     return b"".join(parts)
 
 
+def encode_stream_ack(ack: StreamAck) -> bytes:
+    """Encode a ``StreamAck`` (docs/PROTOCOL.md section 16.10), as protobuf would."""
+    return b"\x08" + _varint(ack.count) + _length_delimited(b"\x12", ack.fingerprint)
+
+
 _TAG_FEATURES = b"\x50"  # field 10, varint
 _TAG_RECONCILE = b"\x5a"  # field 11, length-delimited
+_TAG_STREAM_ACK = b"\x62"  # field 12, length-delimited
 
 
 def _fields(payload: Payload, features: bool = True) -> Iterable[bytes]:
@@ -397,6 +428,8 @@ def _fields(payload: Payload, features: bool = True) -> Iterable[bytes]:
         yield _TAG_FEATURES + _varint(payload.features)
     for reconcile in payload.reconcile:
         yield _length_delimited(_TAG_RECONCILE, encode_reconcile(reconcile))
+    for ack in payload.stream_acks:
+        yield _length_delimited(_TAG_STREAM_ACK, encode_stream_ack(ack))
 
 
 def encode_payload(payload: Payload) -> bytes:
@@ -486,7 +519,16 @@ def decode_payload(data: bytes) -> Payload:
         messages=messages,
         features=parsed.features,
         reconcile=[_reconcile_from(index, pr) for index, pr in enumerate(parsed.reconcile)],
+        stream_acks=[_stream_ack_from(index, pa) for index, pa in enumerate(parsed.stream_acks)],
     )
+
+
+def _stream_ack_from(index: int, pa: "_pb.StreamAck") -> StreamAck:
+    if pa.count < 1:
+        raise WireError(f"stream ack {index} acknowledges nothing")
+    if len(pa.fingerprint) != 16:
+        raise WireError(f"stream ack {index}: a fingerprint is 16 bytes")
+    return StreamAck(pa.count, pa.fingerprint)
 
 
 def _bound_key(where: str, timestamp: int, prefix: bytes) -> bytes:

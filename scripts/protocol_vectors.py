@@ -121,6 +121,19 @@ def sketch_vectors() -> dict[str, bytes]:
     }
 
 
+def stream_ack_payload() -> Payload:
+    """Section 16.10: the stream ACK of a node that got two new messages,
+    the ``message_id`` vector's and the one of id 32 x 0x11 (their
+    fingerprint is ``fingerprint_two``), from a peer that takes them."""
+    from mvds.wire import FEATURE_STREAM_ACK, StreamAck
+
+    ids = [message_id(GROUP, 1700000000, b"hello world"), bytes([0x11]) * 32]
+    return Payload(
+        features=FEATURE_RECONCILE | FEATURE_SKETCH | FEATURE_STREAM_ACK,
+        stream_acks=[StreamAck(2, fingerprint_of_ids(ids))],
+    )
+
+
 def _seal_at(sender: Identity, receiver: Identity, counter: int, payload: bytes) -> bytes:
     """The retired static-key envelope (type 0x01), kept only to reproduce
     the document's historic vectors: mvds no longer seals or opens it."""
@@ -163,6 +176,7 @@ def vectors() -> dict[str, bytes]:
         ),
         **{name: encode_payload(p) for name, p in reconcile_vectors().items()},
         **sketch_vectors(),
+        "stream_ack": encode_payload(stream_ack_payload()),
     }
 
 

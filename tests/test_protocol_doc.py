@@ -150,7 +150,7 @@ def _section(number: int) -> str:
     return DOC[start:] if end < 0 else DOC[start:end]
 
 
-@pytest.mark.parametrize("name", ["Reconcile", "Range"])
+@pytest.mark.parametrize("name", ["Reconcile", "Range", "StreamAck"])
 def test_section_16_schema_is_the_committed_proto(name):
     proto = (ROOT / "proto" / "mvds.proto").read_text()
     blocks = re.findall(r"```proto\n(.*?)```", _section(16), re.S)
@@ -178,12 +178,12 @@ def test_section_16_extension_fields_and_key_bytes():
     # Every key byte in the table is (field number << 3) | wire type.
     schema = "".join(re.findall(r"```proto\n(.*?)```", section, re.S))
     numbers = {}
-    for message in ("Payload", "Reconcile", "Range"):
+    for message in ("Payload", "Reconcile", "Range", "StreamAck"):
         body = re.search(rf"message {message} \{{(.*?)\}}", schema, re.S).group(1)
         for kind, name, number in re.findall(r"^\s*(?:repeated )?(\w+) (\w+) = (\d+);", body, re.M):
             numbers[f"{message}.{name}"] = (kind, int(number))
     rows = re.findall(r"^\| (\w+\.\w+)\s+\| `0x([0-9a-f]{2})`", section, re.M)
-    assert len(rows) == 17
+    assert len(rows) == 20
     for field, key in rows:
         kind, number = numbers[field]
         wire_type = 0 if kind in ("uint32", "int64", "bool") else 2
@@ -240,3 +240,20 @@ def test_section_16_9_sketch_vectors_recomputed_from_the_construction():
     estimate = decode_payload(VECTORS["reconcile_estimate_query"])
     assert estimate.features == 3
     assert len(estimate.reconcile[0].ranges[0].sketch) == 12 * 64
+
+
+def test_section_16_10_stream_ack_vector_and_constants():
+    from mvds.engine import catchup
+    from mvds.engine.reconcile import fingerprint_of_ids
+    from mvds.wire import FEATURE_STREAM_ACK
+
+    section = _section(16)
+    assert FEATURE_STREAM_ACK == 4 and "bit 2 (value 4)" in section
+    assert f"keeps the newest {catchup.SENT_LOG_LIMIT:,}" in section
+    assert f"tries the first {catchup.SEARCH_LIMIT:,} starting" in section
+    assert f"mvds matches at most {catchup.MAX_STREAM_ACKS}" in section
+    payload = decode_payload(VECTORS["stream_ack"])
+    assert payload.features == 7 and payload.record_count() == 1
+    (ack,) = payload.stream_acks
+    assert ack.count == 2 and ack.fingerprint == VECTORS["fingerprint_two"]
+    assert ack.fingerprint == fingerprint_of_ids([VECTORS["message_id"], b"\x11" * 32])

@@ -53,6 +53,14 @@ synced" mark stays until everything a session found is given: a restart
 that loses them hellos the peer and syncs the group again.  A parked peer
 always has a probe scheduled (also after a restart), so two nodes never
 wait on each other to speak first.
+**Stream ACKs** (PROTOCOL 16.10): between two nodes that set
+``FEATURE_STREAM_ACK``, the new messages of a step are acknowledged by one
+StreamAck (their count and the fingerprint of their ids) instead of an ACK
+each -- 22 bytes per payload instead of 34 per message, and no per-ACK
+work.  The sender keeps the ids it sent the peer, in order (the sent log),
+finds the StreamAck's set in it (at its head, nearly always) and settles
+those ids as ACKs would; one it cannot find settles nothing, and the resends
+that follow are ACKed one by one, as duplicates always are.
 What *we* lack is not requested: each side gives, and a query from the peer
 starts our own session for that group (unless one just ran), so the peer's
 session gives us what we lack while ours gives it what it lacks -- nothing
@@ -67,17 +75,21 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import TYPE_CHECKING
 
-from mvds.engine.reconcile import INFINITY, Session, respond
+from mvds.engine.reconcile import INFINITY, Session, fingerprint, respond
 from mvds.engine.records import UNKNOWN_GROUP, Mode, Record, RecordType
 from mvds.store.rangeindex import key_id
 from mvds.wire import (
     FEATURE_RECONCILE,
     FEATURE_SKETCH,
+    FEATURE_STREAM_ACK,
+    Message,
     Mode as RangeMode,
     Payload,
     ReconcileMessage,
+    StreamAck,
 )
 
 if TYPE_CHECKING:
@@ -125,6 +137,21 @@ keeps coming back from long gaps is parked after at most this."""
 PATIENCE_DECAY = 0.98
 """Per answer that came after a short wait, the raised parking silence
 shrinks by this factor (back to ``park_after`` after about 70 such)."""
+
+SENT_LOG_LIMIT = 8192
+"""Most messages remembered, per peer, in the order they were sent to it
+(what its stream ACKs are matched against, PROTOCOL 16.10); older ones are
+forgotten and settled by ordinary ACKs of their resends."""
+
+SEARCH_LIMIT = 2048
+"""Most positions of the sent log a stream ACK that does not match at its
+head is tried at (a SHA-256 each)."""
+
+MAX_STREAM_ACKS = 4
+"""Most StreamAcks of one payload that are matched (an honest node sends
+one per payload; the rest are ignored, counted): a StreamAck not at the
+head of the log costs up to ``SEARCH_LIMIT`` hashes, which a peer must not
+buy by the dozen with one datagram."""
 
 _PARKED = b"2"
 """Mark value: the peer was parked; reconcile the group when it is back."""
@@ -199,6 +226,15 @@ class Catchup:
         1, 2, 4 ... seconds (a few datagrams before the deadline)."""
         self._sketches: dict[bytes, bool] = {}
         """Peers that answer ESTIMATE ranges with sketches (16.9)."""
+        self._acking: dict[bytes, bool] = {}
+        """Peers that take stream ACKs (PROTOCOL 16.10)."""
+        self._got: dict[bytes, list[bytes]] = {}
+        """Per peer: ids of new messages from it not yet acknowledged, in
+        the order they arrived (one stream ACK at the next payload to it)."""
+        self._sent: dict[bytes, dict[bytes, int]] = {}
+        """Per peer that takes stream ACKs: the messages sent to it and not
+        yet acknowledged, in the order they went out (id -> id as the
+        integer fingerprints sum)."""
         self._parked: set[bytes] = set()
         """Peers silent longer than ``park_after``: no records are kept for
         them, one mark per (group, peer) says "reconcile when back"."""
@@ -264,6 +300,12 @@ class Catchup:
         known = self._supports.get(peer)
         self._supports[peer] = speaks
         self._sketches[peer] = bool(payload.features & FEATURE_SKETCH)
+        acking = speaks and bool(payload.features & FEATURE_STREAM_ACK)
+        self._acking[peer] = acking
+        if not acking:
+            self._sent.pop(peer, None)
+        if payload.stream_acks:
+            self._on_stream_acks(peer, payload, now)
         if not speaks:
             if known is not False:
                 self._plain(peer, now)
@@ -304,6 +346,10 @@ class Catchup:
     def on_acks(self, peer: bytes, acks: list[bytes], now: float) -> None:
         """The peer ACKed ``acks``: streamed gives among them are settled,
         which makes room in the window for more."""
+        sent = self._sent.get(peer)
+        if sent:
+            for message_id in acks:
+                sent.pop(message_id, None)
         settled = False
         for (_, p), give in self._give.items():
             if p == peer and give.flight:
@@ -314,6 +360,68 @@ class Catchup:
         if settled:
             self._engine._last_answer[peer] = now
             self._engine._schedule_flush(peer, now)
+
+    # -- stream ACKs (PROTOCOL 16.10) -----------------------------------------
+    def received(self, peer: bytes, message: Message, now: float) -> None:
+        """A new message from ``peer``, which takes stream ACKs: noted, and
+        acknowledged with the others of this step in the next payload."""
+        self._got.setdefault(peer, []).append(message.id)
+        self._engine._schedule_flush(peer, now)
+
+    def sent(self, peer: bytes, payload: Payload) -> None:
+        """``payload`` goes to ``peer``: remember its messages, in order,
+        to match the peer's stream ACKs against."""
+        if not self._acking.get(peer) or not payload.messages:
+            return
+        log = self._sent.get(peer)
+        if log is None:
+            log = self._sent[peer] = {}
+        for message in payload.messages:
+            if not message.ephemeral:
+                mid = message.id
+                log.pop(mid, None)  # sent again: now at the end
+                log[mid] = int.from_bytes(mid, "little")
+        while len(log) > SENT_LOG_LIMIT:
+            del log[next(iter(log))]
+
+    def _on_stream_acks(self, peer: bytes, payload: Payload, now: float) -> None:
+        """Each stream ACK names the next ``count`` messages the peer got
+        from us by their fingerprint: find them in the sent log (at its
+        head; else with one of the head's missing, lost or late; else
+        further on, what precedes taken as lost) and settle them as ACKs
+        would.  No match settles nothing: what was sent is sent again by
+        its own timer, and the peer ACKs a message it holds one by one."""
+        stats = self._engine.stats
+        log = self._sent.get(peer)
+        for n, ack in enumerate(payload.stream_acks):
+            stats["stream_acks_in"] += 1
+            if n >= MAX_STREAM_ACKS:
+                stats["stream_acks_ignored"] += 1
+                continue
+            found = _match(log, ack.count, ack.fingerprint) if log else None
+            if found is None:
+                stats["stream_acks_unmatched"] += 1
+                continue
+            ids, dropped = found
+            assert log is not None
+            for mid in ids:
+                del log[mid]
+            for mid in dropped:
+                del log[mid]
+            stats["stream_acked"] += len(ids)
+            settled = False
+            rest = ids
+            for (_, p), give in self._give.items():
+                if p == peer and give.flight:
+                    flight = give.flight
+                    left = [mid for mid in rest if flight.pop(mid, None) is None]
+                    settled = settled or len(left) < len(rest)
+                    rest = left
+            if settled:
+                self._engine._last_answer[peer] = now
+                self._engine._schedule_flush(peer, now)  # room in the window
+            if rest:  # records: settled as by ACKs (events, round trips)
+                self._engine._on_acks(peer, rest, now)
 
     def _on_query(self, peer: bytes, message: ReconcileMessage, now: float) -> None:
         store = self._store
@@ -466,6 +574,7 @@ class Catchup:
         store = self._store
         self._parked.add(peer)
         self._engine.stats["reconcile_parked"] += 1
+        self._sent.pop(peer, None)  # what it did not acknowledge is resent anyway
         for group_id, peers in store.sharing().items():
             if peer in peers:
                 self._history.add((group_id, peer))
@@ -593,7 +702,7 @@ class Catchup:
         )
 
     def idle(self) -> bool:
-        return not (self._runs or self._out or any(
+        return not (self._runs or self._out or self._got or any(
             g.items or g.flight for g in self._give.values()
         ))
 
@@ -601,8 +710,15 @@ class Catchup:
     def fill(self, peer: bytes, payload: Payload, now: float) -> None:
         """Before the engine picks records for ``peer``: stream queued
         differences as MESSAGEs, and add reconcile messages and features."""
-        payload.features |= FEATURE_RECONCILE | FEATURE_SKETCH
+        payload.features |= FEATURE_RECONCILE | FEATURE_SKETCH | FEATURE_STREAM_ACK
         self._waiting.setdefault(peer, now)  # an answer measures the gap
+        got = self._got.pop(peer, None)
+        if got:
+            if self._acking.get(peer):
+                payload.stream_acks.append(StreamAck(len(got), _fingerprint_of(got)))
+                self._engine.stats["stream_acks_out"] += 1
+            else:  # it stopped taking them: ACK one by one
+                payload.acks.extend(got)
         for key in [k for k in self._give if k[1] == peer]:
             self._feed_gives(key, payload, now)
         out = self._out.pop(peer, None)
@@ -760,6 +876,41 @@ class Catchup:
         if tries > 1:
             stats["reconcile_gives_resent"] += 1
         return 1
+
+
+def _fingerprint_of(ids: list[bytes]) -> bytes:
+    return fingerprint(sum(int.from_bytes(i, "little") for i in ids), len(ids))
+
+
+def _match(
+    log: dict[bytes, int], count: int, wanted: bytes
+) -> tuple[list[bytes], list[bytes]] | None:
+    """Where in the sent log are the ``count`` messages whose fingerprint
+    is ``wanted``: (their ids, ids before them, taken as lost), or None.
+    Tries the head (the usual case: one SHA-256), the head with one message
+    missing (lost, or arriving later: it stays), then every later start."""
+    head = list(islice(log.items(), count + 1))
+    if len(head) < count:
+        return None
+    total = sum(value for _, value in head[:count])
+    if fingerprint(total, count) == wanted:
+        return [mid for mid, _ in head[:count]], []
+    if len(head) == count + 1:
+        total += head[count][1]
+        for skip, (_, value) in enumerate(head):
+            if fingerprint(total - value, count) == wanted:
+                return [mid for n, (mid, _) in enumerate(head) if n != skip], []
+    items = list(islice(log.items(), SEARCH_LIMIT + count))
+    sums = [0]
+    for _, value in items:
+        sums.append(sums[-1] + value)
+    for start in range(1, len(items) - count + 1):
+        if fingerprint(sums[start + count] - sums[start], count) == wanted:
+            return (
+                [mid for mid, _ in items[start : start + count]],
+                [mid for mid, _ in items[:start]],
+            )
+    return None
 
 
 def _parents(message) -> list[bytes]:

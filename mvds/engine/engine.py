@@ -40,7 +40,7 @@ from mvds.engine.events import (
 from mvds.engine.records import UNKNOWN_GROUP, Delivery, Mode, Record, RecordType
 from mvds.engine.rtt import RttEstimator
 from mvds.ids import ID_SIZE
-from mvds.wire import Message, Payload
+from mvds.wire import FEATURE_STREAM_ACK, Message, Payload
 
 if TYPE_CHECKING:  # the store imports engine.records: avoid the cycle at run time
     from mvds.store.base import Store
@@ -332,7 +332,10 @@ class Engine:
         if payload.acks:
             self._on_acks(peer, payload.acks, now)
         if payload.messages:
-            self._on_messages(peer, payload.messages, epoch, now)
+            # A peer that takes stream ACKs (PROTOCOL 16.10) gets one for
+            # the new messages of each step instead of an ACK per message.
+            ranged = self._catchup is not None and bool(payload.features & FEATURE_STREAM_ACK)
+            self._on_messages(peer, payload.messages, epoch, now, ranged)
         if payload.offers:
             self._on_offers(peer, payload.offers, epoch, now)
         if payload.requests:
@@ -407,7 +410,9 @@ class Engine:
             return True
         return self.config.accept_unshared and store.is_member(group_id)
 
-    def _on_messages(self, peer: bytes, messages: list[Message], epoch: int, now: float) -> None:
+    def _on_messages(
+        self, peer: bytes, messages: list[Message], epoch: int, now: float, ranged: bool = False
+    ) -> None:
         store = self.store
         stats = self.stats
         acks = self._acks.get(peer)
@@ -444,9 +449,14 @@ class Engine:
                 continue
             # ACK every persistent MESSAGE, duplicates too: our earlier ACK
             # may have been lost.  (The shell sends it only after commit.)
-            if acks is None:
-                acks = self._acks[peer] = []
-            acks.append(message_id)
+            # A new one from a peer that takes stream ACKs is noted instead
+            # (catchup.py): the step's new ones are ACKed at once.
+            if ranged and not store.has_message(message_id):
+                self._catchup.received(peer, message, now)  # type: ignore[union-attr]
+            else:
+                if acks is None:
+                    acks = self._acks[peer] = []
+                acks.append(message_id)
             # The peer holds it, so nothing we owe it about this message.
             own = store.get_record(message_id, peer)
             if own is not None and own.kind is not _REQUEST:
@@ -765,6 +775,8 @@ class Engine:
             sent_at.clear()
         if payload.is_empty() and not announce:
             return None
+        if self._catchup is not None:
+            self._catchup.sent(peer, payload)  # what its stream ACKs name
         counts = (
             ("payloads_out", 1),
             ("acks_out", len(payload.acks)),

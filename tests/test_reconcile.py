@@ -38,9 +38,11 @@ def _key(n: int, timestamp: int | None = None) -> bytes:
     return make_key(n // 3 if timestamp is None else timestamp, _id(n))
 
 
-def run(ours: RangeIndex, theirs: RangeIndex, *, mangle=None) -> tuple[Session, int, int]:
-    """Drive a session to its end; return it, round trips and bytes moved."""
-    session = Session(GROUP, ours)
+def run(ours: RangeIndex, theirs: RangeIndex, *, mangle=None, sketch: bool = False
+        ) -> tuple[Session, int, int]:
+    """Drive a session to its end over the wire encoding (``mangle`` may
+    change each round's replies); return it, round trips and bytes moved."""
+    session = Session(GROUP, ours, sketch=sketch)
     queries = session.start()
     round_trips = 0
     moved = 0

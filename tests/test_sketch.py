@@ -24,7 +24,7 @@ from mvds.engine.reconcile import (
 )
 from mvds.store import sketch as sk
 from mvds.store.rangeindex import RangeIndex, key_id, make_key
-from mvds.wire import decode_reconcile, encode_reconcile
+from test_reconcile import run
 
 GROUP = bytes(32)
 
@@ -42,25 +42,9 @@ def _sets(shared: int, extra_a: int, extra_b: int, seed: int):
 
 
 def _run(a: RangeIndex, b: RangeIndex, sketch: bool = True, drop=None):
-    """A session over the wire encoding; returns it, round trips, bytes."""
-    session = Session(GROUP, a, sketch=sketch)
-    queries = session.start()
-    round_trips = moved = 0
-    while queries:
-        round_trips += 1
-        replies = []
-        for q in queries:
-            data = encode_reconcile(q)
-            moved += len(data)
-            replies.extend(respond(b, decode_reconcile(data)))
-        if drop is not None:
-            replies = drop(replies)
-        queries = []
-        for r in replies:
-            data = encode_reconcile(r)
-            moved += len(data)
-            queries.extend(session.receive(decode_reconcile(data)))
-    return session, round_trips, moved
+    """A session over the wire encoding (sketches on by default); returns
+    it, round trips, bytes."""
+    return run(a, b, mangle=drop, sketch=sketch)
 
 
 def _exact(session: Session, only_a, only_b) -> None:

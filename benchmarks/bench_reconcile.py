@@ -34,16 +34,12 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import shutil
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 from benchmarks.common import Benchmark
-from benchmarks.daemons import GROUP, BenchDaemon, Subscriber, body
-from mvds.daemon.config import PeerConfig, load_config, save_config
-from mvds.daemon.setup import init_node_dir
+from benchmarks.daemons import GROUP, BenchDaemon, Subscriber, body, two_daemons
 from mvds.engine.reconcile import Session, respond
 from mvds.limits import SEALED_OVERHEAD
 from mvds.store.rangeindex import RangeIndex, key_id, make_key
@@ -143,27 +139,10 @@ def _cpu_seconds(daemon: BenchDaemon) -> float:
 
 
 def join(count: int, reconcile: bool) -> dict[str, float]:
-    base = Path(tempfile.mkdtemp(prefix="mvds-bench-join-"))
-    daemons: list[BenchDaemon] = []
-    try:
-        ids = {}
-        for name in "ab":
-            _, identity = init_node_dir(base / name)
-            ids[name] = identity.peer_id_hex
-        listens = {n: load_config(base / n / "mvds.toml").listen for n in "ab"}
-        for name in "ab":
-            other = "b" if name == "a" else "a"
-            config = load_config(base / name / "mvds.toml")
-            config.reconcile = reconcile
-            config.groups = [GROUP]
-            # A shares the group with B only once it holds the history.
-            shared = [GROUP] if name == "b" else []
-            config.peers = [PeerConfig(other, ids[other], listens[other], shared)]
-            save_config(base / name / "mvds.toml", config)
-        daemons = [BenchDaemon(base / n) for n in "ab"]
-        for daemon in daemons:
-            daemon.start()
-        a, b = daemons
+    # A shares the group with B only once it holds the history.
+    with two_daemons(shares={"a": [], "b": [GROUP]}, prefix="mvds-bench-join-",
+                     reconcile=reconcile, groups=[GROUP]) as (a, b):
+        daemons = [a, b]
         with a.client() as client:
             for offset in range(0, count, 1000):
                 n = min(1000, count - offset)
@@ -215,33 +194,11 @@ def join(count: int, reconcile: bool) -> dict[str, float]:
             "resent": status["engine"].get("retransmissions", 0)
             + status["engine"].get("reconcile_gives_resent", 0),
         }
-    finally:
-        for daemon in daemons:
-            daemon.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def away(count: int, reconcile: bool) -> dict[str, float]:
-    base = Path(tempfile.mkdtemp(prefix="mvds-bench-away-"))
-    daemons: list[BenchDaemon] = []
-    try:
-        ids = {}
-        for name in "ab":
-            _, identity = init_node_dir(base / name)
-            ids[name] = identity.peer_id_hex
-        listens = {n: load_config(base / n / "mvds.toml").listen for n in "ab"}
-        for name in "ab":
-            other = "b" if name == "a" else "a"
-            config = load_config(base / name / "mvds.toml")
-            config.reconcile = reconcile
-            config.park_after_s = 2.0
-            config.groups = [GROUP]
-            config.peers = [PeerConfig(other, ids[other], listens[other], [GROUP])]
-            save_config(base / name / "mvds.toml", config)
-        daemons = [BenchDaemon(base / n) for n in "ab"]
-        for daemon in daemons:
-            daemon.start()
-        a, b = daemons
+    with two_daemons(prefix="mvds-bench-away-", reconcile=reconcile, park_after_s=2.0,
+                     groups=[GROUP]) as (a, b):
         time.sleep(0.5)
         b.stop()
         time.sleep(3.0)  # longer than park_after_s
@@ -267,10 +224,6 @@ def away(count: int, reconcile: bool) -> dict[str, float]:
             "retransmissions_while_away": retransmitted,
             "seconds_to_catch_up": elapsed,
         }
-    finally:
-        for daemon in daemons:
-            daemon.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def benchmarks(quick: bool) -> list[Benchmark]:

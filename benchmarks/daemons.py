@@ -69,9 +69,12 @@ class BenchDaemon:
 
 
 @contextmanager
-def two_daemons(**settings) -> Iterator[tuple[BenchDaemon, BenchDaemon]]:
-    """Daemons A and B sharing GROUP; ``settings`` apply to both configs."""
-    base = Path(tempfile.mkdtemp(prefix="mvds-bench-"))
+def two_daemons(
+    shares: dict[str, list[str]] | None = None, prefix: str = "mvds-bench-", **settings
+) -> Iterator[tuple[BenchDaemon, BenchDaemon]]:
+    """Daemons A and B sharing GROUP; ``settings`` apply to both configs;
+    ``shares`` ("a"/"b" -> groups) overrides what a node shares with the other."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
     daemons: list[BenchDaemon] = []
     try:
         ids = {}
@@ -85,7 +88,8 @@ def two_daemons(**settings) -> Iterator[tuple[BenchDaemon, BenchDaemon]]:
             for key, value in settings.items():
                 setattr(config, key, value)
             config.seed = ord(name) if settings.get("loss") else None
-            config.peers = [PeerConfig(other, ids[other], listens[other], [GROUP])]
+            shared = [GROUP] if shares is None else shares[name]
+            config.peers = [PeerConfig(other, ids[other], listens[other], shared)]
             save_config(base / name / "mvds.toml", config)
         daemons = [BenchDaemon(base / n) for n in "ab"]
         for daemon in daemons:

@@ -135,13 +135,14 @@ def check_command(args: argparse.Namespace) -> int:
 
 
 def generate_command(args: argparse.Namespace) -> int:
+    from mvds.daemon.netem import LinkConditions
     from mvds.testbed.generate import Params, generate
     from mvds.testbed.scenario import ScenarioError, render_scenario
 
+    link = LinkConditions(latency=args.latency, jitter=args.jitter, loss=args.loss,
+                          duplicate=args.duplicate, reorder=args.reorder, rate=args.rate)
     params = Params(
-        nodes=args.nodes, degree=args.degree, latency=args.latency, jitter=args.jitter,
-        loss=args.loss, duplicate=args.duplicate, reorder=args.reorder, rate=args.rate,
-        duration=args.duration, appends=args.appends, size=args.size, start=args.start,
+        nodes=args.nodes, degree=args.degree, link=link, duration=args.duration, appends=args.appends, size=args.size, start=args.start,
         stop=args.stop, epoch_ms=args.epoch_ms, seed=args.seed, mode=args.mode,
     )
     try:

@@ -26,12 +26,8 @@ class Params:
     nodes: int = 4
     degree: int = 4
     """k of the random k-regular topology."""
-    latency: float = 0.0
-    jitter: float = 0.0
-    loss: float = 0.0
-    duplicate: float = 0.0
-    reorder: float = 0.0
-    rate: float = 0.0
+    link: LinkConditions = LinkConditions()
+    """The conditions of every link, both directions."""
     duration: float = 60.0
     appends: float = 1.0
     """Appends per node per second."""
@@ -134,8 +130,7 @@ def generate(kind: str, p: Params) -> Scenario:
             nodes.append(NodeSpec(name, p.mode, "causal", schedule, 0.2))
         else:
             nodes.append(NodeSpec(name, p.mode))
-    conditions = LinkConditions(p.latency, p.jitter, p.loss, p.duplicate, p.reorder, p.rate)
-    links = [LinkSpec(node_names[a], node_names[b], conditions, conditions) for a, b in pairs]
+    links = [LinkSpec(node_names[a], node_names[b], p.link, p.link) for a, b in pairs]
     scenario = Scenario(
         name=f"{kind}-{p.nodes}",
         description=f"generated: mvds testbed generate {kind} --nodes {p.nodes}",

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from mvds.testbed.compose import ComposeTestbed, free_address, link_addresses, pick_block, project
+from mvds.daemon.netem import LinkConditions
 from mvds.testbed.generate import Params, generate
 from mvds.testbed.runner import TestbedError as RunError  # (not a test class)
 from mvds.testbed.scenario import Fault, load_scenario
@@ -22,7 +23,7 @@ BLOCK = ipaddress.IPv4Network("10.210.0.0/16")
 
 
 def test_one_service_per_node_and_one_network_per_link_for_any_n(tmp_path):
-    scenario = generate("ring", Params(nodes=12, loss=0.1))
+    scenario = generate("ring", Params(nodes=12, link=LinkConditions(loss=0.1)))
     spec = project(scenario, "p", "img", tmp_path, BLOCK, build={"context": "."}, user=None)
     assert sorted(spec["services"]) == sorted(scenario.names)
     assert len(spec["networks"]) == 12

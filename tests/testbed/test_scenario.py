@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from mvds.daemon.netem import LinkConditions
 from mvds.testbed.generate import KINDS, Params, edges, generate, random_regular
 from mvds.testbed.plan import cut_windows, down_windows, plan_appends
 from mvds.testbed.scenario import ScenarioError, parse_scenario, render_scenario
@@ -99,7 +100,8 @@ def test_generated_scenarios_round_trip_and_have_the_shape(kind, n, seed, loss, 
     if kind == "sketch":
         n -= n % 2
     degree = 3 if n % 2 == 0 else 4
-    s = generate(kind, Params(nodes=n, degree=degree, seed=seed, loss=loss, latency=latency))
+    s = generate(kind, Params(nodes=n, degree=degree, seed=seed,
+                                   link=LinkConditions(loss=loss, latency=latency)))
     assert parse_scenario(render_scenario(s), "x") == s
     assert len(s.nodes) == n
     degrees = {name: len(s.neighbours(name)) for name in s.names}

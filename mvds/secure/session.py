@@ -546,9 +546,7 @@ class SessionManager:
         peer.greatest_timestamp = timestamp
         # Its wall clock at sending minus ours now (the one-way delay, ms,
         # is the error): mvds doctor reports a large skew.
-        peer.clock_skew = (
-            (timestamp >> 32) - 2**62 + (timestamp & 0xFFFFFFFF) / 1e9 - (now + self.wall_offset)
-        )
+        peer.clock_skew = sw.timestamp_seconds(timestamp) - (now + self.wall_offset)
         if peer.pending is not None:
             if self.public < peer.peer_id and not yielding:
                 # Both initiated: the smaller public key's initiation wins, unless

@@ -125,6 +125,11 @@ def timestamp_value(wall_seconds: float) -> int:
     return ((2**62 + seconds) << 32) | min(nanos, 999_999_999)
 
 
+def timestamp_seconds(value: int) -> float:
+    """The wall-clock seconds a :func:`timestamp_value` stands for (its inverse)."""
+    return (value >> 32) - 2**62 + (value & 0xFFFFFFFF) / 1e9
+
+
 # -- initiation / response ----------------------------------------------------
 def initiation_head(sender_index: int) -> bytes:
     return _INIT_HEAD.pack(TYPE_INITIATION, sender_index)

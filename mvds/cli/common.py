@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 from pathlib import Path
 from typing import Any, Callable
 
 from mvds.cli.errors import CliError
-from mvds.daemon.config import ConfigError, NodeConfig, load_config
+from mvds.daemon.config import ConfigError, NodeConfig, format_utc as format_time, load_config
 from mvds.daemon.control_client import ControlClient, ControlError, NotRunning
 from mvds.daemon.nodedir import NodeDir, is_running
 from mvds.ids import parse_group
@@ -126,17 +125,6 @@ def peer_names(config: NodeConfig) -> dict[str, str]:
 
 def print_json(obj: Any) -> None:
     print(json.dumps(obj, separators=(",", ":"), allow_nan=False), flush=True)  # standard JSON only
-
-
-def format_time(timestamp: int) -> str:
-    """A message timestamp (Unix seconds) in UTC, marked so (``Z``): the
-    same line reads the same on every machine, whatever its time zone."""
-    try:
-        return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).strftime(
-            "%Y-%m-%d %H:%M:%SZ"
-        )
-    except (OverflowError, OSError, ValueError):
-        return str(timestamp)
 
 
 def resolve_file(path: str) -> Path:

@@ -10,6 +10,7 @@ file and the key.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import functools
 import tomllib
 from dataclasses import dataclass, field
@@ -47,6 +48,17 @@ def parse_address(text: str) -> tuple[str, int]:
     if not 0 <= port <= 65535:
         raise ValueError(f"port {port} out of range in {text!r}")
     return host, port
+
+
+def format_utc(timestamp: float) -> str:
+    """Unix seconds in UTC, marked so (``Z``): the same line reads the same
+    on every machine, whatever its time zone."""
+    try:
+        return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).strftime(
+            "%Y-%m-%d %H:%M:%SZ"
+        )
+    except (OverflowError, OSError, ValueError):
+        return str(timestamp)
 
 
 def format_address(host: str, port: int) -> str:

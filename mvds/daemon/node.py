@@ -37,7 +37,7 @@ import trio
 from mvds.daemon import admin, pairing
 from mvds.daemon.acks import AckBook, AckWaiter, wanted_peers
 from mvds.daemon.commands import Command, NodeError, address_arg, checked_body, known_group
-from mvds.daemon.config import ConfigError, NodeConfig, format_address, parse_address
+from mvds.daemon.config import ConfigError, NodeConfig, format_address, format_utc, parse_address
 from mvds.daemon.configpush import apply_edits, apply_sharing, engine_config, push_config
 from mvds.daemon.delivered import DeliveredMessage, ReceivedMessage  # noqa: F401 (the earlier name)
 from mvds.daemon.diagnose import GroupCheck
@@ -73,10 +73,6 @@ STORE_ERROR_LOG_INTERVAL = 10.0
 """The same store error is logged at once, then at most once per this many
 seconds, with how often it happened since the previous line."""
 
-
-
-def format_utc(timestamp: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(timestamp))
 
 
 def wall_clock() -> float:

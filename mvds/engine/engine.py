@@ -451,7 +451,8 @@ class Engine:
             # may have been lost.  (The shell sends it only after commit.)
             # A new one from a peer that takes stream ACKs is noted instead
             # (catchup.py): the step's new ones are ACKed at once.
-            if ranged and not store.has_message(message_id):
+            known = store.has_message(message_id)
+            if ranged and not known:
                 self._catchup.received(peer, message, now)  # type: ignore[union-attr]
             else:
                 if acks is None:
@@ -462,7 +463,7 @@ class Engine:
             if own is not None and own.kind is not _REQUEST:
                 store.delete_record(message_id, peer)
                 self._events.append(MessageAcknowledged(message_id, peer))
-            if store.has_message(message_id):
+            if known:
                 stats["duplicates_in"] += 1
                 if not store.is_ready(message_id):
                     self._request_missing(message_id, peer, group_id, epoch, now)

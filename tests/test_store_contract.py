@@ -526,3 +526,24 @@ def test_range_index_forgets_a_rolled_back_append(tmp_path):
     s.close()
     with SQLiteStore(tmp_path / "store.db") as reopened:  # rebuilt at first use
         assert list(reopened.range_index(G1)) == keys
+
+
+def test_delivery_seqs_are_read_in_a_batch(store, monkeypatch):
+    # Some ids already in ``message_ids``, some still only in memory (the
+    # SQLite store indexes them a batch at a time), more than one query's 500.
+    from mvds.store import _sqlite_messages
+
+    monkeypatch.setattr(_sqlite_messages, "INDEX_BATCH", 100)
+    own = [add(store, msg(b"own %d" % i, ts=i)) for i in range(650)]
+    held = msg(b"held", parents=(mid(9),))
+    store.add_message(held, ready=False, received_from=Q)
+    late = msg(b"late")
+    store.add_message(late, ready=False, received_from=Q)
+    late_seq = store.mark_ready(late.id, deliver=True)
+    wanted = [m.id for m in own[::-1]] + [held.id, late.id, mid(1)]
+    seqs = store.delivery_seqs(wanted)
+    assert set(seqs) == {m.id for m in own} | {late.id}  # held: not handed over
+    assert [seqs[m.id] for m in own] == sorted(seqs[m.id] for m in own)
+    assert seqs[late.id] == late_seq > seqs[own[-1].id]
+    assert all(seqs[m] == store.get_stored(m).seq for m in seqs)
+    assert store.delivery_seqs([]) == {}

@@ -79,7 +79,7 @@ from itertools import islice
 from typing import TYPE_CHECKING
 
 from mvds.engine.reconcile import INFINITY, Session, fingerprint, respond
-from mvds.engine.records import UNKNOWN_GROUP, Mode, Record, RecordType
+from mvds.engine.records import UNKNOWN_GROUP, Mode, RecordType
 from mvds.store.rangeindex import key_id
 from mvds.wire import (
     FEATURE_RECONCILE,
@@ -153,6 +153,12 @@ one per payload; the rest are ignored, counted): a StreamAck not at the
 head of the log costs up to ``SEARCH_LIMIT`` hashes, which a peer must not
 buy by the dozen with one datagram."""
 
+SECOND_LIMIT = 65536
+"""Most keys of one second queued at a time for streaming (about 6 MB of
+ids).  A second holding more (a bulk import under one timestamp) is given
+in slices of this many, each in delivery order; a parent in a later slice
+is then REQUESTed by the receiver, as plain MVDS does."""
+
 _PARKED = b"2"
 """Mark value: the peer was parked; reconcile the group when it is back."""
 
@@ -174,10 +180,9 @@ class _Cursor:
     next: bytes
     upper: bytes
     exclude: frozenset[bytes]
-    ahead: set[bytes] = field(default_factory=set)
-    """Ids beyond ``next`` already given (as parents of earlier ones)."""
-    walk: tuple | None = None
-    """A parents-first walk the window interrupted: (key, stack, seen)."""
+    queued: deque = field(default_factory=deque)
+    """Ids of the second being given (its keys from before ``next``), in
+    the order the store delivered them (:meth:`Catchup._queue_second`)."""
 
 
 @dataclass
@@ -517,7 +522,6 @@ class Catchup:
 
     def _plain(self, peer: bytes, now: float) -> None:
         """The peer does not speak reconciliation: plain MVDS for it."""
-        engine = self._engine
         self._parked.discard(peer)
         for key in [k for k in self._runs if k[1] == peer]:
             del self._runs[key]
@@ -738,7 +742,7 @@ class Catchup:
             - len(give.flight)
         )
         items = give.items
-        index = store.range_index(group_id)
+        index = None
         rtt = self._engine.rtt(peer)
         deadline = now + max(GIVE_TIMEOUT, 4 * rtt if rtt else 0.0)
         while room > 0 and items:
@@ -747,34 +751,18 @@ class Catchup:
                 items.popleft()
                 room -= self._give_one(item, None, peer, give, payload, deadline)
                 continue
-            lo = index.rank(item.next)
-            hi = len(index) if item.upper == INFINITY else index.rank(item.upper)
-            keys = index.keys(lo, min(hi, lo + room))
-            # One batch read for the window's worth, in (timestamp, id) order.
-            cache = store.get_messages([key_id(k) for k in keys])
-            stopped = False
-            for k in keys:
-                mid = key_id(k)
-                if mid in item.ahead:
-                    item.ahead.discard(mid)
-                elif mid not in item.exclude:
-                    given, complete = self._give_with_parents(
-                        k, item, index, peer, give, payload, deadline, room, cache
-                    )
-                    room -= given
-                    if not complete:
-                        stopped = True  # the window is full before k went
-                        break
-                item.next = k + b"\x00"
-                if room <= 0:
-                    stopped = True
-                    break
-            if not stopped and lo + len(keys) >= hi:
-                items.popleft()
-            elif not keys:
-                items.popleft()
-            if stopped:
-                break
+            queued = item.queued
+            if not queued:
+                if index is None:
+                    index = store.range_index(group_id)
+                if not self._queue_second(item, index):
+                    items.popleft()  # the range is given
+                    continue
+            batch = [queued.popleft() for _ in range(min(room, len(queued)))]
+            # One batch read for the window's worth.
+            cache = store.get_messages(batch)
+            for mid in batch:
+                room -= self._give_one(mid, cache.get(mid), peer, give, payload, deadline)
         peak = len(give.flight)
         if peak > self._engine.stats["reconcile_inflight_peak"]:
             self._engine.stats["reconcile_inflight_peak"] = peak
@@ -783,73 +771,35 @@ class Catchup:
             if key not in self._runs:
                 self._clear_history(*key)  # all given
 
-    def _give_with_parents(
-        self,
-        key: bytes,
-        item: _Cursor,
-        index,
-        peer: bytes,
-        give: _Give,
-        payload: Payload,
-        deadline: float,
-        room: int,
-        cache: dict,
-    ) -> tuple[int, bool]:
-        """Give the message at ``key``, first its parents that this range
-        still has to give (depth first): (id, timestamp) order is not causal
-        order for messages of the same second, and a receiver that gets a
-        child first holds it and REQUESTs the parent.  Returns (messages
-        given, whether the message itself was given)."""
-        store = self._store
-        mid = key_id(key)
-        if item.walk is not None and item.walk[0] == key:
-            _, stack, seen = item.walk  # resume where the window stopped it
-        else:
-            message = cache.get(mid) or store.get_message(mid)
-            stack = [(mid, key, _parents(message), message)]
-            seen = {mid}
-        item.walk = None
-        given = 0
-        flight = give.flight
-        while stack:
-            current, current_key, parents, message = stack[-1]
-            head = current_key[:8]
-            parent_to_give = None
-            while parents:
-                parent = parents.pop()
-                # A parent of an earlier second sorts before ``key``: given
-                # already.  Only one of the same second can sort after it
-                # (parents from a later second need a skewed clock: the
-                # receiver then asks for them, as MVDS does).
-                parent_key = head + parent
-                if (
-                    parent_key <= key
-                    or parent_key >= item.upper
-                    or parent in seen
-                    or parent in item.ahead
-                    or parent in item.exclude
-                    or parent in flight
-                    or parent_key not in index
-                    or store.get_record(parent, peer) is not None
-                ):
-                    continue
-                parent_to_give = parent
-                break
-            if parent_to_give is not None:
-                seen.add(parent_to_give)
-                parent_message = cache.get(parent_to_give) or store.get_message(parent_to_give)
-                stack.append(
-                    (parent_to_give, head + parent_to_give, _parents(parent_message), parent_message)
-                )
-                continue
-            if given >= room:
-                item.walk = (key, stack, seen)
-                return given, False
-            stack.pop()
-            given += self._give_one(current, message, peer, give, payload, deadline)
-            if current != mid:
-                item.ahead.add(current)
-        return given, True
+    def _queue_second(self, item: _Cursor, index) -> bool:
+        """Queue the next second of the range (its keys from ``item.next``
+        on that share a timestamp, at most ``SECOND_LIMIT``), in delivery
+        order; False when the range has nothing left.
+
+        (timestamp, id) order is not causal order within a second: a
+        receiver given a child before its parent holds it and REQUESTs the
+        parent.  The store's delivery order is causal (a message is handed
+        over after its parents), so a second sorted by it arrives parents
+        first; parents of earlier seconds sort earlier and went already.
+        One batch read of the second's sequence numbers, no walk over the
+        DAG.  Messages never handed over (held for parents) go last."""
+        lo = index.rank(item.next)
+        hi = len(index) if item.upper == INFINITY else index.rank(item.upper)
+        if lo >= hi:
+            return False
+        second = index.key_at(lo)[:8]
+        following = int.from_bytes(second, "big") + 1
+        if following < 1 << 64:
+            hi = min(hi, index.rank(following.to_bytes(8, "big")))
+        keys = index.keys(lo, min(hi, lo + SECOND_LIMIT))
+        item.next = keys[-1] + b"\x00"
+        exclude = item.exclude
+        ids = [mid for mid in map(key_id, keys) if mid not in exclude]
+        seqs = self._store.delivery_seqs(ids)
+        last = 1 << 63
+        ids.sort(key=lambda mid: seqs.get(mid, last))  # stable: key order among the rest
+        item.queued.extend(ids)
+        return True
 
     def _give_one(
         self,
@@ -912,6 +862,3 @@ def _match(
             )
     return None
 
-
-def _parents(message) -> list[bytes]:
-    return list(message.parents) if message is not None else []

@@ -73,6 +73,7 @@ class _LazyMessage(Message):
     def __init__(self, mid: bytes, encoded: bytes) -> None:  # noqa: D107 - no super(): lazy
         self.id = mid
         self._encoded = encoded
+        self.ephemeral = False  # never stored (add_message refuses them): no parse to ask
 
     def __getattr__(self, name: str) -> object:
         if name not in _FIELDS:
@@ -376,12 +377,51 @@ class MessageLog:
             )
             for mid, encoded in rows:
                 mid = bytes(mid)
-                out[mid] = decode_stored(encoded, mid)
+                out[mid] = _LazyMessage(mid, encoded)  # read to be sent: parsed if used
         for mid in rest:
             if mid not in out:
                 message = self.get_message(mid)  # not indexed yet (this session's)
                 if message is not None:
                     out[mid] = message
+        return out
+
+    def delivery_seqs(self, mids: list[bytes]) -> dict[bytes, int]:
+        """The delivery sequence number of each of ``mids`` that has one
+        (stored and handed over), two queries per 500 ids at most: the
+        unindexed ones by row number, the rest through ``message_ids``."""
+        out: dict[bytes, int] = {}
+        by_id: list[bytes] = []
+        by_rid: dict[int, bytes] = {}
+        unwritten, unindexed = self._unwritten, self._unindexed
+        for mid in mids:
+            u = unwritten.get(mid)
+            if u is not None:
+                if u.seq is not None:
+                    out[mid] = u.seq
+                continue
+            rid = unindexed.get(mid)
+            if rid is not None:
+                by_rid[rid] = mid
+            else:
+                by_id.append(mid)
+        db = self._db
+        for start in range(0, len(by_id), 500):
+            chunk = by_id[start : start + 500]
+            for mid, seq in db.all(
+                "SELECT i.id, m.seq FROM message_ids i JOIN messages m ON m.rid = i.rid"
+                f" WHERE i.id IN ({','.join('?' * len(chunk))}) AND m.seq IS NOT NULL",
+                chunk,
+            ):
+                out[bytes(mid)] = seq
+        rids = list(by_rid)
+        for start in range(0, len(rids), 500):
+            chunk = rids[start : start + 500]
+            for rid, seq in db.all(
+                f"SELECT rid, seq FROM messages WHERE rid IN ({','.join('?' * len(chunk))})"
+                " AND seq IS NOT NULL",
+                chunk,
+            ):
+                out[by_rid[rid]] = seq
         return out
 
     def get_stored(self, mid: bytes) -> StoredMessage | None:

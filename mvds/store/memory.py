@@ -101,6 +101,15 @@ class MemoryStore:
         messages = self._messages
         return {m: messages[m].message for m in message_ids if m in messages}
 
+    def delivery_seqs(self, message_ids: list[bytes]) -> dict[bytes, int]:
+        messages = self._messages
+        out = {}
+        for mid in message_ids:
+            stored = messages.get(mid)
+            if stored is not None and stored.seq is not None:
+                out[mid] = stored.seq
+        return out
+
     def get_stored(self, message_id: bytes) -> StoredMessage | None:
         return self._messages.get(message_id)
 

@@ -273,6 +273,9 @@ class SQLiteStore:
     def get_messages(self, message_ids: list[bytes]) -> dict[bytes, Message]:
         return self._messages.get_messages(message_ids)
 
+    def delivery_seqs(self, message_ids: list[bytes]) -> dict[bytes, int]:
+        return self._messages.delivery_seqs(message_ids)
+
     def get_stored(self, message_id: bytes) -> StoredMessage | None:
         return self._messages.get_stored(message_id)
 

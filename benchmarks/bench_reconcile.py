@@ -230,7 +230,7 @@ def benchmarks(quick: bool) -> list[Benchmark]:
     shared = 10_000 if quick else 1_000_000
     extra = 100 if quick else 1_000
     joining = 1_000 if quick else 100_000  # the size
-    away_count = 1_000 if quick else 50_000
+    away_count = 1_000 if quick else 100_000  # the size
     out = [
         Benchmark(
             name=f"reconcile.diff.{case}{'' if sketch else '-split-only'}",

@@ -8,6 +8,10 @@ without sockets: the datagram gate (gate.py), peers (peers.py), commands
 (commands.py), config edits (admin.py, configpush.py), subscriptions
 (subscriptions.py), event dispatch (dispatch.py), ACK waits (acks.py),
 debug tracing (trace.py), status (status.py), diagnostics (diagnose.py).
+Pairing's orchestration (pairing_flow.py: invites, acceptances, what a
+pairing handshake changes) awaits and reads the wall clock, so it is a
+part of its own that reaches the node only through the callables it is
+given here.
 
 Everything that changes state happens in :meth:`Node._step`, synchronously
 and inside ONE store transaction (datagrams through the gate into the
@@ -37,7 +41,7 @@ import trio
 from mvds.daemon import admin, pairing
 from mvds.daemon.acks import AckBook, AckWaiter, wanted_peers
 from mvds.daemon.commands import Command, NodeError, address_arg, checked_body, known_group
-from mvds.daemon.config import ConfigError, NodeConfig, format_address, format_utc, parse_address
+from mvds.daemon.config import ConfigError, NodeConfig, format_address, parse_address
 from mvds.daemon.configpush import apply_edits, apply_sharing, engine_config, push_config
 from mvds.daemon.delivered import DeliveredMessage, ReceivedMessage  # noqa: F401 (the earlier name)
 from mvds.daemon.diagnose import GroupCheck
@@ -46,6 +50,7 @@ from mvds.daemon.gate import DatagramGate
 from mvds.daemon.logs import get_logger
 from mvds.daemon.logthrottle import LogThrottle
 from mvds.daemon.nodedir import NodeDir
+from mvds.daemon.pairing_flow import PairingFlow
 from mvds.daemon.peers import PeerRegistry, PeerState, link_peers, route_resolved
 from mvds.daemon.radio import RadioSchedule, run_radio
 from mvds.daemon.setup import init_node  # noqa: F401 (mvds.daemon.node.init_node, the earlier home)
@@ -154,13 +159,16 @@ class Node:
         link_peers(config, *self.peers.sync(config), self.codec, self.sessions)
         push_config(self.engine, store, config, self.now())
         try:
-            self.invites = pairing.InviteBook.load(nodedir.path / "invites.json" if nodedir else None)
+            invites = pairing.InviteBook.load(nodedir.path / "invites.json" if nodedir else None)
         except pairing.PairingError as exc:
             raise NodeError(str(exc)) from None
-        for invite in self.invites.pending(time.time()):
-            self.sessions.offer_invite(invite.slot, self._invite_psk(invite))
-        self._adopt: set[bytes] = set()
-        """Peers paired in this step: their session is kept when the config adds them."""
+        self.pairing_flow = PairingFlow(
+            invites=invites, sessions=self.sessions, own_id=identity.peer_id, log=self.log,
+            config=lambda: self.config, port=lambda: self.address[1],
+            check_edit=self._edit, submit_edit=lambda edit: self._submit(edit=edit),
+            reach=self._reach, last_heard=lambda peer_id: self.engine.last_heard(peer_id),
+            now=self.now, peer_name=self._peer_name,
+        )
         # Nothing of the retired static-key envelope is read: an old node
         # directory's nonce file and replay/<peer> meta rows are ignored.
 
@@ -269,7 +277,7 @@ class Node:
                 nursery.start_soon(self.transport.run_sender)
                 nursery.start_soon(self._resolve_loop)
                 nursery.start_soon(self._reachability_loop)
-                nursery.start_soon(self._invite_loop)
+                nursery.start_soon(self.pairing_flow.run)
                 if self._radio is not None:
                     nursery.start_soon(run_radio, self._radio, self.transport, self._radio_up, self.log)
                 task_status.started()
@@ -446,10 +454,7 @@ class Node:
         """Stop sharing a group with a peer."""
         await self._submit(edit=self._edit(lambda config: admin.unshare(config, group, peer_name)))
 
-    # -- pairing (mvds/daemon/pairing.py; docs/PROTOCOL.md "Pairing") ------------
-    def _invite_psk(self, invite: pairing.Invite) -> bytes:
-        return pairing.invite_psk(bytes.fromhex(invite.secret), self.peer_id)
-
+    # -- pairing (mvds/daemon/pairing_flow.py; docs/PROTOCOL.md "Pairing") -------
     async def invite(
         self,
         groups: list[str] | tuple[str, ...] = (),
@@ -464,69 +469,7 @@ class Node:
         first hex digits); ``addresses`` are where the other node can reach
         this one (default: the listen address, every interface address for
         0.0.0.0).  The node must be running until the code is used."""
-        groups = list(groups)
-        try:
-            for group in groups:
-                admin.join(self.config, group)  # a bad name: refused here, nothing made
-            if name is not None:
-                admin.check_text("peer name", name)
-                if not name:
-                    raise ValueError("a peer name must not be empty")
-            if addresses is None:
-                host = parse_address(self.config.listen)[0]
-                addresses = pairing.reachable_addresses(host, self.address[1])
-            for address in addresses:
-                parse_address(address)
-            wall = time.time()
-            invite = self.invites.create(groups, float(expires), name, wall)
-            code = pairing.encode_code(pairing.InviteCode(
-                self.peer_id, bytes.fromhex(invite.secret), invite.slot, int(invite.expires),
-                tuple(addresses), tuple(groups)))
-        except ValueError as exc:  # AdminError, PairingError, a bad address
-            raise NodeError(str(exc)) from None
-        except OSError as exc:
-            raise NodeError(f"cannot save the invite: {exc.strerror or exc}") from None
-        self.sessions.offer_invite(invite.slot, self._invite_psk(invite))
-        self.log.info("invite.created", slot=invite.slot, groups=groups,
-                      expires_in_s=round(invite.expires - wall, 1))
-        return code
-
-    def _paired(self, event: Any) -> Command | None:
-        """A session-layer pairing event into the config edit that follows it."""
-        address = format_address(*event.addr[:2])
-        if isinstance(event, sessions_mod.InviteAnswered):
-            self.log.info("pairing.answered", peer=self._peer_name(event.peer_id), address=address)
-            return Command(edit=lambda config: pairing.set_address(config, event.peer_id, address))
-        wall = time.time()
-        try:
-            invite = self.invites.use(event.slot, event.peer_id, wall)  # saved before trusting
-        except (pairing.PairingError, OSError) as exc:
-            self.sessions.remove_peer(event.peer_id)
-            self.log.warning("pairing.refused", claimed_peer=event.peer_id.hex(), source=address,
-                             slot=event.slot, reason=str(exc))
-            return None
-        name = invite.name or pairing.default_name(event.peer_id)
-        self._adopt.add(event.peer_id)
-        self.log.info("invite.used", slot=event.slot, peer=name, peer_id=event.peer_id.hex(),
-                      source=address, groups=invite.groups)
-        own = self.peer_id
-        return Command(edit=lambda config: pairing.trust(
-            config, name, event.peer_id, address, invite.groups, own_id=own))
-
-    async def _invite_loop(self) -> None:
-        """Withdraw invites as they expire (checked every second; the
-        acceptance itself checks the expiry again)."""
-        logged: set[tuple[int, float]] = set()
-        while True:
-            await trio.sleep(REACHABILITY_CHECK)
-            wall = time.time()
-            pending = {i.slot for i in self.invites.pending(wall)}
-            for invite in self.invites.invites:
-                if invite.slot not in pending:
-                    self.sessions.withdraw_invite(invite.slot)  # idempotent
-                    if invite.state(wall) == "expired" and (invite.slot, invite.created) not in logged:
-                        logged.add((invite.slot, invite.created))
-                        self.log.info("invite.expired", slot=invite.slot)
+        return await self.pairing_flow.invite(list(groups), expires, name, addresses)
 
     async def accept(self, code: str, *, name: str | None = None, timeout: float = 30.0) -> dict[str, Any]:
         """Pair with the node that made ``code`` (:meth:`invite`): trust it,
@@ -535,73 +478,16 @@ class Node:
         Returns ``{"peer": name, "peer_id": hex, "groups": [...]}``; a code
         that is mistyped, expired, used, or a node that does not answer is a
         :class:`NodeError` (and nothing of the pairing stays configured)."""
-        try:
-            code_fields = pairing.decode_code(code)
-        except pairing.PairingError as exc:
-            raise NodeError(str(exc)) from None
-        inviter = code_fields.peer_id
-        if inviter == self.peer_id:
-            raise NodeError("this invite code was made by this node; accept it on another one")
-        if name is not None:
-            try:
-                admin.check_text("peer name", name)
-            except ValueError as exc:
-                raise NodeError(str(exc)) from None
-        if not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
-            raise NodeError("timeout is between 0 and 3600 seconds")
-        existing = next((p for p in self.config.peers if p.peer_id == inviter), None)
-        peer_name = existing.name if existing else (name or pairing.default_name(inviter))
-        v6 = ":" in parse_address(self.config.listen)[0]
-        targets = pairing.socket_addresses(code_fields.addresses, v6)
-        if not code_fields.addresses:
-            raise NodeError("the invite code holds no address")
-        self.sessions.accept_invite(inviter, code_fields.psk, code_fields.slot, targets)
-        started = self.now()
-        had = {parse_group(g) for g in self.config.all_groups()}
-        added_groups = [g for g in code_fields.groups if parse_group(g) not in had]
-        first = code_fields.addresses[0]
-        edit = self._edit(lambda config: pairing.trust(
-            config, peer_name, inviter, first, code_fields.groups, own_id=self.peer_id))
-        try:
-            await self._submit(edit=edit)
-        except NodeError:
-            self.sessions.cancel_accept(inviter)
-            raise
-        entry = next((p for p in self.config.peers if p.peer_id == inviter), None)
-        state = self.peers.get(inviter)
+        return await self.pairing_flow.accept(code, name, timeout)
+
+    async def _reach(self, peer_id: bytes) -> None:
+        """Resolve a (newly configured) peer's address and announce this node
+        to it at once, not at the engine's next timer."""
+        state = self.peers.get(peer_id)
         if state is not None:
             await self._resolve_peer(state)
-        self.engine.announce(inviter, self.now())
+        self.engine.announce(peer_id, self.now())
         self._wake.set()
-        with trio.move_on_after(timeout):
-            while True:
-                heard = self.engine.last_heard(inviter)
-                if heard is not None and heard >= started:
-                    assert entry is not None
-                    self.log.info("pairing.done", peer=entry.name, peer_id=inviter.hex(),
-                                  groups=list(code_fields.groups))
-                    return {"peer": entry.name, "peer_id": inviter.hex(),
-                            "groups": list(code_fields.groups)}
-                await trio.sleep(0.05)
-        self.sessions.cancel_accept(inviter)
-        if existing is None:  # undo: the peer and the groups this pairing added
-
-            def undo(config: NodeConfig) -> NodeConfig:
-                for peer in config.peers:
-                    if peer.peer_id == inviter:
-                        config = admin.remove_peer(config, peer.name)
-                for group in added_groups:
-                    if any(parse_group(g) == parse_group(group) for g in config.all_groups()):
-                        config = admin.leave(config, group)
-                return config
-
-            await self._submit(edit=undo)
-        hint = ""
-        if code_fields.expires <= time.time():
-            hint = f" (by this machine's clock it expired {format_utc(code_fields.expires)})"
-        self.log.warning("pairing.failed", peer_id=inviter.hex(), timeout_s=timeout)
-        raise NodeError("the inviting node refused or did not answer: the code may be expired "
-                        f"or used, or the node unreachable{hint}")
 
     async def messages(
         self,
@@ -784,7 +670,7 @@ class Node:
                 # engine hears from us and pulls its backed-off records forward.
                 engine.announce(event.peer_id, now)
             elif isinstance(event, (sessions_mod.InviteAccepted, sessions_mod.InviteAnswered)):
-                paired = self._paired(event)
+                paired = self.pairing_flow.paired(event)
                 if paired is not None:
                     queue.append(paired)
         old_config = self.config
@@ -861,8 +747,8 @@ class Node:
         peers it adds, moves or removes in the registry and the codec."""
         self.config = new
         changed, removed = self.peers.sync(new)
-        link_peers(new, changed, removed, self.codec, self.sessions, keep=self._adopt)
-        self._adopt.clear()
+        link_peers(new, changed, removed, self.codec, self.sessions,
+                   keep=self.pairing_flow.adopted())
         for peer_id in changed:  # new, moved or switched envelope: a fresh start
             self.engine.announce(peer_id, now)
             self.gate.unknown.forget(peer_id)
@@ -933,7 +819,7 @@ class Node:
                 counters=self.counters, uptime_s=clock - self._started, now=now,
             ),
         )
-        status["invites"] = self.invites.summary(time.time())
+        status["invites"] = self.pairing_flow.invites.summary(time.time())
         return status
 
 

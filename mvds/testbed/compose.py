@@ -54,7 +54,7 @@ from typing import Any, Callable
 import trio
 
 from mvds.daemon.async_client import AsyncControlClient
-from mvds.testbed.runner import CONTROL_ERRORS, START_TIMEOUT, Testbed, TestbedError, TNode
+from mvds.testbed.runner import CONTROL_ERRORS, Testbed, TestbedError, TNode
 from mvds.testbed.scenario import Fault, Scenario
 
 PORT = 7400
@@ -294,27 +294,19 @@ class ComposeTestbed(Testbed):
         for node in self.nodes.values():
             await self.wait_ready(node)
 
-    async def wait_ready(self, node: TNode) -> None:
-        deadline = trio.current_time() + START_TIMEOUT
-        checked = trio.current_time()
-        while True:
-            try:
-                async with await AsyncControlClient.connect(node.socket) as client:
-                    await client.request("ping")
-                node.state = "running"
-                return
-            except CONTROL_ERRORS:
-                pass
-            now = trio.current_time()
-            if now > deadline:
-                raise TestbedError(f"node {node.name} did not start within {START_TIMEOUT:g} s: "
-                                   f"{self.log_tail(node.name)}")
-            if now - checked > 3:
-                checked = now
-                state = await trio.to_thread.run_sync(self.container_state, node.name)
-                if state not in ("running", "paused"):
-                    raise TestbedError(f"node {node.name}'s container is {state}: {self.log_tail(node.name)}")
-            await trio.sleep(0.2)
+    START_POLL = 0.2
+    START_CHECK_EVERY = 3.0
+    """A `docker inspect` takes a while: Testbed.wait_ready asks it every 3 s."""
+
+    async def start_failure(self, node: TNode) -> str | None:
+        """A container that is not running (exited, restarting, missing) will not answer."""
+        state = await trio.to_thread.run_sync(self.container_state, node.name)
+        if state not in ("running", "paused"):
+            return f"node {node.name}'s container is {state}: {self.log_tail(node.name)}"
+        return None
+
+    def start_timeout_message(self, node: TNode) -> str:
+        return f"{super().start_timeout_message(node)}: {self.log_tail(node.name)}"
 
     def container_state(self, node: str) -> str:
         result = subprocess.run(["docker", "inspect", "--format", "{{.State.Status}}", self.container(node)],

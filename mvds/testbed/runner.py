@@ -194,12 +194,20 @@ class Testbed:
         )
         node.state = "starting"
 
+    START_POLL = 0.1
+    """Seconds between pings of a starting daemon."""
+    START_CHECK_EVERY = 0.0
+    """Seconds between :meth:`start_failure` checks (0: after every ping)."""
+
     async def wait_ready(self, node: TNode) -> None:
+        """Ping the node's control socket until it answers.  One loop for
+        every runner; what differs is how a dead start shows, so a start
+        that failed (:meth:`start_failure`, every :attr:`START_CHECK_EVERY`
+        seconds) or took longer than START_TIMEOUT
+        (:meth:`start_timeout_message`) is a TestbedError at once."""
         deadline = trio.current_time() + START_TIMEOUT
+        checked = trio.current_time()
         while True:
-            assert node.process is not None
-            if node.process.poll() is not None:
-                raise TestbedError(f"node {node.name} exited at start: {self.last_log_line(node)}")
             try:
                 async with await AsyncControlClient.connect(node.socket) as client:
                     await client.request("ping")
@@ -207,9 +215,25 @@ class Testbed:
                 return
             except CONTROL_ERRORS:
                 pass
-            if trio.current_time() > deadline:
-                raise TestbedError(f"node {node.name} did not start within {START_TIMEOUT:g} s")
-            await trio.sleep(0.1)
+            now = trio.current_time()
+            if now > deadline:
+                raise TestbedError(self.start_timeout_message(node))
+            if now - checked >= self.START_CHECK_EVERY:
+                checked = now
+                failure = await self.start_failure(node)
+                if failure is not None:
+                    raise TestbedError(failure)
+            await trio.sleep(self.START_POLL)
+
+    async def start_failure(self, node: TNode) -> str | None:
+        """Why the node cannot come up any more (its process exited), or None."""
+        assert node.process is not None
+        if node.process.poll() is not None:
+            return f"node {node.name} exited at start: {self.last_log_line(node)}"
+        return None
+
+    def start_timeout_message(self, node: TNode) -> str:
+        return f"node {node.name} did not start within {START_TIMEOUT:g} s"
 
     @staticmethod
     def last_log_line(node: TNode) -> str:

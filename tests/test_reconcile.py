@@ -192,3 +192,39 @@ def test_responder_ignores_what_it_does_not_understand():
     msg = ReconcileMessage(GROUP, MIN_BOUND, [Range(INFINITY, Mode.IDLIST_REPLY, ids=[_id(1)])])
     (reply,) = respond(RangeIndex({_key(1)}), msg)
     assert [r.mode for r in reply.ranges] == [Mode.SKIP]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    built=keysets,
+    batches=st.lists(keysets, max_size=4),
+    spread=st.integers(1, 400),
+    with_sketch=st.booleans(),
+)
+def test_deferred_keys_answer_as_if_added_at_once(built, batches, spread, with_sketch):
+    # Keys deferred by the append path (few: added one by one; more than an
+    # eighth of the index: merged by one sort) answer every query as an index
+    # built from all of them does, sketch included.
+    def key(n):
+        return make_key(n // spread, _id(n))
+
+    index = RangeIndex({key(n) for n in built})
+    if with_sketch:
+        index.sketch()
+    everything = {key(n) for n in built}
+    for batch in batches:
+        new = {key(n) for n in batch} - everything
+        for k in sorted(new, key=key_id):  # id order, not key order
+            index.defer(k)
+        everything |= new
+        whole = RangeIndex(everything)
+        assert len(index) == len(whole)
+        assert list(index) == list(whole)
+        n = len(whole)
+        for lo, hi in ((0, n), (n // 3, n // 2), (n // 2, n)):
+            assert index.range_sum(lo, hi) == whole.range_sum(lo, hi)
+            assert index.keys(lo, hi) == whole.keys(lo, hi)
+        for k in list(everything)[:5]:
+            assert k in index and index.rank(k) == whole.rank(k)
+        if with_sketch:
+            assert index.sketch().table(16) == whole.sketch().table(16)

@@ -75,7 +75,7 @@ class RangeIndex:
 
     __slots__ = (
         "_blocks", "_maxes", "_sums", "_prefix_count", "_prefix_sum", "_dirty", "_size",
-        "_has_id", "_ids", "_sketch",
+        "_has_id", "_ids", "_sketch", "_pending",
     )
 
     def __init__(
@@ -84,9 +84,15 @@ class RangeIndex:
         """``keys`` must be distinct.  ``has_id`` answers whether an id is
         held (the store's own lookup); without it the index keeps a set of
         its ids."""
-        ordered = sorted(keys)
         self._has_id = has_id
-        self._ids: set[bytes] | None = None if has_id else {k[8:] for k in ordered}
+        self._sketch: Sketch | None = None
+        self._pending: list[bytes] = []
+        """Keys :meth:`defer`\ red, added before the next query."""
+        self._load(sorted(keys))
+
+    def _load(self, ordered: list[bytes]) -> None:
+        """Blocks, sums and prefixes from distinct keys in order."""
+        self._ids: set[bytes] | None = None if self._has_id else {k[8:] for k in ordered}
         half = BLOCK // 2
         self._blocks: list[list[bytes]] = [
             ordered[i : i + half] for i in range(0, len(ordered), half)
@@ -98,20 +104,54 @@ class RangeIndex:
         self._dirty = 0
         """Blocks from this index on have stale prefix entries."""
         self._size = len(ordered)
-        self._sketch: Sketch | None = None
+
+    def defer(self, key: bytes) -> None:
+        """Add a key (not already present) before the next query, not now.
+
+        The append path of a store calls this: a catch-up stores thousands
+        of messages a second whose keys land all over the order (a second's
+        messages arrive in delivery order, not id order), and nothing asks
+        the index until the next reconciliation round.  Keys added one by
+        one cost a bisect and a ``list.insert`` each; many pending keys are
+        merged by one sort instead (:meth:`_settle`)."""
+        self._pending.append(key)
+
+    def _settle(self) -> None:
+        """Add the deferred keys: one by one when they are few, by rebuilding
+        from one sorted list when they are more than an eighth of the index
+        (a sort in C beats that many Python-level inserts)."""
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        if len(pending) * 8 <= self._size:
+            for key in pending:
+                self.add(key)
+            return
+        added = set(pending).difference(self)
+        ordered = list(self)
+        ordered.extend(added)
+        ordered.sort()
+        self._load(ordered)
+        if self._sketch is not None:
+            for key in added:
+                self._sketch.add(key[:SHORT_KEY])
 
     def sketch(self) -> Sketch:
         """The group's set-difference summary (:mod:`mvds.store.sketch`),
         built on first use (a hash per item: about 2 s at a million) and kept up
         to date on every add after that."""
+        self._settle()
         if self._sketch is None:
             self._sketch = Sketch(key[:SHORT_KEY] for key in self)
         return self._sketch
 
     def __len__(self) -> int:
+        self._settle()
         return self._size
 
     def __contains__(self, key: bytes) -> bool:
+        self._settle()
         b = bisect_left(self._maxes, key)
         if b == len(self._maxes):
             return False
@@ -127,6 +167,7 @@ class RangeIndex:
 
     def add(self, key: bytes) -> bool:
         """Insert a key; False if it was already present."""
+        self._settle()
         maxes = self._maxes
         blocks = self._blocks
         b = bisect_left(maxes, key)
@@ -197,6 +238,7 @@ class RangeIndex:
 
     def rank(self, key: bytes) -> int:
         """Number of keys below ``key``."""
+        self._settle()
         counts, _ = self._prefixes()
         b = bisect_left(self._maxes, key)
         if b == len(self._maxes):
@@ -205,6 +247,7 @@ class RangeIndex:
 
     def key_at(self, rank: int) -> bytes:
         """The key at ``rank`` (0-based)."""
+        self._settle()
         if not 0 <= rank < self._size:
             raise IndexError(rank)
         b, i = self._locate(rank)
@@ -212,6 +255,7 @@ class RangeIndex:
 
     def prefix_sum(self, rank: int) -> int:
         """Sum of the ids of the ``rank`` lowest keys (not reduced)."""
+        self._settle()
         _, sums = self._prefixes()
         if rank >= self._size:
             return sums[len(self._blocks)]
@@ -231,6 +275,7 @@ class RangeIndex:
 
     def keys(self, lo: int, hi: int) -> list[bytes]:
         """The keys at ranks ``[lo, hi)``, in order."""
+        self._settle()
         hi = min(hi, self._size)
         if hi <= lo:
             return []
@@ -247,6 +292,7 @@ class RangeIndex:
         return out
 
     def __iter__(self) -> Iterator[bytes]:
+        self._settle()
         for block in self._blocks:
             yield from block
 
@@ -300,7 +346,7 @@ class GroupRanges:
         """A message was stored: add it to its group's index if one is built."""
         index = self._indexes.get(group_id)
         if index is not None:
-            index.add(make_key(timestamp, message_id))
+            index.defer(make_key(timestamp, message_id))
 
     def clear(self) -> None:
         """Forget every index (after a rollback: they may hold rolled-back

@@ -547,3 +547,25 @@ def test_delivery_seqs_are_read_in_a_batch(store, monkeypatch):
     assert seqs[late.id] == late_seq > seqs[own[-1].id]
     assert all(seqs[m] == store.get_stored(m).seq for m in seqs)
     assert store.delivery_seqs([]) == {}
+
+
+def test_a_range_index_built_in_slices_reads_what_was_stored_meanwhile(store, monkeypatch):
+    # The daemon builds indexes a slice at a time between steps: messages
+    # stored between slices, also while a page read earlier is half used
+    # (pages of 20 rows here, slices of 7), and after the build, are all in.
+    from mvds.store import _sqlite_messages
+    from mvds.store.rangeindex import RangeIndex, make_key
+
+    monkeypatch.setattr(_sqlite_messages, "PAGE", 2)
+    stored = [add(store, msg(b"w %d" % i, ts=i % 7)) for i in range(55)]
+    calls = 0
+    while not store.warm_range_index(G1, 7):
+        calls += 1
+        if calls <= 10:
+            stored.append(add(store, msg(b"meanwhile %d" % calls, ts=3)))
+    assert calls > 5  # built over several slices, with stores in between
+    stored.append(add(store, msg(b"after", ts=2)))
+    add(store, msg(b"other group", group=G2))
+    index = store.range_index(G1)
+    assert list(index) == list(RangeIndex(make_key(m.timestamp, m.id) for m in stored))
+    assert store.warm_range_index(G1, 7)  # built: nothing more to read

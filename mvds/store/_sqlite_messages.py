@@ -519,23 +519,28 @@ class MessageLog:
         return self._page_group(gid, self.count)
 
     def group_keys(self, group_id: bytes) -> Iterator[tuple[int, bytes]]:
-        """(timestamp, id) of every stored message of a group (in rid order)."""
-        gid = self._names.gid.get(group_id)
-        if gid is None:
-            return
-        self.flush()
+        """(timestamp, id) of every stored message of a group (in rid order).
+
+        Resumable (GroupRanges.warm reads it a slice at a time between
+        steps): each page is read when the last is used up, after writing
+        the open transaction's buffered rows, and it ends only at a page
+        that finds nothing, so rows stored meanwhile are read too."""
         after = 0
         while True:
+            gid = self._names.gid.get(group_id)  # interned by the first message
+            if gid is None:
+                return
+            self.flush()
             rows = self._db.all(
                 # Only the bytes that hold the timestamp (after the group id).
                 "SELECT rid, id, substr(encoded, 35, 11) FROM messages "
                 "WHERE gid = ? AND rid > ? ORDER BY rid LIMIT ?",
                 (gid, after, PAGE * 10),
             )
+            if not rows:
+                return
             for _, mid, head in rows:
                 yield encoded_timestamp(head, 0), mid
-            if len(rows) < PAGE * 10:
-                return
             after = rows[-1][0]
 
     def _page_group(self, gid: int, last_rid: int) -> Iterator[bytes]:

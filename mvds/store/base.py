@@ -166,6 +166,12 @@ class Store(Protocol):
         then kept up to date by ``add_message`` (not persisted)."""
         ...
 
+    def warm_range_index(self, group_id: bytes, rows: int) -> bool:
+        """Build the group's range index ahead of first use, reading at most
+        ``rows`` more messages per call; True once it is built.  A shell
+        calls it between steps (the build takes seconds at a million)."""
+        ...
+
     def add_waiting(self, child: bytes, missing_parents: Iterable[bytes]) -> None:
         """Record that ``child`` waits for these parents to become ready."""
         ...

@@ -165,6 +165,9 @@ class MemoryStore:
     def range_index(self, group_id: bytes) -> RangeIndex:
         return self._ranges.get(group_id)
 
+    def warm_range_index(self, group_id: bytes, rows: int) -> bool:
+        return self._ranges.warm(group_id, rows)
+
     def _group_keys(self, group_id: bytes) -> Iterator[tuple[int, bytes]]:
         messages = self._messages
         for mid in self._group_messages.get(group_id, ()):

@@ -34,6 +34,7 @@ The index lives in memory and is built from the store when first needed
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from itertools import islice
 from typing import Callable, Iterable, Iterator
 
 from mvds.store.sketch import SHORT_KEY, Sketch
@@ -334,13 +335,44 @@ class GroupRanges:
         self._load = load
         self._has_id = has_id
         self._indexes: dict[bytes, RangeIndex] = {}
+        self._building: dict[bytes, tuple[list[bytes], Iterator[tuple[int, bytes]]]] = {}
+        """Builds under way (:meth:`warm`): keys read so far, the rest."""
 
     def get(self, group_id: bytes) -> RangeIndex:
         index = self._indexes.get(group_id)
         if index is None:
-            keys = (make_key(ts, mid) for ts, mid in self._load(group_id))
-            index = self._indexes[group_id] = RangeIndex(keys, self._has_id)
+            self.warm(group_id, None)
+            index = self._indexes[group_id]
         return index
+
+    def warm(self, group_id: bytes, rows: int | None) -> bool:
+        """Read up to ``rows`` more of the group's messages (all if None)
+        into its index under construction; True once the index is built.
+
+        A shell calls this between steps so that the build (seconds at a
+        million messages) does not stall the step of the first reconciliation.
+        ``load`` must be resumable: it reads in row order, sees rows added
+        after it started and ends only when a read finds nothing more (the
+        SQLite store pages by row number until a page comes back empty, the
+        memory store walks a growing list), so messages stored while the
+        build is under way are read by it, and those stored after it (the
+        index is in place in the call that found the end) are added on
+        append like any other."""
+        if group_id in self._indexes:
+            return True
+        build = self._building.get(group_id)
+        if build is None:
+            build = self._building[group_id] = ([], iter(self._load(group_id)))
+        keys, source = build
+        taken = 0
+        for ts, mid in source if rows is None else islice(source, rows):
+            keys.append(make_key(ts, mid))
+            taken += 1
+        if taken == rows:
+            return False  # maybe more: the next call reads on
+        del self._building[group_id]
+        self._indexes[group_id] = RangeIndex(keys, self._has_id)
+        return True
 
     def added(self, group_id: bytes, timestamp: int, message_id: bytes) -> None:
         """A message was stored: add it to its group's index if one is built."""
@@ -352,3 +384,4 @@ class GroupRanges:
         """Forget every index (after a rollback: they may hold rolled-back
         messages); the next use rebuilds from the store."""
         self._indexes.clear()
+        self._building.clear()

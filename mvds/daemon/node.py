@@ -57,7 +57,7 @@ from mvds.daemon.setup import init_node  # noqa: F401 (mvds.daemon.node.init_nod
 from mvds.daemon.status import build_status, live_peer, live_top
 from mvds.daemon.subscriptions import Subscriptions
 from mvds.daemon.trace import Tracer, debug_enabled  # noqa: F401 (the earlier home)
-from mvds.daemon.transport import SMALL_BUFFER, UdpTransport
+from mvds.daemon.transport import MAX_DRAIN, SMALL_BUFFER, UdpTransport
 from mvds.excgroups import leaves
 from mvds.engine import Engine
 from mvds.ids import parse_group, short
@@ -91,6 +91,22 @@ def wall_clock() -> float:
     return time.time()
 
 REACHABILITY_CHECK = 1.0
+
+STEP_DATAGRAMS = 128
+"""Most received datagrams one step takes (the rest wait for the next step,
+which follows at once).  A step ACKs what it took only when it ends: taking
+a whole burst (a window of 1,024 messages is about 340 datagrams) made the
+sender wait for the whole burst's ACKs while this node worked, then this
+node wait while the sender built the next burst.  Smaller steps send ACKs
+sooner, so the sender refills its window while this node works through
+the rest.  Measured (python -m benchmarks daemon, three repeats, 0 = the
+whole inbox): batch 20,364 / 21,079 / 16,729 msg/s, interactive 11,324 /
+12,641 / 10,252, p50 1.90 / 1.56 / 2.23 ms at 0 / 128 / 64."""
+
+INBOX_LIMIT = MAX_DRAIN
+"""Received datagrams held in memory before the socket is read again: past
+it they wait in the kernel's buffer (which drops when full, as any
+network does), so a flood cannot grow the inbox without bound."""
 
 WARM_ROWS = 5000
 """Messages read per slice while range indexes are built at start (a few
@@ -561,6 +577,9 @@ class Node:
         assert transport is not None
         while True:
             await transport.wait_readable()
+            if len(self._inbox) >= INBOX_LIMIT:
+                await trio.sleep(0.001)  # the steps are behind: let them catch up
+                continue
             datagrams = transport.drain()
             if datagrams:
                 self._inbox.extend(datagrams)
@@ -671,7 +690,8 @@ class Node:
         """Everything that is ready, in one transaction; outputs only after commit."""
         clock = time.monotonic()
         now = self.time_base + clock
-        inbox, self._inbox = self._inbox, []
+        inbox = self._inbox[:STEP_DATAGRAMS]
+        del self._inbox[:STEP_DATAGRAMS]
         queue, self._queue = self._queue, []
         retrans: dict[bytes, int] = {}
         engine = self.engine

@@ -589,6 +589,8 @@ class Node:
         idle_spins = 0
         while True:
             timeout = self._timeout()
+            if timeout > 0 and self.engine_config.reconcile and self.store.settle_range_indexes():
+                timeout = self._timeout()  # idle: appends' index keys went in meanwhile
             if timeout <= 0:
                 idle_spins += 1
                 if idle_spins > 3:

@@ -172,6 +172,12 @@ class Store(Protocol):
         calls it between steps (the build takes seconds at a million)."""
         ...
 
+    def settle_range_indexes(self) -> bool:
+        """Add the keys that appends deferred to the built range indexes
+        (``RangeIndex.defer``) now; True if there were any.  A shell calls
+        it when idle, so that a reconciliation does not wait for it."""
+        ...
+
     def add_waiting(self, child: bytes, missing_parents: Iterable[bytes]) -> None:
         """Record that ``child`` waits for these parents to become ready."""
         ...

@@ -168,6 +168,9 @@ class MemoryStore:
     def warm_range_index(self, group_id: bytes, rows: int) -> bool:
         return self._ranges.warm(group_id, rows)
 
+    def settle_range_indexes(self) -> bool:
+        return self._ranges.settle()
+
     def _group_keys(self, group_id: bytes) -> Iterator[tuple[int, bytes]]:
         messages = self._messages
         for mid in self._group_messages.get(group_id, ()):

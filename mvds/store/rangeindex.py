@@ -117,6 +117,14 @@ class RangeIndex:
         merged by one sort instead (:meth:`_settle`)."""
         self._pending.append(key)
 
+    def settle(self) -> bool:
+        """Add the deferred keys now (a shell calls this when idle, so that
+        the next query finds none); True if there were any."""
+        if not self._pending:
+            return False
+        self._settle()
+        return True
+
     def _settle(self) -> None:
         """Add the deferred keys: one by one when they are few, by rebuilding
         from one sorted list when they are more than an eighth of the index
@@ -379,6 +387,13 @@ class GroupRanges:
         index = self._indexes.get(group_id)
         if index is not None:
             index.defer(make_key(timestamp, message_id))
+
+    def settle(self) -> bool:
+        """Add every index's deferred keys; True if any had some."""
+        settled = False
+        for index in self._indexes.values():
+            settled = index.settle() or settled
+        return settled
 
     def clear(self) -> None:
         """Forget every index (after a rollback: they may hold rolled-back

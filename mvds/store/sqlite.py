@@ -307,6 +307,9 @@ class SQLiteStore:
     def warm_range_index(self, group_id: bytes, rows: int) -> bool:
         return self._ranges.warm(group_id, rows)
 
+    def settle_range_indexes(self) -> bool:
+        return self._ranges.settle()
+
     def add_waiting(self, child: bytes, missing_parents: Iterable[bytes]) -> None:
         if not self._in_txn:
             return self._autocommit(self.add_waiting, child, missing_parents)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -226,6 +227,54 @@ def away(count: int, reconcile: bool) -> dict[str, float]:
         }
 
 
+def restore(count: int, reconcile: bool, interval: float) -> dict[str, float]:
+    """B takes a backup, receives and ACKs ``count`` messages, then is
+    restored from the backup: A holds no record of them any more (they were
+    ACKed), so plain MVDS never sends them again.  The time from B's restart
+    until it holds them again, waiting at most twice ``interval``
+    (``reconcile_interval_s``; the round is started by the node with the
+    lower id, the other one's after twice the interval)."""
+    with two_daemons(prefix="mvds-bench-restore-", reconcile=reconcile,
+                     reconcile_interval_s=interval, groups=[GROUP]) as (a, b):
+        time.sleep(0.5)
+        b.stop()
+        backup = b.path.parent / "b-backup"
+        shutil.copytree(b.path, backup, ignore=shutil.ignore_patterns("mvds.sock", "mvds.lock"))
+        b.start()
+        subscriber = Subscriber(b)
+        try:
+            with a.client() as client:
+                for offset in range(0, count, 1000):
+                    n = min(1000, count - offset)
+                    client.request("append_many", group=GROUP,
+                                   texts=[body(offset + i) for i in range(n)])
+            subscriber.wait_for(count, timeout=max(60.0, count / 500))
+        finally:
+            subscriber.close()
+        deadline = time.monotonic() + 30
+        while sum(a.status()["peers"][0]["pending"].values()) and time.monotonic() < deadline:
+            time.sleep(0.05)  # until B's ACKs settle them on A
+        b.stop()
+        for name in ("mvds.db", "mvds.db-wal", "mvds.db-shm"):
+            (b.path / name).unlink(missing_ok=True)
+            if (backup / name).exists():
+                shutil.copy2(backup / name, b.path / name)
+        started = time.perf_counter()
+        b.start()
+        subscriber = Subscriber(b)
+        wait = 2 * interval + 5
+        try:
+            try:
+                subscriber.wait_for(count, timeout=wait)
+                seconds = max(subscriber.arrivals.values()) - started
+            except TimeoutError:
+                seconds = time.perf_counter() - started  # the whole wait: not all came back
+            held = len(subscriber.arrivals)
+        finally:
+            subscriber.close()
+        return {"fraction_held_again": held / count, "seconds": seconds}
+
+
 def benchmarks(quick: bool) -> list[Benchmark]:
     shared = 10_000 if quick else 1_000_000
     extra = 100 if quick else 1_000
@@ -295,6 +344,27 @@ def benchmarks(quick: bool) -> list[Benchmark]:
                          "seconds_to_catch_up": "<= 10"},
                 params={"messages": away_count, "body_bytes": 256, "reconcile": reconcile,
                         "park_after_s": 2.0},
+            )
+        )
+    restore_count = 100 if quick else 10_000
+    restore_interval = 2.0 if quick else 10.0
+    for reconcile in (False, True):
+        label = "reconcile" if reconcile else "plain"
+        out.append(
+            Benchmark(
+                name=f"reconcile.restore.{label}",
+                description=(
+                    f"{restore_count:,} messages ACKed, then lost with a restored backup ({label}), "
+                    f"real daemons, reconcile_interval_s {restore_interval:g}"
+                ),
+                run=lambda reconcile=reconcile: restore(restore_count, reconcile, restore_interval),
+                # seconds: from B's restart until it held them all again, or
+                # the whole wait (twice the interval + 5 s) when it did not.
+                metrics={"fraction_held_again": "", "seconds": "s"},
+                targets={"fraction_held_again": "1 (at the next anti-entropy round)" if reconcile
+                         else ""},
+                params={"messages": restore_count, "body_bytes": 256, "reconcile": reconcile,
+                        "reconcile_interval_s": restore_interval},
             )
         )
     return out

@@ -228,3 +228,42 @@ def test_deferred_keys_answer_as_if_added_at_once(built, batches, spread, with_s
             assert k in index and index.rank(k) == whole.rank(k)
         if with_sketch:
             assert index.sketch().table(16) == whole.sketch().table(16)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    built=st.sets(st.integers(0, 3000), min_size=1, max_size=400),
+    batch_sizes=st.lists(st.integers(1, 700), max_size=5),
+    with_sketch=st.booleans(),
+    idle=st.booleans(),
+)
+def test_appended_keys_go_in_at_the_end_as_if_added_at_once(built, batch_sizes, with_sketch, idle):
+    # New messages of this node sort after every key: settled when idle
+    # (appends only) or at the next query, they top up the last block and
+    # add blocks, and answer as an index built from all of them.
+    index = RangeIndex({_key(n, 0) for n in built})
+    if with_sketch:
+        index.sketch()
+    everything = {_key(n, 0) for n in built}
+    second = 1
+    for size in batch_sizes:
+        new = {_key(10_000 + second * 1000 + i, second) for i in range(size)}
+        second += 1
+        for k in sorted(new, key=key_id):
+            index.defer(k)
+        if idle:
+            assert index.settle(appends_only=True)
+            assert not index._pending
+        everything |= new
+        whole = RangeIndex(everything)
+        n = len(whole)
+        assert list(index) == list(whole)
+        assert index.range_sum(n // 4, n) == whole.range_sum(n // 4, n)
+        assert index.keys(n // 2, n) == whole.keys(n // 2, n)
+        assert all(len(block) <= 256 for block in index._blocks)
+        if with_sketch:
+            assert index.sketch().table(16) == whole.sketch().table(16)
+    old = _key(5, -1)  # sorts before everything: not an append
+    index.defer(old)
+    assert not index.settle(appends_only=True) and index._pending == [old]
+    assert index.rank(old) == 0 and not index._pending

@@ -174,8 +174,9 @@ class Store(Protocol):
 
     def settle_range_indexes(self) -> bool:
         """Add the keys that appends deferred to the built range indexes
-        (``RangeIndex.defer``) now; True if there were any.  A shell calls
-        it when idle, so that a reconciliation does not wait for it."""
+        (``RangeIndex.defer``) now where they all sort after every key
+        (this node's new messages: cheap); True if any did.  A shell calls
+        it when idle, so that a reconciliation does not wait for them."""
         ...
 
     def add_waiting(self, child: bytes, missing_parents: Iterable[bytes]) -> None:

@@ -117,10 +117,15 @@ class RangeIndex:
         merged by one sort instead (:meth:`_settle`)."""
         self._pending.append(key)
 
-    def settle(self) -> bool:
-        """Add the deferred keys now (a shell calls this when idle, so that
-        the next query finds none); True if there were any."""
-        if not self._pending:
+    def settle(self, appends_only: bool = False) -> bool:
+        """Add the deferred keys now, so that the next query finds none;
+        True if it did.  With ``appends_only`` (a shell calls it so when
+        idle) only if they all sort after every key: new messages of this
+        node, which go in at the end for a few operations each, not a
+        catch-up's keys all over the order (each an insert into a block;
+        they wait for the next query)."""
+        pending = self._pending
+        if not pending or (appends_only and self._maxes and min(pending) <= self._maxes[-1]):
             return False
         self._settle()
         return True
@@ -133,6 +138,9 @@ class RangeIndex:
         if not pending:
             return
         self._pending = []
+        if not self._maxes or min(pending) > self._maxes[-1]:
+            self._append_sorted(sorted(set(pending)))
+            return
         if len(pending) * 8 <= self._size:
             for key in pending:
                 self.add(key)
@@ -144,6 +152,33 @@ class RangeIndex:
         self._load(ordered)
         if self._sketch is not None:
             for key in added:
+                self._sketch.add(key[:SHORT_KEY])
+
+    def _append_sorted(self, ordered: list[bytes]) -> None:
+        """Add distinct keys that all sort after every key: top up the last
+        block, then new blocks of half the size (as a build makes them)."""
+        blocks, maxes, sums = self._blocks, self._maxes, self._sums
+        start = 0
+        if blocks and len(blocks[-1]) < BLOCK:
+            head = ordered[: BLOCK - len(blocks[-1])]
+            blocks[-1].extend(head)
+            maxes[-1] = head[-1]
+            sums[-1] += sum(map(id_value, head))
+            start = len(head)
+            self._dirty = min(self._dirty, len(blocks) - 1)
+        else:
+            self._dirty = min(self._dirty, len(blocks))
+        half = BLOCK // 2
+        for i in range(start, len(ordered), half):
+            block = ordered[i : i + half]
+            blocks.append(block)
+            maxes.append(block[-1])
+            sums.append(sum(map(id_value, block)))
+        self._size += len(ordered)
+        if self._ids is not None:
+            self._ids.update(key[8:] for key in ordered)
+        if self._sketch is not None:
+            for key in ordered:
                 self._sketch.add(key[:SHORT_KEY])
 
     def sketch(self) -> Sketch:
@@ -389,10 +424,11 @@ class GroupRanges:
             index.defer(make_key(timestamp, message_id))
 
     def settle(self) -> bool:
-        """Add every index's deferred keys; True if any had some."""
+        """Add every index's deferred appends (:meth:`RangeIndex.settle`
+        with ``appends_only``); True if any did."""
         settled = False
         for index in self._indexes.values():
-            settled = index.settle() or settled
+            settled = index.settle(appends_only=True) or settled
         return settled
 
     def clear(self) -> None:

@@ -32,6 +32,7 @@ async def test_a_reconciling_node_builds_its_range_index_at_start_and_keeps_appe
             while group not in ranges._indexes:
                 await trio.sleep(0.01)
         index = node.store.range_index(group)
+        await trio.sleep(1.1)  # a later second: these sort after every key
         await node.append_many("chat", [b"after the build %d" % i for i in range(10)])
         with trio.fail_after(5):
             while index._pending:  # idle: the appends' keys go in without a query

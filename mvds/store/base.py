@@ -131,12 +131,7 @@ class Store(Protocol):
         ``message_ids`` that has one, in a batch read.  Delivery order is
         causal order (a message is handed over only after its parents), so
         catch-up streams a second's messages in it (engine/catchup.py)."""
-        out = {}
-        for message_id in message_ids:
-            stored = self.get_stored(message_id)
-            if stored is not None and stored.seq is not None:
-                out[message_id] = stored.seq
-        return out
+        ...
 
     def get_stored(self, message_id: bytes) -> StoredMessage | None: ...
 

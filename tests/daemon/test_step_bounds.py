@@ -31,28 +31,28 @@ def _record_inbox_sizes(node) -> tuple[list[int], list[int]]:
     return taken, held
 
 
-async def test_a_burst_is_taken_in_bounded_steps_and_all_of_it_delivered():
+async def _burst(count: int) -> tuple[list[int], list[int]]:
+    """A sends ``count`` messages to B at once; B's step sizes (taken, held)."""
     async with mvds.open_node() as a, mvds.open_node() as b:
         await pair(a, b)
-        taken, _ = _record_inbox_sizes(b)
-        bodies = [b"%05d" % i + b"x" * 250 for i in range(4000)]
+        taken, held = _record_inbox_sizes(b)
+        bodies = [b"%05d" % i + b"x" * 250 for i in range(count)]
         await a.append_many("chat", bodies)
-        got = await collect(b, 4000, timeout=60)
+        got = await collect(b, count, timeout=60)
         assert sorted(m.body for m in got) == sorted(bodies)
-        assert max(taken) == node_module.STEP_DATAGRAMS  # bursts were bigger than a step
-        assert all(n <= node_module.STEP_DATAGRAMS for n in taken)
+    return taken, held
+
+
+async def test_a_burst_is_taken_in_bounded_steps_and_all_of_it_delivered():
+    taken, _ = await _burst(4000)
+    assert max(taken) == node_module.STEP_DATAGRAMS  # bursts were bigger than a step
+    assert all(n <= node_module.STEP_DATAGRAMS for n in taken)
 
 
 async def test_the_socket_is_not_read_past_the_inbox_limit(monkeypatch):
     monkeypatch.setattr(node_module, "STEP_DATAGRAMS", 2)
     monkeypatch.setattr(node_module, "INBOX_LIMIT", 16)
     monkeypatch.setattr(transport_module, "MAX_DRAIN", 16)
-    async with mvds.open_node() as a, mvds.open_node() as b:
-        await pair(a, b)
-        _, held = _record_inbox_sizes(b)
-        bodies = [b"%05d" % i + b"x" * 250 for i in range(1500)]
-        await a.append_many("chat", bodies)
-        got = await collect(b, 1500, timeout=60)
-        assert sorted(m.body for m in got) == sorted(bodies)
-        assert max(held) > 16  # it filled up: the limit was reached
-        assert max(held) < 16 + 16  # one drain past the limit at most
+    _, held = await _burst(1500)
+    assert max(held) > 16  # it filled up: the limit was reached
+    assert max(held) < 16 + 16  # one drain past the limit at most

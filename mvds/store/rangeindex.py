@@ -88,7 +88,7 @@ class RangeIndex:
         self._has_id = has_id
         self._sketch: Sketch | None = None
         self._pending: list[bytes] = []
-        """Keys :meth:`defer`\ red, added before the next query."""
+        """Keys deferred by :meth:`defer`, added before the next query."""
         self._load(sorted(keys))
 
     def _load(self, ordered: list[bytes]) -> None:

@@ -91,6 +91,7 @@ def wall_clock() -> float:
     return time.time()
 
 REACHABILITY_CHECK = 1.0
+"""Seconds between checks for peers that went silent (the peer.unreachable log line)."""
 
 STEP_DATAGRAMS = 128
 """Most received datagrams one step takes (the rest wait for the next step,
@@ -111,7 +112,6 @@ network does), so a flood cannot grow the inbox without bound."""
 WARM_ROWS = 5000
 """Messages read per slice while range indexes are built at start (a few
 milliseconds: steps run between slices)."""
-"""Seconds between checks for peers that went silent (the peer.unreachable log line)."""
 
 
 class Node:
@@ -311,14 +311,15 @@ class Node:
         slice of messages at a time with steps between, rather than in the
         step of the group's first reconciliation: at a million messages the
         build reads for seconds, and every peer would wait for that step."""
-        for name in self.config.all_groups():
+        groups = self.config.all_groups()
+        for name in groups:
             group_id = parse_group(name)
             try:
                 while not self.store.warm_range_index(group_id, WARM_ROWS):
                     await trio.sleep(0)
             except StoreError:
                 return  # built at first use instead, once the store is back
-        self.log.debug("reconcile.indexes_built", groups=len(self.config.all_groups()))
+        self.log.debug("reconcile.indexes_built", groups=len(groups))
 
     def _close(self) -> None:
         self._closing = True

@@ -547,6 +547,10 @@ def test_delivery_seqs_are_read_in_a_batch(store, monkeypatch):
     assert seqs[late.id] == late_seq > seqs[own[-1].id]
     assert all(seqs[m] == store.get_stored(m).seq for m in seqs)
     assert store.delivery_seqs([]) == {}
+    # The messages themselves, through the same three paths.
+    got = store.get_messages(wanted)
+    assert set(got) == {m.id for m in own} | {held.id, late.id}
+    assert all(got[m.id].body == m.body for m in own)
 
 
 def test_a_range_index_built_in_slices_reads_what_was_stored_meanwhile(store, monkeypatch):

@@ -27,7 +27,7 @@ one sorted pass (schema version 2 explains why).
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Iterator
+from typing import Any, Iterator
 
 from mvds._pb import mvds_pb2 as _pb
 from mvds.store._idfilter import IdFilter
@@ -368,61 +368,56 @@ class MessageLog:
                 out[mid] = recent
             else:
                 rest.append(mid)
-        for start in range(0, len(rest), 500):
-            chunk = rest[start : start + 500]
-            rows = self._db.all(
-                "SELECT i.id, m.encoded FROM message_ids i JOIN messages m ON m.rid = i.rid"
-                f" WHERE i.id IN ({','.join('?' * len(chunk))})",
-                chunk,
-            )
-            for mid, encoded in rows:
-                mid = bytes(mid)
-                out[mid] = _LazyMessage(mid, encoded)  # read to be sent: parsed if used
-        for mid in rest:
-            if mid not in out:
-                message = self.get_message(mid)  # not indexed yet (this session's)
-                if message is not None:
-                    out[mid] = message
+        for mid, encoded in self._committed(rest, "encoded"):
+            out[mid] = _LazyMessage(mid, encoded)  # read to be sent: parsed if used
         return out
 
     def delivery_seqs(self, mids: list[bytes]) -> dict[bytes, int]:
         """The delivery sequence number of each of ``mids`` that has one
-        (stored and handed over), two queries per 500 ids at most: the
-        unindexed ones by row number, the rest through ``message_ids``."""
+        (stored and handed over), in batches (:meth:`_committed`)."""
         out: dict[bytes, int] = {}
+        rest = []
+        for mid in mids:
+            u = self._unwritten.get(mid)
+            if u is None:
+                rest.append(mid)
+            elif u.seq is not None:
+                out[mid] = u.seq
+        for mid, seq in self._committed(rest, "seq"):
+            if seq is not None:
+                out[mid] = seq
+        return out
+
+    def _committed(self, mids: list[bytes], column: str) -> Iterator[tuple[bytes, Any]]:
+        """(id, ``column``) of the written rows among ``mids``, one query
+        per 500: ids not yet in ``message_ids`` (this session's, see
+        INDEX_BATCH) by row number, the rest through ``message_ids``."""
         by_id: list[bytes] = []
         by_rid: dict[int, bytes] = {}
-        unwritten, unindexed = self._unwritten, self._unindexed
+        unindexed = self._unindexed
         for mid in mids:
-            u = unwritten.get(mid)
-            if u is not None:
-                if u.seq is not None:
-                    out[mid] = u.seq
-                continue
             rid = unindexed.get(mid)
-            if rid is not None:
-                by_rid[rid] = mid
-            else:
+            if rid is None:
                 by_id.append(mid)
+            else:
+                by_rid[rid] = mid
         db = self._db
         for start in range(0, len(by_id), 500):
             chunk = by_id[start : start + 500]
-            for mid, seq in db.all(
-                "SELECT i.id, m.seq FROM message_ids i JOIN messages m ON m.rid = i.rid"
-                f" WHERE i.id IN ({','.join('?' * len(chunk))}) AND m.seq IS NOT NULL",
+            for mid, value in db.all(
+                f"SELECT i.id, m.{column} FROM message_ids i JOIN messages m ON m.rid = i.rid"
+                f" WHERE i.id IN ({','.join('?' * len(chunk))})",
                 chunk,
             ):
-                out[bytes(mid)] = seq
+                yield bytes(mid), value
         rids = list(by_rid)
         for start in range(0, len(rids), 500):
             chunk = rids[start : start + 500]
-            for rid, seq in db.all(
-                f"SELECT rid, seq FROM messages WHERE rid IN ({','.join('?' * len(chunk))})"
-                " AND seq IS NOT NULL",
+            for rid, value in db.all(
+                f"SELECT rid, {column} FROM messages WHERE rid IN ({','.join('?' * len(chunk))})",
                 chunk,
             ):
-                out[by_rid[rid]] = seq
-        return out
+                yield by_rid[rid], value
 
     def get_stored(self, mid: bytes) -> StoredMessage | None:
         u = self._unwritten.get(mid)

@@ -76,7 +76,7 @@ class RangeIndex:
 
     __slots__ = (
         "_blocks", "_maxes", "_sums", "_prefix_count", "_prefix_sum", "_dirty", "_size",
-        "_has_id", "_ids", "_sketch", "_pending",
+        "_has_id", "_ids", "_sketch", "_pending", "_pending_low",
     )
 
     def __init__(
@@ -89,6 +89,9 @@ class RangeIndex:
         self._sketch: Sketch | None = None
         self._pending: list[bytes] = []
         """Keys deferred by :meth:`defer`, added before the next query."""
+        self._pending_low: bytes | None = None
+        """The lowest of them: whether they all go at the end is asked in
+        every idle moment, while a catch-up may have deferred 100,000."""
         self._load(sorted(keys))
 
     def _load(self, ordered: list[bytes]) -> None:
@@ -116,6 +119,9 @@ class RangeIndex:
         one cost a bisect and a ``list.insert`` each; many pending keys are
         merged by one sort instead (:meth:`_settle`)."""
         self._pending.append(key)
+        low = self._pending_low
+        if low is None or key < low:
+            self._pending_low = key
 
     def settle(self, appends_only: bool = False) -> bool:
         """Add the deferred keys now, so that the next query finds none;
@@ -124,29 +130,40 @@ class RangeIndex:
         node, which go in at the end for a few operations each, not a
         catch-up's keys all over the order (each an insert into a block;
         they wait for the next query)."""
-        pending = self._pending
-        if not pending or (appends_only and self._maxes and min(pending) <= self._maxes[-1]):
+        if not self._pending:
             return False
-        self._settle()
+        appended = self._all_appended()
+        if appends_only and not appended:
+            return False
+        self._settle(appended)
         return True
 
-    def _settle(self) -> None:
-        """Add the deferred keys: one by one when they are few, by rebuilding
-        from one sorted list when they are more than an eighth of the index
-        (a sort in C beats that many Python-level inserts)."""
+    def _all_appended(self) -> bool:
+        """Whether every deferred key sorts after every key in the blocks."""
+        return not self._maxes or self._pending_low > self._maxes[-1]
+
+    def _settle(self, appended: bool | None = None) -> None:
+        """Add the deferred keys: at the end when they all sort after every
+        key (``appended``, found out here when not given), else one by one
+        when they are few, by rebuilding from one sorted list when they are
+        more than an eighth of the index (a sort in C beats that many
+        Python-level inserts)."""
         pending = self._pending
         if not pending:
             return
+        if appended is None:
+            appended = self._all_appended()
         self._pending = []
-        if not self._maxes or min(pending) > self._maxes[-1]:
+        self._pending_low = None
+        if appended:
             self._append_sorted(sorted(set(pending)))
             return
         if len(pending) * 8 <= self._size:
             for key in pending:
                 self.add(key)
             return
-        added = set(pending).difference(self)
         ordered = list(self)
+        added = set(pending).difference(ordered)
         ordered.extend(added)
         ordered.sort()
         self._load(ordered)

@@ -221,12 +221,18 @@ def test_a_node_restarted_while_a_quiet_peer_is_parked_still_gives_it_news():
     scheduled) and crashes.  The restarted a knew b was parked (its durable
     mark) but had lost the probe; b, holding nothing, never queries; so
     nobody spoke again and b never got the message."""
+    _news_for_a_parked_peer_survives_a_crash(11)  # parked on both sides
+
+
+def _news_for_a_parked_peer_survives_a_crash(quiet: float) -> None:
+    """a and b share a group and stay quiet for ``quiet`` seconds (a parks
+    b); a appends, crashes a second later and restarts: b still gets it."""
     config = replace(ON, park_after=10.0, reconcile_interval=30.0)
     net = Net(seed=0)
     net.add("a", config)
     net.add("b", config)
     net.share(GROUP, "a", "b")
-    net.run(11)  # both quiet since the hellos: parked on both sides
+    net.run(quiet)
     assert net.engines["a"].stats["reconcile_parked"] == 1
     message = net.append("a", b"news for a quiet peer")
     net.run(1)
@@ -274,18 +280,7 @@ def test_news_for_a_parked_peer_survives_a_restart_after_an_empty_probe():
     in-memory probe to stand for it, and a crashed.  The restarted a had no
     mark, b held nothing and never queried: b never got the message.
     Dropping a parked peer's records now always leaves a durable mark."""
-    config = replace(ON, park_after=10.0, reconcile_interval=30.0)
-    net = Net(seed=0)
-    net.add("a", config)
-    net.add("b", config)
-    net.share(GROUP, "a", "b")
-    net.run(24)  # parked on both sides at ~10 s, probed (empty) at ~12 s
-    assert net.engines["a"].stats["reconcile_parked"] == 1
-    message = net.append("a", b"news for a quiet peer")
-    net.run(1)
-    net.crash("a")
-    net.run(120)
-    assert net.received_ids("b") == [message.id]
+    _news_for_a_parked_peer_survives_a_crash(24)  # parked at ~10 s, probed (empty) at ~12 s
 
 
 def test_engines_reconcile_a_scattered_difference_by_sketch(monkeypatch):

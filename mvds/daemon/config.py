@@ -242,6 +242,9 @@ class NodeConfig:
     def peer_named(self, name: str) -> PeerConfig | None:
         return next((p for p in self.peers if p.name == name), None)
 
+    def peer_with_id(self, peer_id: bytes) -> PeerConfig | None:
+        return next((p for p in self.peers if p.peer_id == peer_id), None)
+
     def all_groups(self) -> list[str]:
         """Every group this node is in: its own list plus those shared with peers."""
         seen: dict[str, None] = dict.fromkeys(self.groups)

@@ -268,7 +268,7 @@ def trust(config: NodeConfig, name: str, peer_id: bytes, address: str, groups: l
     new = config
     for group in groups:
         new = admin.join(new, group)
-    existing = next((p for p in new.peers if p.peer_id == peer_id), None)
+    existing = new.peer_with_id(peer_id)
     if existing is not None:
         have = {parse_group(g) for g in existing.groups}
         merged = list(existing.groups) + [g for g in groups if parse_group(g) not in have]
@@ -282,7 +282,7 @@ def trust(config: NodeConfig, name: str, peer_id: bytes, address: str, groups: l
 def set_address(config: NodeConfig, peer_id: bytes, address: str) -> NodeConfig:
     """The configured address of the peer ``peer_id`` (the acceptor learns
     which of the code's addresses answered)."""
-    entry = next((p for p in config.peers if p.peer_id == peer_id), None)
+    entry = config.peer_with_id(peer_id)
     if entry is None or entry.address == address:
         return config
     new = copy.deepcopy(config)

@@ -192,7 +192,7 @@ class PairingFlow:
         if not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
             raise NodeError("timeout is between 0 and 3600 seconds")
         config = self._config()
-        existing = next((p for p in config.peers if p.peer_id == inviter), None)
+        existing = config.peer_with_id(inviter)
         peer_name = existing.name if existing else (name or pairing.default_name(inviter))
         v6 = ":" in parse_address(config.listen)[0]
         targets = pairing.socket_addresses(code_fields.addresses, v6)
@@ -211,7 +211,7 @@ class PairingFlow:
         except NodeError:
             self.sessions.cancel_accept(inviter)
             raise
-        entry = next((p for p in self._config().peers if p.peer_id == inviter), None)
+        entry = self._config().peer_with_id(inviter)
         await self._reach(inviter)
         with trio.move_on_after(timeout):
             while True:
